@@ -1,0 +1,232 @@
+"""
+Tokenize documents into llm.c-format shards of uint16 tokens, ready for train.py.
+
+    python prepare.py [--input=data/dedup] [--output=data/tokens] [--tokenizer=gpt2]
+
+Each document becomes <|endoftext|> followed by its tokens, and the documents are laid end to end in
+one long stream, cut into shards of --shard_size tokens: val_000000.bin first (--val_tokens of them),
+then train_000001.bin, train_000002.bin, ... A shard is a 1024-byte header of 256 int32
+(magic 20240520, version 1, token count) followed by the tokens, so llm.c and modded-nanogpt read our
+shards unchanged, and their published FineWeb shards load here.
+"""
+
+import hashlib
+import os
+import sys
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+
+from common import atomic_path, fail, list_shards, progress, read_documents, stage_arguments, write_json
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256  # 1024 bytes
+HERE = Path(__file__).resolve().parent
+GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
+GPT2_VOCAB_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+
+# -----------------------------------------------------------------------------------------------
+# the tokenizer
+
+
+def load_tokenizer(name):
+    """A tiktoken Encoding from an encoding name ('gpt2', 'cl100k_base', ...) or a .tiktoken file.
+
+    'gpt2' is built from the copy of its vocabulary that ships in data/, so it works offline; tiktoken
+    downloads any other named encoding the first time. A bare .tiktoken file holds only the merges,
+    so it is given GPT-2's split pattern and <|endoftext|> as the id after the last merge."""
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+    if name in ("gpt2", "r50k_base"):
+        data = GPT2_VOCAB.read_bytes()
+        if hashlib.sha256(data).hexdigest() != GPT2_VOCAB_SHA256:
+            raise ValueError(f"{GPT2_VOCAB} is not GPT-2's vocabulary (sha256 mismatch): restore it from git")
+        ranks = load_tiktoken_bpe(str(GPT2_VOCAB))
+        # same ranks, split pattern and end-of-text id as tiktoken.get_encoding("gpt2")
+        return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                                 special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
+    if name.endswith(".tiktoken"):
+        if not os.path.exists(name):
+            raise ValueError(f"tokenizer file {name} does not exist")
+        ranks = load_tiktoken_bpe(name)
+        return tiktoken.Encoding(name=name, pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                                 special_tokens={ENDOFTEXT: len(ranks)})
+    return tiktoken.get_encoding(name)
+
+
+# -----------------------------------------------------------------------------------------------
+# the shard format
+
+
+def write_shard(path, tokens):
+    """Write tokens (any integer array with values < 65536) as an llm.c shard, atomically."""
+    tokens = np.asarray(tokens)
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, len(tokens)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(header.tobytes())
+            f.write(tokens.astype("<u2", copy=False).tobytes())
+
+
+def load_shard(path):
+    """Open a shard as a read-only uint16 memmap, after checking that it is one and is whole."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such shard")
+    size = path.stat().st_size
+    if size < HEADER_INTS * 4:
+        raise ValueError(f"{path}: {size} bytes is shorter than the 1024-byte shard header")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if header[0] != SHARD_MAGIC:
+        raise ValueError(f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}: not an llm.c token shard")
+    if header[1] != SHARD_VERSION:
+        raise ValueError(f"{path}: version {header[1]}, expected {SHARD_VERSION} (uint16 tokens)")
+    expected = HEADER_INTS * 4 + 2 * int(header[2])
+    if size != expected:
+        raise ValueError(f"{path}: header says {header[2]:,} tokens ({expected:,} bytes with header), "
+                         f"but the file has {size:,} bytes: truncated or corrupt")
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(int(header[2]),))
+
+
+# -----------------------------------------------------------------------------------------------
+# tokenizing a stream of documents
+
+
+def tokenize_batch(enc, texts):
+    """<|endoftext|> then the document's tokens, for each text, as one uint16 array."""
+    eot = enc.eot_token
+    stream = []
+    for text in texts:
+        stream.append(eot)
+        stream.extend(enc.encode_ordinary(text))  # ordinary: '<|endoftext|>' in a page is just text
+    return np.array(stream, dtype=np.uint16)
+
+
+def token_batches(enc, docs, workers, batch_size=256):
+    """Yield the token arrays of batches of documents, in input order. tiktoken's Rust core releases
+    the GIL, so threads give real parallelism here without copying texts between processes."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight = deque()
+        batch = []
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) == batch_size:
+                in_flight.append(pool.submit(tokenize_batch, enc, batch))
+                batch = []
+                if len(in_flight) > 2 * workers:  # bounded: never more than a few batches in memory
+                    yield in_flight.popleft().result()
+        if batch:
+            in_flight.append(pool.submit(tokenize_batch, enc, batch))
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def shard_names(machine):
+    """val_000000.bin, then train_000001.bin, train_000002.bin, ...; with several machines each
+    writes its own series, e.g. val_m0003_000000.bin, train_m0003_000001.bin, ..."""
+    yield f"val_{machine}000000.bin"
+    index = 1
+    while True:
+        yield f"train_{machine}{index:06d}.bin"
+        index += 1
+
+
+def main():
+    p = stage_arguments(__doc__.strip().splitlines()[0], "data/dedup", "data/tokens")
+    p.add_argument("--tokenizer", default="gpt2", help="tiktoken encoding name or path to a .tiktoken file")
+    p.add_argument("--shard_size", type=float, default=1e8, help="tokens per train shard (llm.c: 1e8)")
+    p.add_argument("--val_tokens", type=float, default=1e7,
+                   help="tokens in the val shard; a corpus smaller than that gives a tenth of itself")
+    args = p.parse_args()
+    shard_size = int(args.shard_size)
+    val_tokens = int(args.val_tokens)
+    if shard_size < 1 or val_tokens < 1:
+        fail("--shard_size and --val_tokens must be at least 1")
+
+    try:
+        enc = load_tokenizer(args.tokenizer)
+    except ValueError as e:
+        fail(f"--tokenizer={args.tokenizer}: {e}")
+    if enc.n_vocab > 2**16:
+        fail(f"--tokenizer={args.tokenizer} has {enc.n_vocab:,} tokens, but shards store uint16 ids "
+             f"(at most 65,536 tokens): use a smaller vocabulary such as gpt2")
+
+    inputs = list_shards(args.input, args.shard, args.num_shards)
+    machine = "" if args.num_shards == 1 else f"m{args.shard:04d}_"
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"prepare: {len(inputs)} input shards from {args.input}, tokenizer {args.tokenizer} "
+          f"({enc.n_vocab:,} tokens), {args.workers} threads -> {out_dir}", file=sys.stderr)
+
+    stats = Counter()
+
+    def documents():
+        for path in inputs:
+            for _, doc in read_documents(path, stats):
+                stats["documents"] += 1
+                stats["bytes"] += len(doc["text"].encode("utf-8"))
+                yield doc["text"]
+
+    start = time.time()
+    names = shard_names(machine)
+    written = []
+    pending, pending_tokens = [], 0  # token arrays not yet written, and how many tokens they hold
+    capacity = val_tokens  # the first shard written is the val shard
+
+    def flush(count):
+        nonlocal pending, pending_tokens, capacity
+        stream = np.concatenate(pending)
+        name = next(names)
+        write_shard(out_dir / name, stream[:count])
+        written.append({"name": name, "tokens": int(count)})
+        pending, pending_tokens = [stream[count:]], len(stream) - count
+        capacity = shard_size
+
+    bar = progress("prepare", unit="tok")
+    for tokens in token_batches(enc, documents(), args.workers):
+        pending.append(tokens)
+        pending_tokens += len(tokens)
+        bar.update(len(tokens))
+        while pending_tokens >= capacity:
+            flush(capacity)
+    if pending_tokens and not written:
+        # a corpus smaller than --val_tokens: a tenth of it for validation, the rest for training
+        flush(max(1, pending_tokens // 10))
+    while pending_tokens:
+        flush(min(pending_tokens, capacity))
+    bar.close()
+    seconds = time.time() - start
+
+    # a rerun over a smaller input must not leave stale shards of an earlier, longer run behind
+    keep = {s["name"] for s in written}
+    for old in [*out_dir.glob(f"val_{machine}[0-9]*.bin"), *out_dir.glob(f"train_{machine}[0-9]*.bin")]:
+        if old.name not in keep:
+            old.unlink()
+
+    total = sum(s["tokens"] for s in written)
+    report = {"stage": "prepare", "input": args.input, "output": str(out_dir),
+              "tokenizer": args.tokenizer, "vocab_size": enc.n_vocab, "eot_token": enc.eot_token,
+              "documents": stats["documents"], "bytes": stats["bytes"], "tokens": total,
+              "seconds": round(seconds, 2), "tokens_per_second": round(total / max(seconds, 1e-9)),
+              "skipped": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("bad_input:")},
+              "shards": written}
+    suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
+    write_json(out_dir / f"report{suffix}.json", report)
+
+    print(f"\nprepare done in {seconds:.1f}s: {stats['documents']:,} documents, {total:,} tokens "
+          f"({total / max(seconds, 1e-9):,.0f} tokens/s), {len(written)} shards in {out_dir}")
+    if report["skipped"]:
+        print("  bad input skipped: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report["skipped"].items())))
+    if not written:
+        print("  warning: no tokens written: the input held no usable documents", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

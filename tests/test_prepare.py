@@ -1,0 +1,206 @@
+"""prepare.py against tiktoken itself, and the shard format against llm.c's definition."""
+
+import base64
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DOCS = ROOT / "data" / "sample" / "docs.jsonl.gz"
+
+
+def run_prepare(*flags):
+    result = subprocess.run([sys.executable, str(ROOT / "prepare.py"), *flags],
+                            capture_output=True, text=True, cwd=ROOT)
+    return result
+
+
+def real_texts(limit=None):
+    with gzip.open(SAMPLE_DOCS, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    return texts[:limit]
+
+
+def write_docs(path, lines):
+    """lines: dicts (written as JSON) or raw bytes (written as they are, to make bad input)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        for line in lines:
+            f.write(line if isinstance(line, bytes) else json.dumps(line).encode() + b"\n")
+
+
+def read_stream(folder):
+    """All tokens of a prepare.py output folder, val first, then train shards in order."""
+    folder = Path(folder)
+    shards = sorted(folder.glob("val_*.bin")) + sorted(folder.glob("train_*.bin"))
+    return np.concatenate([np.asarray(prepare.load_shard(p)) for p in shards]), shards
+
+
+def test_gpt2_tokenizer_is_gpt2():
+    enc = prepare.load_tokenizer("gpt2")
+    # ids published with GPT-2 (and produced by tiktoken.get_encoding("gpt2") online)
+    assert enc.encode_ordinary("Hello world") == [15496, 995]
+    assert enc.encode_ordinary(" the") == [262]
+    assert enc.eot_token == 50256 and enc.n_vocab == 50257
+    assert enc.decode(enc.encode_ordinary("naïve café — 東京")) == "naïve café — 東京"
+
+
+def test_token_stream_equals_tiktoken_on_real_text(tmp_path):
+    texts = real_texts(150)
+    write_docs(tmp_path / "a.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok", "--shard_size=20000",
+                         "--val_tokens=5000", "--workers=2")
+    assert result.returncode == 0, result.stderr
+    stream, shards = read_stream(tmp_path / "tok")
+    enc = prepare.load_tokenizer("gpt2")
+    expected = []
+    for text in texts:
+        expected += [enc.eot_token] + enc.encode_ordinary(text)
+    assert stream.tolist() == expected
+    # val shard first and of the asked size, then full train shards, the last one partial
+    sizes = [len(prepare.load_shard(p)) for p in shards]
+    assert shards[0].name == "val_000000.bin" and sizes[0] == 5000
+    assert [p.name for p in shards[1:3]] == ["train_000001.bin", "train_000002.bin"]
+    assert all(s == 20000 for s in sizes[1:-1]) and 0 < sizes[-1] <= 20000
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["documents"] == len(texts) and report["tokens"] == len(expected)
+    assert report["tokenizer"] == "gpt2" and report["vocab_size"] == 50257 and report["eot_token"] == 50256
+
+
+def test_header_layout(tmp_path):
+    tokens = np.random.randint(0, 50257, size=1234)
+    prepare.write_shard(tmp_path / "s.bin", tokens)
+    raw = (tmp_path / "s.bin").read_bytes()
+    assert len(raw) == 1024 + 2 * 1234
+    header = np.frombuffer(raw[:1024], dtype="<i4")
+    assert header[0] == 20240520 and header[1] == 1 and header[2] == 1234 and not header[3:].any()
+    assert np.frombuffer(raw[1024:], dtype="<u2").tolist() == tokens.tolist()
+    assert prepare.load_shard(tmp_path / "s.bin").tolist() == tokens.tolist()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[:-2], "truncated or corrupt"),
+    (lambda raw: raw + b"\0\0", "truncated or corrupt"),
+    (lambda raw: b"\1\2\3\4" + raw[4:], "not an llm.c token shard"),
+    (lambda raw: raw[:4] + np.int32(7).tobytes() + raw[8:], "version 7"),
+    (lambda raw: raw[:100], "shorter than the 1024-byte shard header"),
+])
+def test_bad_shards_are_rejected_with_the_file_named(tmp_path, damage, message):
+    path = tmp_path / "train_000001.bin"
+    prepare.write_shard(path, np.arange(100))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=message) as e:
+        prepare.load_shard(path)
+    assert str(path) in str(e.value)
+
+
+def test_same_bytes_whatever_the_worker_count(tmp_path):
+    texts = real_texts(120)
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(texts[:60])])
+    write_docs(tmp_path / "in" / "b.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(texts[60:])])
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"tok{workers}"
+        result = run_prepare(f"--input={tmp_path}/in", f"--output={out}", f"--workers={workers}",
+                             "--shard_size=7777", "--val_tokens=3000")
+        assert result.returncode == 0, result.stderr
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.bin"))})
+    assert len(outputs[0]) > 3 and outputs[0] == outputs[1]
+
+
+def test_bad_input_is_counted_reported_and_skipped(tmp_path):
+    good = [{"id": "a", "text": "The first good document."}, {"id": "b", "text": "The second one."}]
+    write_docs(tmp_path / "in.jsonl.gz", [
+        good[0],
+        b'{"id": "x", "text": "unterminated\n',        # line 2: malformed JSON
+        {"id": "y", "body": "no text key"},              # line 3
+        b'{"id": "z", "text": "caf\xe9"}\n',             # line 4: Latin-1 byte, not UTF-8
+        {"id": "e", "text": "   "},                      # line 5: empty
+        {"id": "n", "text": 42},                         # line 6: text is not a string
+        good[1],
+    ])
+    result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok")
+    assert result.returncode == 0, result.stderr
+    for line, reason in [(2, "malformed_json"), (3, "missing_text"), (4, "bad_utf8"), (5, "empty_text"),
+                         (6, "text_not_string")]:
+        assert f"in.jsonl.gz:{line}: {reason}" in result.stderr
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["documents"] == 2
+    assert report["skipped"] == {"malformed_json": 1, "missing_text": 1, "bad_utf8": 1, "empty_text": 1,
+                                 "text_not_string": 1}
+    enc = prepare.load_tokenizer("gpt2")
+    expected = []
+    for doc in good:
+        expected += [enc.eot_token] + enc.encode_ordinary(doc["text"])
+    assert read_stream(tmp_path / "tok")[0].tolist() == expected
+
+
+def test_truncated_gzip_keeps_what_was_readable(tmp_path):
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": str(i), "text": f"document number {i} " * 50} for i in range(200)])
+    raw = (tmp_path / "in.jsonl.gz").read_bytes()
+    (tmp_path / "in.jsonl.gz").write_bytes(raw[: len(raw) // 2])
+    result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["skipped"] == {"truncated_file": 1} and 0 < report["documents"] < 200
+
+
+def test_rerun_does_not_duplicate_and_removes_stale_shards(tmp_path):
+    texts = real_texts(80)
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    flags = [f"--input={tmp_path}/in", f"--output={tmp_path}/tok", "--shard_size=5000", "--val_tokens=5000"]
+    assert run_prepare(*flags).returncode == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path / "tok").glob("*.bin")}
+    assert run_prepare(*flags).returncode == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tok").glob("*.bin")} == first
+    # a smaller corpus: the shards of the longer run beyond the new end must go
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(texts[:20])])
+    assert run_prepare(*flags).returncode == 0
+    stream, shards = read_stream(tmp_path / "tok")
+    assert len(shards) < len(first)
+    assert json.loads((tmp_path / "tok" / "report.json").read_text())["tokens"] == len(stream)
+    assert not list((tmp_path / "tok").glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_small_corpus_gets_a_tenth_for_validation(tmp_path):
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(real_texts(30))])
+    assert run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok").returncode == 0
+    stream, shards = read_stream(tmp_path / "tok")
+    assert [p.name for p in shards] == ["val_000000.bin", "train_000001.bin"]
+    assert len(prepare.load_shard(shards[0])) == len(stream) // 10
+
+
+def test_machines_split_the_input_and_together_cover_it(tmp_path):
+    texts = real_texts(60)
+    for k in range(3):
+        write_docs(tmp_path / "in" / f"part{k}.jsonl.gz", [{"id": f"{k}{i}", "text": t}
+                                                        for i, t in enumerate(texts[k * 20:(k + 1) * 20])])
+    tokens = 0
+    for machine in range(2):
+        result = run_prepare(f"--input={tmp_path}/in", f"--output={tmp_path}/tok", f"--shard={machine}",
+                             "--num_shards=2", "--val_tokens=1000")
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "tok" / f"val_m{machine:04d}_000000.bin").exists()
+        tokens += json.loads((tmp_path / "tok" / f"report_{machine:05d}_of_00002.json").read_text())["tokens"]
+    enc = prepare.load_tokenizer("gpt2")
+    assert tokens == sum(1 + len(enc.encode_ordinary(t)) for t in texts)
+    assert tokens == len(read_stream(tmp_path / "tok")[0])
+
+
+def test_vocabulary_over_uint16_is_refused(tmp_path):
+    # a made-up vocabulary of 70,000 byte strings: too many ids for uint16 shards
+    ranks = [bytes([b]) for b in range(256)] + [f"tok{i}".encode() for i in range(70000 - 256)]
+    (tmp_path / "big.tiktoken").write_text(
+        "".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(ranks)))
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": "a", "text": "hello"}])
+    result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok", f"--tokenizer={tmp_path}/big.tiktoken")
+    assert result.returncode == 1
+    assert "70,001 tokens" in result.stderr and "uint16" in result.stderr
+    assert "Traceback" not in result.stderr and not list((tmp_path / "tok").glob("*.bin"))
