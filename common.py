@@ -83,17 +83,18 @@ def shard_name(path):
 MAX_WARNINGS_PER_FILE = 10  # say which lines were bad, without flooding the terminal
 
 
-def read_documents(path, stats):
+def read_documents(path, stats, warn=True):
     """Yield (line_number, document) for each good document of a .jsonl or .jsonl.gz file.
 
     Bad lines are counted in `stats` (a Counter) as 'bad_input:<reason>' and skipped, with a warning
-    naming the file and line for the first few. A truncated gzip file keeps what was readable."""
+    naming the file and line for the first few (warn=False for a second pass over the same file).
+    A truncated gzip file keeps what was readable."""
     warned = 0
 
     def bad(line_number, reason, detail=""):
         nonlocal warned
         stats[f"bad_input:{reason}"] += 1
-        if warned < MAX_WARNINGS_PER_FILE:
+        if warn and warned < MAX_WARNINGS_PER_FILE:
             print(f"warning: {path}:{line_number}: {reason}{': ' + detail if detail else ''}",
                   file=sys.stderr)
         warned += 1
@@ -156,9 +157,10 @@ def atomic_path(path):
 @contextlib.contextmanager
 def jsonl_writer(path):
     """Write documents to a .jsonl.gz shard atomically: `with jsonl_writer(p) as write: write(doc)`."""
+    path = Path(path)
     with atomic_path(path) as tmp:
-        # mtime=0 and a fixed compression level make the bytes depend on the documents alone
-        with gzip.GzipFile(tmp, "wb", compresslevel=6, mtime=0) as f:
+        # the final name, mtime=0 and a fixed level in the gzip header: the bytes depend on the documents alone
+        with open(tmp, "wb") as raw, gzip.GzipFile(path.name, "wb", 6, raw, mtime=0) as f:
             def write(doc):
                 f.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
             yield write
@@ -231,8 +233,8 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
         stats = process_shard(path, out_path)
         write_json(stats_path, stats)
     totals = Counter()
-    for stats_path in sorted(stats_dir.glob("*.json")):
-        for key, value in json.loads(stats_path.read_text()).items():
+    for path in inputs:
+        for key, value in json.loads((stats_dir / (shard_name(path) + ".json")).read_text()).items():
             totals[key] += value
     seconds = time.time() - start
     report = {"stage": name, "input": str(args.input), "output": str(output_dir),

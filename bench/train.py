@@ -1,0 +1,148 @@
+"""
+CPU training throughput of train.py against nanoGPT's training loop, same model, batch and dtype.
+
+    python bench/train.py [--steps=60] [--repeats=2] [--preset=config/tiny_cpu.py] [--data=DIR]
+    python bench/train.py --gpu [--steps=40] [--batch_size=64] [--data=DIR]   # GPT-2 124M: tokens/s, MFU
+
+nanoGPT is not a package, so its loop (train.py at karpathy/nanoGPT master: a fresh np.memmap and
+torch.randint offsets per batch, loss/accum, backward, clip, AdamW step, zero_grad, dt between steps)
+is written out below as faithfully as fits, driving the same model.py GPT with the same AdamW settings
+and learning-rate schedule. Both runs then get the same val loss measurement (train.py's fixed val
+set). Tokens are the built-in sample, tokenized by prepare.py into a temporary folder unless --data.
+Runs alternate (ours, nanoGPT, nanoGPT, ours, ...) so that a drifting shared machine hurts both
+alike; each run's tokens/s is its median over the steps after the first three, and the best and median
+run of each are reported.
+
+--gpu trains config/gpt2_124m.py (bf16, torch.compile, flash attention through SDPA, the Triton
+cross-entropy) on one GPU for --steps steps of 524,288 tokens, and reports the median tokens/s and
+MFU of the steps after the first five (compilation and warm-up).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+
+def ours(config_argv, out_dir, steps):
+    train.main(config_argv + [f'--out_dir={out_dir}', f'--max_iters={steps}', f'--eval_interval={steps}',
+                              '--log_interval=1'])
+    log = [json.loads(line) for line in open(os.path.join(out_dir, 'log.jsonl'))]
+    rates = [h['tokens_per_second'] for h in log if 'loss' in h][3:]
+    return statistics.median(rates), [h['val_loss'] for h in log if 'val_loss' in h][-1]
+
+
+def nanogpt(config, data_dir, steps):
+    """nanoGPT's train.py loop, single process, no GradScaler (float32), eval excluded from timing."""
+    data = train.open_data(config)
+    _, model_args = train.check_start(config, data, None, print)  # the same model train.py builds
+    torch.manual_seed(config['seed'])
+    model = GPT(GPTConfig(**model_args)).to('cpu')
+    optimizer = model.configure_optimizers(config['weight_decay'], config['learning_rate'],
+                                           (config['beta1'], config['beta2']), 'cpu')
+    batch_size, block_size = config['batch_size'], config['block_size']
+    accumulation = config['batch_tokens'] // (batch_size * block_size)
+    train_file = sorted(Path(data_dir).glob('train_*.bin'))[0]
+
+    def get_batch():
+        # nanoGPT recreates the memmap every batch to avoid a memory leak; offset skips our shard header
+        data = np.memmap(train_file, dtype=np.uint16, mode='r', offset=1024)
+        ix = torch.randint(len(data) - block_size, (batch_size,))
+        x = torch.stack([torch.from_numpy((data[i:i + block_size]).astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy((data[i + 1:i + 1 + block_size]).astype(np.int64)) for i in ix])
+        return x, y
+
+    ctx = nullcontext()
+    X, Y = get_batch()
+    t0 = time.time()
+    rates = []
+    for iter_num in range(steps):
+        lr = train.get_lr(iter_num, config)  # the same warmup + cosine as nanoGPT's get_lr
+        for param_group in optimizer.param_groups:
+            param_group['lr'] = lr
+        for micro_step in range(accumulation):
+            with ctx:
+                logits, loss = model(X, Y)
+                loss = loss / accumulation
+            X, Y = get_batch()
+            loss.backward()
+        if config['grad_clip'] != 0.0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config['grad_clip'])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        lossf = loss.item() * accumulation  # nanoGPT syncs here on every log_interval=1 step
+        t1 = time.time()
+        dt, t0 = t1 - t0, t1
+        rates.append(config['batch_tokens'] / dt)
+    val = train.evaluate(model, data, config, nullcontext(), 'cpu', 0, 1)
+    return statistics.median(rates[3:]), val, lossf
+
+
+def gpu(args, data_dir, tmp):
+    out_dir = os.path.join(tmp, 'gpu')
+    train.main([str(ROOT / 'config' / 'gpt2_124m.py'), f'--data={data_dir}', f'--out_dir={out_dir}',
+                f'--max_iters={args.steps}', f'--batch_size={args.batch_size}', '--eval_iters=1',
+                f'--eval_interval={10 ** 9}'])
+    steps = [json.loads(line) for line in open(os.path.join(out_dir, 'log.jsonl'))]
+    steps = [h for h in steps if 'loss' in h][5:]
+    rate, mfu = statistics.median(h['tokens_per_second'] for h in steps), statistics.median(h['mfu'] or 0 for h in steps)
+    print(f"\nGPT-2 124M on {torch.cuda.get_device_name()}, batch {args.batch_size} x 1024, 524,288 tokens per "
+          f"step, bf16, compiled: {rate:,.0f} tokens/s, MFU {100 * mfu:.1f}% (median of {len(steps)} steps)")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument('--steps', type=int, default=60)
+    p.add_argument('--repeats', type=int, default=2)
+    p.add_argument('--preset', default=str(ROOT / 'config' / 'tiny_cpu.py'))
+    p.add_argument('--data', default=None, help='token shards (default: the built-in sample, tokenized now)')
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    p.add_argument('--gpu', action='store_true', help='GPT-2 124M on one GPU instead of the CPU comparison')
+    p.add_argument('--batch_size', type=int, default=64, help='with --gpu: sequences per forward pass')
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data
+        if data_dir is None:
+            data_dir = os.path.join(tmp, 'tokens')
+            subprocess.run([sys.executable, str(ROOT / 'prepare.py'), f'--input={ROOT / "data" / "sample"}',
+                            f'--output={data_dir}'], check=True, capture_output=True)
+        if args.gpu:
+            return gpu(args, data_dir, tmp)
+        argv = [args.preset, f'--data={data_dir}', f'--lr_decay_iters={args.steps}',
+                f'--warmup_iters={max(1, args.steps // 10)}']
+        config = train.get_config(argv + [f'--max_iters={args.steps}'])
+        results = {'train.py': [], 'nanoGPT loop': []}
+        for r in range(args.repeats):  # alternate which goes first: a busy machine drifts
+            runs = [('train.py', lambda: ours(argv, os.path.join(tmp, f'out{r}'), args.steps)),
+                    ('nanoGPT loop', lambda: nanogpt(config, data_dir, args.steps)[:2])]
+            for name, run in runs[::1 if r % 2 == 0 else -1]:
+                results[name].append(run())
+    model = f"{config['n_layer']}x{config['n_embd']}, block {config['block_size']}, batch {config['batch_size']}"
+    print(f"\nCPU training, {model}, float32, {args.steps} steps, {torch.get_num_threads()} threads "
+          f"(best of {args.repeats}):")
+    for name, runs in results.items():
+        rates = sorted(r for r, _ in runs)
+        print(f"  {name:13s} best {rates[-1]:7,.0f} tokens/s, median {statistics.median(rates):7,.0f}; "
+              f"val loss after {args.steps} steps: {', '.join(f'{v:.4f}' for _, v in runs)}")
+    ratio = max(r for r, _ in results['train.py']) / max(r for r, _ in results['nanoGPT loop'])
+    print(f"  train.py / nanoGPT loop: {ratio:.2f}x tokens/s")
+
+
+if __name__ == '__main__':
+    main()

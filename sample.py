@@ -1,0 +1,189 @@
+"""
+Sample text from a trained model, streaming each token to the terminal as it is generated.
+
+    python sample.py --ckpt=out/ckpt.pt --prompt="The PostgreSQL planner"
+    python sample.py --ckpt=out/ckpt.pt --num_samples=3 --temperature=0.8 --top_k=200
+    python sample.py --ckpt=out/ckpt.pt --temperature=0      # greedy: always the likeliest token
+
+A language model only ever predicts the next token. Generating text is a loop: run the model on the
+tokens so far, turn its scores for the next token into probabilities, draw one, append it, repeat.
+The knobs shape the draw: temperature divides the scores (below 1 sharpens, 0 is greedy argmax),
+top_k keeps only the k likeliest tokens, top_p keeps the smallest set holding probability p
+("nucleus" sampling). model.generate keeps a KV cache, the attention keys and values of the tokens
+already seen, so each step runs the model on one new token instead of on the whole sequence.
+
+Every training document starts with the end-of-text token, so a prompt is given that token first:
+the model continues it as the opening of a new document. A sample ends at max_new_tokens or when
+the model emits end-of-text (the document is over). The text goes to stdout, everything else to
+stderr, so `python sample.py ... > out.txt` keeps only the samples.
+"""
+import argparse
+import codecs
+import os
+import pickle
+import sys
+import time
+import zipfile
+from contextlib import nullcontext
+
+import torch
+
+from common import fail
+from model import GPT, GPTConfig
+from prepare import load_tokenizer
+
+CHECKPOINT_VERSION = 1  # the format train.py writes; see DESIGN.md, "Checkpoints"
+REQUIRED_KEYS = ("model", "model_args", "tokenizer", "version")
+
+
+def best_device():
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_checkpoint(path, device):
+    """(model in eval mode, tokenizer, checkpoint dict) from a train.py checkpoint.
+
+    Raises ValueError with a one-line reason for anything that is not a usable checkpoint.
+    weights_only=True: a checkpoint is data, and loading one from elsewhere must not run code."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file (train a model first: python train.py ...)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path}: not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: holds objects other than tensors and plain data, which "
+                         f"weights_only=True refuses to load (a checkpoint must not run code)") from None
+    except Exception as e:  # a damaged archive: zip, CRC or storage errors
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: damaged checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict, found a {type(ckpt).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a train.py checkpoint, missing key(s) {', '.join(missing)}")
+    if ckpt["version"] != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {ckpt['version']!r}, "
+                         f"this sample.py reads version {CHECKPOINT_VERSION}")
+    try:
+        model = GPT(GPTConfig(**ckpt["model_args"]))
+        # torch.compile wraps the model and prefixes every parameter name with '_orig_mod.'
+        state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, AttributeError) as e:
+        reason = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
+        raise ValueError(f"{path}: the weights do not fit the model described by model_args ({reason})") from None
+    try:
+        enc = load_tokenizer(ckpt["tokenizer"])
+    except Exception as e:
+        raise ValueError(f"{path}: cannot load its tokenizer {ckpt['tokenizer']!r} ({e})") from None
+    if enc.n_vocab > ckpt["model_args"].get("vocab_size", enc.n_vocab):
+        raise ValueError(f"{path}: tokenizer {ckpt['tokenizer']!r} has {enc.n_vocab} tokens, "
+                         f"more than the model's vocab_size {ckpt['model_args']['vocab_size']}")
+    model.eval().to(device)
+    return model, enc, ckpt
+
+
+def stream_sample(model, enc, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                  use_cache=True, write=None):
+    """Generate one sample after `prompt`; call write(text) as text comes; return the new tokens.
+
+    Tokens are decoded through an incremental UTF-8 decoder: a character of several bytes (é, 日, an
+    emoji) is often split over two tokens, and printing each token's bytes on its own would show
+    broken characters."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([[enc.eot_token] + enc.encode(prompt, allowed_special="all")],
+                       dtype=torch.long, device=device)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    new_tokens = []
+    for next_token in model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                                     top_p=top_p, use_cache=use_cache):
+        token = next_token.item()
+        if token == enc.eot_token:  # the model ended the document
+            break
+        new_tokens.append(token)
+        if write and token >= enc.n_vocab:
+            # vocab_size is padded past the tokenizer's (50257 -> 50304, for faster matmuls); an
+            # untrained model can still draw one of those ids, which stand for no text at all
+            write("\ufffd")
+        elif write:
+            write(decoder.decode(enc.decode_single_token_bytes(token)))
+    if write:
+        write(decoder.decode(b"", final=True))
+    return new_tokens
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Sample text from a model trained by train.py.")
+    p.add_argument("--ckpt", default="out/ckpt.pt", help="checkpoint written by train.py")
+    p.add_argument("--prompt", "--start", default="",
+                   help="text the samples continue (default: none, a fresh document)")
+    p.add_argument("--prompt_file", default=None, help="read the prompt from this file instead")
+    p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument("--max_new_tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top_k", type=int, default=200, help="0 = no top-k cut")
+    p.add_argument("--top_p", type=float, default=1.0, help="1.0 = no nucleus cut")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or e.g. cuda:1")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto = bfloat16 on a GPU that has it, else float32")
+    p.add_argument("--no_cache", action="store_true", help="recompute all positions every step")
+    args = p.parse_args(argv)
+    if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
+        fail("need --temperature >= 0, --top_k >= 0 and 0 < --top_p <= 1")
+    if args.num_samples < 1 or args.max_new_tokens < 1:
+        fail("need --num_samples >= 1 and --max_new_tokens >= 1")
+    return args
+
+
+def main(argv=None):
+    args = get_args(argv)
+    prompt = args.prompt
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                prompt = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"--prompt_file={args.prompt_file}: {e}")
+    device = best_device() if args.device == "auto" else args.device
+    device_type = device.split(":")[0]
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    # mixed precision as in training: matmuls in bf16/fp16, the weights stay fp32
+    autocast = (nullcontext() if dtype == "float32" else
+                torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)))
+
+    try:
+        model, enc, ckpt = load_checkpoint(args.ckpt, device)
+    except ValueError as e:
+        fail(str(e))
+    n_params = sum(p.numel() for p in model.parameters())
+    step = ckpt.get("step", ckpt.get("iter_num", "?"))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"loaded {args.ckpt}: {n_params / 1e6:.2f}M parameters, step {step}, "
+        f"tokenizer {ckpt['tokenizer']}, on {device} in {dtype}")
+
+    torch.manual_seed(args.seed)  # seeds the CPU and every GPU generator
+    write = lambda text: print(text, end="", flush=True)  # noqa: E731
+    total_tokens, t0 = 0, time.time()
+    for i in range(args.num_samples):
+        write(prompt)
+        with torch.no_grad(), autocast:
+            tokens = stream_sample(model, enc, prompt, args.max_new_tokens, args.temperature,
+                                   args.top_k or None, args.top_p if args.top_p < 1 else None,
+                                   use_cache=not args.no_cache, write=write)
+        total_tokens += len(tokens)
+        write("\n---------------\n")
+    dt = time.time() - t0
+    log(f"{args.num_samples} sample(s), {total_tokens} tokens in {dt:.1f}s "
+        f"({total_tokens / max(dt, 1e-9):.1f} tokens/s)")
+
+
+if __name__ == "__main__":
+    main()

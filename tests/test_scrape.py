@@ -1,0 +1,392 @@
+"""
+scrape.py against a local web server on 127.0.0.1 that serves real pages (read from the built-in
+sample, data/sample/pages.warc.gz) and every kind of trouble a crawler meets: robots.txt, a slow
+server, a trickling one, 500s, a 429 with Retry-After, a page over the size cap, a binary file served
+as HTML, a redirect loop, legacy charsets, and pages that hang or crash the extractor. Each must end
+as expected, and no other page may be lost. The reference texts are data/sample/docs.jsonl.gz,
+extracted from the same pages independently.
+"""
+import gzip
+import io
+import json
+import re
+import socket
+import threading
+import time
+import unicodedata
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+import scrape
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+REAL = {  # served path -> the sample page it serves
+    "/pages/abort.html": "https://www.postgresql.org/docs/15/sql-abort.html",
+    "/pages/alterroutine.html": "https://www.postgresql.org/docs/15/sql-alterroutine.html",
+    "/pages/gittutorial.html": "https://git-scm.com/docs/gittutorial-2",
+    "/pages/uuid.html": "https://docs.python.org/3.11/library/uuid.html",  # served as windows-1252
+    "/target.html": "https://www.postgresql.org/docs/15/datatype-uuid.html",  # reached by a redirect
+}
+JAPANESE = "https://debian-handbook.info/browse/ja-JP/stable/sect.quotas.html"  # served as Shift_JIS
+FLAGS = ["--workers=2", "--connections=8", "--per_host=8", "--delay=0", "--connect_timeout=1",
+         "--read_timeout=1", "--fetch_timeout=2", "--retries=2", "--backoff=0.01",
+         "--max_retry_wait=2", "--max_bytes=200000", "--extract_timeout=3", "--min_chars=100"]
+
+
+def normalized(text):
+    return unicodedata.normalize("NFC", text).strip()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    pages = {}
+    with open(SAMPLE / "pages.warc.gz", "rb") as f:
+        for r in ArchiveIterator(f):
+            if r.rec_type == "response":
+                pages[r.rec_headers.get_header("WARC-Target-URI")] = (
+                    r.http_headers.get_header("Content-Type"), r.content_stream().read())
+    with gzip.open(SAMPLE / "docs.jsonl.gz", "rt") as f:
+        texts = {d["url"]: normalized(d["text"]) for d in map(json.loads, f)}
+    return pages, texts
+
+
+def paragraphs_page(text, links=()):
+    """A synthetic page: real text from the sample, links chosen by the test."""
+    body = "".join(f"<p>{p}</p>" for p in text.split("\n") if p.strip())
+    anchors = "".join(f'<a href="{href}">link</a> ' for href in links)
+    return f"<html><head><title>t</title></head><body><nav>{anchors}</nav><article>{body}</article></body></html>".encode()
+
+
+@pytest.fixture(scope="module")
+def server(sample):
+    """A threaded HTTP server. routes: path -> (status, headers, body) or a function(handler, n)
+    where n counts earlier requests to that path. Every request is logged with its time."""
+    pages, texts = sample
+    routes, log = {}, []
+    for path, url in REAL.items():
+        routes[path] = (200, {"Content-Type": pages[url][0]}, pages[url][1])
+    sjis = re.sub(r"(?i)charset=utf-8", "charset=Shift_JIS", pages[JAPANESE][1].decode("utf-8"))
+    sjis = re.sub(r'encoding="UTF-8"', 'encoding="Shift_JIS"', sjis)
+    routes["/sjis.html"] = (200, {"Content-Type": "text/html"}, sjis.encode("shift_jis", "xmlcharrefreplace"))
+    page = pages[REAL["/pages/abort.html"]][1]
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    routes["/robots.txt"] = (200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /private/\n")
+    routes["/private/secret.html"] = (200, html, page)
+    routes["/missing.html"] = (404, html, b"not here")
+    routes["/doc.pdf"] = (200, {"Content-Type": "application/pdf"}, b"%PDF-1.4 ...")
+    routes["/image.html"] = (200, html, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 20)
+    routes["/short.html"] = (200, html, b"<html><body><p>Too short to be worth training on.</p></body></html>")
+    routes["/hang.html"] = (200, html, page.replace(b"<body", b"<!-- scrape-test: hang --><body", 1))
+    routes["/crash.html"] = (200, html, page.replace(b"<body", b"<!-- scrape-test: crash --><body", 1))
+    routes["/loop-a"] = (302, {"Location": "/loop-b"}, b"")
+    routes["/loop-b"] = (302, {"Location": "/loop-a"}, b"")
+    routes["/moved"] = (301, {"Location": "/target.html"}, b"")
+    routes["/flaky.html"] = lambda h, n: (500, html, b"oops") if n < 2 else (200, html, page)
+    routes["/busy.html"] = lambda h, n: (429, {"Retry-After": "1"}, b"") if n < 1 else (200, html, page)
+
+    def slow(handler, n):
+        time.sleep(3)  # longer than --read_timeout: the scraper must not wait for it
+        return 200, html, page
+
+    def trickle(handler, n):  # a byte every 0.2 s: no read timeout fires, only --fetch_timeout
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.end_headers()
+        for _ in range(50):
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+            time.sleep(0.2)
+
+    def big(handler, n):  # no Content-Length: the cap must stop the stream itself
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.end_headers()
+        for _ in range(100):
+            handler.wfile.write(b"<p>" + b"x" * 9996 + b"</p>")
+
+    routes.update({"/slow.html": slow, "/trickle.html": trickle, "/big.html": big})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            n = sum(p == path for p, _ in log)
+            log.append((path, time.monotonic()))
+            route = routes.get(path, (404, {}, b"not found"))
+            reply = route(self, n) if callable(route) else route
+            if reply is None:
+                return
+            status, headers, body = reply
+            self.send_response(status)
+            for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda request, address: None  # the scraper hangs up on slow pages
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield base, routes, log, texts
+    httpd.shutdown()
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_shards(folder):
+    return [d for p in sorted(Path(folder).glob("*.jsonl.gz")) for d in map(json.loads, gzip.open(p, "rt"))]
+
+
+def read_errors(folder):
+    return [e for p in sorted(Path(folder).glob("errors/*.jsonl.gz")) for e in map(json.loads, gzip.open(p, "rt"))]
+
+
+EXPECTED_ERRORS = {
+    "/private/secret.html": "robots", "/missing.html": "status", "/doc.pdf": "not_html",
+    "/image.html": "binary", "/short.html": "too_short", "/hang.html": "extraction_timeout",
+    "/crash.html": "extraction_crash", "/loop-a": "redirects", "/slow.html": "timeout",
+    "/trickle.html": "timeout", "/big.html": "too_large",
+}
+EXPECTED_DOCS = ["/pages/abort.html", "/pages/alterroutine.html", "/pages/gittutorial.html",
+                 "/pages/uuid.html", "/sjis.html", "/flaky.html", "/busy.html", "/moved"]
+
+
+@pytest.fixture(scope="module")
+def url_run(server, tmp_path_factory):
+    """One --urls run over every case, shared by the tests that check its outcome."""
+    base, routes, log, texts = server
+    out = tmp_path_factory.mktemp("urls")
+    refused = f"http://127.0.0.1:{closed_port()}/nothing.html"
+    urls = [base + p for p in EXPECTED_DOCS + list(EXPECTED_ERRORS)] + [refused, "ftp://example.org/file"]
+    (out / "urls.txt").write_text("# test URLs\n" + "\n".join(urls) + "\n\n")
+    log.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCRAPE_TEST_HOOKS", "1")
+        report = scrape.main([f"--urls={out / 'urls.txt'}", f"--output={out / 'raw'}"] + FLAGS)
+    return out, urls, refused, report, list(log)
+
+
+def test_every_url_ends_as_expected(server, url_run):
+    base, routes, _, texts = server
+    out, urls, refused, report, log = url_run
+    docs, errors = read_shards(out / "raw"), read_errors(out / "raw")
+    # nothing lost, nothing twice: every URL is a document or an error, once
+    asked = [d.get("redirected_from", d["url"]) for d in docs] + [e["url"] for e in errors]
+    assert sorted(asked) == sorted(urls)
+    reasons = {e["url"]: e["reason"] for e in errors}
+    assert reasons == {**{base + p: r for p, r in EXPECTED_ERRORS.items()},
+                       refused: "connection", "ftp://example.org/file": "bad_url"}
+    by_url = {d["url"]: d for d in docs}
+    for path, url in REAL.items():  # the same text as the sample's independent extraction
+        assert by_url[base + path]["text"] == texts[url], path
+    assert by_url[base + "/sjis.html"]["text"] == texts[JAPANESE]  # charset from <meta>
+    assert by_url[base + "/target.html"]["redirected_from"] == base + "/moved"
+    for doc in docs:
+        assert doc["id"] == scrape.doc_id(doc["url"]) and doc["source"] == "urls"
+        assert doc["fetched_at"] and doc["title"] is not None
+    assert report["totals"]["pages"] == len(urls) and report["totals"]["docs"] == len(EXPECTED_DOCS)
+    assert json.loads((out / "raw" / "report.json").read_text())["totals"] == report["totals"]
+
+
+def test_politeness_and_retries(url_run):
+    _, _, _, _, log = url_run
+    requested = Counter(path for path, _ in log)
+    assert requested["/robots.txt"] == 1  # once per host
+    assert "/private/secret.html" not in requested  # robots.txt obeyed
+    assert requested["/flaky.html"] == 3  # 500, 500, then OK
+    assert requested["/missing.html"] == 1 and requested["/doc.pdf"] == 1  # no retry on 4xx
+    times = [t for path, t in log if path == "/busy.html"]
+    assert len(times) == 2 and times[1] - times[0] >= 0.95  # Retry-After: 1 honoured
+
+
+def test_rerun_fetches_only_transient_failures(server, url_run):
+    base, _, log, _ = server
+    out, urls, _, _, _ = url_run
+    before = sorted(d["id"] for d in read_shards(out / "raw"))
+    log.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCRAPE_TEST_HOOKS", "1")
+        scrape.main([f"--urls={out / 'urls.txt'}", f"--output={out / 'raw'}"] + FLAGS)
+    assert {path for path, _ in log} == {"/robots.txt", "/slow.html", "/trickle.html"}
+    assert sorted(d["id"] for d in read_shards(out / "raw")) == before  # no duplicates
+
+
+def crawl_site(routes, texts):
+    """index -> a, b, a private page, another site, an image; a -> c, index; b -> c, d; c -> e."""
+    text = texts[REAL["/pages/alterroutine.html"]]
+    graph = {"index": ["a.html", "b.html", "/private/x.html", "http://elsewhere.invalid/", "pic.png"],
+             "a": ["c.html", "index.html#top"], "b": ["c.html", "/site/d.html"], "c": ["e.html"], "d": [], "e": []}
+    for name, links in graph.items():
+        routes[f"/site/{name}.html"] = (200, {"Content-Type": "text/html"}, paragraphs_page(f"{name}\n{text}", links))
+
+
+def test_crawl_breadth_first_same_site_polite(server, tmp_path):
+    base, routes, log, texts = server
+    crawl_site(routes, texts)
+    log.clear()
+    flags = [f for f in FLAGS if not f.startswith(("--delay", "--per_host"))] + ["--delay=0.2", "--per_host=2"]
+    report = scrape.main([f"--crawl={base}/site/index.html", "--max_depth=2", f"--output={tmp_path}"] + flags)
+    docs = {d["url"][len(base):] for d in read_shards(tmp_path)}
+    assert docs == {"/site/index.html", "/site/a.html", "/site/b.html", "/site/c.html", "/site/d.html"}
+    assert {e["url"][len(base):]: e["reason"] for e in read_errors(tmp_path)} == {"/private/x.html": "robots"}
+    assert not any(p.endswith((".png", "e.html")) for p, _ in log)  # skipped type, and beyond max_depth
+    assert all(d["source"] == "crawl" for d in read_shards(tmp_path))
+    starts = sorted(t for _, t in log)  # as the server saw them: network jitter blurs the 0.2 s
+    gaps = [round(b - a, 3) for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.1 and sum(gaps) / len(gaps) >= 0.18, gaps  # --delay between requests
+    assert report["totals"]["pages"] == 6
+
+
+def test_crawl_max_pages_and_resume(server, tmp_path):
+    base, routes, log, texts = server
+    crawl_site(routes, texts)
+    routes["/go"] = (302, {"Location": f"{base}/site/index.html"}, b"")
+    seed = base.replace("127.0.0.1", "localhost") + "/go"  # the seed redirects to another host name
+    log.clear()
+    scrape.main([f"--crawl={seed}", "--max_pages=3", f"--output={tmp_path}"] + FLAGS)
+    assert len(read_shards(tmp_path)) + len(read_errors(tmp_path)) == 3
+    scrape.main([f"--crawl={seed}", "--max_pages=100", f"--output={tmp_path}"] + FLAGS)
+    docs = [d["url"][len(base):] for d in read_shards(tmp_path)]
+    assert sorted(docs) == [f"/site/{n}.html" for n in "abcde"] + ["/site/index.html"]
+    pages = Counter(p for p, _ in log if p != "/robots.txt")
+    assert max(pages.values()) == 1  # the second run went on from the frontier: nothing fetched twice
+
+
+def write_warc(path, records, gzipped=True):
+    """records: (url, content type, body) responses; a WET text when content type is 'wet'."""
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=gzipped)
+        for url, content_type, body in records:
+            if content_type == "wet":
+                rec = writer.create_warc_record(url, "conversion", payload=io.BytesIO(body),
+                                                warc_headers_dict={"Content-Type": "text/plain"})
+            else:
+                status = "404 Not Found" if body is None else "200 OK"
+                headers = StatusAndHeaders(status, [("Content-Type", content_type)], protocol="HTTP/1.1")
+                rec = writer.create_warc_record(url, "response", payload=io.BytesIO(body or b""), http_headers=headers)
+            writer.write_record(rec)
+
+
+def test_warc_gives_the_same_texts_as_fetching(server, url_run, tmp_path):
+    base, routes, _, _ = server
+    out, _, _, _, _ = url_run
+    fetched = {d["url"]: d for d in read_shards(out / "raw")}
+    served = [p for p in REAL if p != "/target.html"] + ["/sjis.html", "/target.html"]
+    records = [(base + p, routes[p][1]["Content-Type"], routes[p][2]) for p in served]
+    wet_text = "A page of text that Common Crawl already extracted. " * 5
+    extra = [(base + "/doc.pdf", "application/pdf", b"%PDF-1.4"), (base + "/gone.html", "text/html", None),
+             ("http://example.org/wet", "wet", wet_text.encode())]
+    write_warc(tmp_path / "one.warc.gz", records[:3] + extra)
+    write_warc(tmp_path / "two.warc", records[3:], gzipped=False)
+    scrape.main([f"--warc={tmp_path}/*.warc*", f"--output={tmp_path / 'raw'}"] + FLAGS)
+    docs = {d["url"]: d for d in read_shards(tmp_path / "raw")}
+    assert sorted(p.name for p in (tmp_path / "raw").glob("*.jsonl.gz")) == ["one.jsonl.gz", "two.jsonl.gz"]
+    for url, *_ in records:
+        assert docs[url]["text"] == fetched[url]["text"] and docs[url]["title"] == fetched[url]["title"]
+        assert docs[url]["source"] == "warc" and docs[url]["id"] == fetched[url]["id"]
+    assert docs["http://example.org/wet"]["text"] == wet_text.strip()
+    assert {e["url"]: e["reason"] for e in read_errors(tmp_path / "raw")} == {
+        base + "/doc.pdf": "not_html", base + "/gone.html": "status"}
+
+    # over HTTP, streamed, gives the same; a local file corrupted midway keeps the records before
+    routes["/files/one.warc.gz"] = (200, {"Content-Type": "application/warc"}, (tmp_path / "one.warc.gz").read_bytes())
+    scrape.main([f"--warc={base}/files/one.warc.gz", f"--output={tmp_path / 'http'}"] + FLAGS)
+    assert read_shards(tmp_path / "http") == read_shards(tmp_path / "raw")[:len(read_shards(tmp_path / "http"))]
+    assert len(read_shards(tmp_path / "http")) == 4
+    whole = (tmp_path / "one.warc.gz").read_bytes()
+
+    def cut_once(handler, n):  # the first download breaks off halfway: retried, from the start
+        if n > 0:
+            return 200, {}, whole
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(whole)))
+        handler.end_headers()
+        handler.wfile.write(whole[:len(whole) // 2])
+    routes["/files/cut.warc.gz"] = cut_once
+    scrape.main([f"--warc={base}/files/cut.warc.gz", f"--output={tmp_path / 'cut'}"] + FLAGS)
+    assert read_shards(tmp_path / "cut") == read_shards(tmp_path / "http")
+    broken = bytearray((tmp_path / "one.warc.gz").read_bytes())
+    for i in range(len(broken) // 2, len(broken) * 2 // 3):
+        broken[i] ^= 0x5A
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "one.warc.gz").write_bytes(broken)
+    report = scrape.main([f"--warc={tmp_path}/broken/*", f"--output={tmp_path / 'broken_out'}"] + FLAGS)
+    assert report["totals"]["warc_unreadable"] == 1 and 1 <= report["totals"]["pages"] < 6
+    assert read_shards(tmp_path / "broken_out") == read_shards(tmp_path / "raw")[:report["totals"]["docs"]]
+
+
+def test_sample_pages_match_the_reference(tmp_path):
+    """Sample records copied byte for byte (the legacy-charset ones, other languages, a few more):
+    scrape.py --warc must give the reference documents exactly: id, text, title and date."""
+    planted = json.loads((SAMPLE / "planted.json").read_text())
+    wanted = {p["url"] for p in planted["legacy_charset"]} | set(planted["non_english"][::10])
+    data, kept = (SAMPLE / "pages.warc.gz").read_bytes(), []
+    with open(SAMPLE / "pages.warc.gz", "rb") as f:
+        records = ArchiveIterator(f)
+        for i, r in enumerate(records):
+            url = r.rec_headers.get_header("WARC-Target-URI")
+            r.content_stream().read()
+            if url in wanted or i % 40 == 1:
+                wanted.add(url)
+                kept.append(data[records.get_record_offset():][:records.get_record_length()])
+    (tmp_path / "subset.warc.gz").write_bytes(b"".join(kept))  # gzip members: each record stands alone
+    scrape.main([f"--warc={tmp_path / 'subset.warc.gz'}", f"--output={tmp_path / 'raw'}", "--min_chars=0"] + FLAGS[:1])
+    with gzip.open(SAMPLE / "docs.jsonl.gz", "rt") as f:
+        reference = {d["url"]: d for d in map(json.loads, f) if d["url"] in wanted}
+    docs = {d["url"]: d for d in read_shards(tmp_path / "raw")}
+    assert len(reference) >= 14 and docs.keys() == reference.keys()
+    for url, ref in reference.items():
+        assert docs[url]["text"] == normalized(ref["text"]), url
+        assert [docs[url][k] for k in ("id", "title", "date")] == [ref[k] for k in ("id", "title", "date")]
+
+
+def test_common_crawl_mode_on_a_local_mirror(server, tmp_path):
+    base, routes, log, texts = server
+    url = REAL["/pages/abort.html"]
+    for name in ("a", "b"):
+        write_warc(tmp_path / f"{name}.warc.gz", [(f"https://example.org/{name}", "text/html", routes["/pages/abort.html"][2])])
+        routes[f"/cc/crawl-data/CC-MAIN-2099-01/segments/1/warc/{name}.warc.gz"] = (
+            200, {}, (tmp_path / f"{name}.warc.gz").read_bytes())
+    paths = "".join(f"crawl-data/CC-MAIN-2099-01/segments/1/warc/{n}.warc.gz\n" for n in "ab")
+    routes["/cc/crawl-data/CC-MAIN-2099-01/warc.paths.gz"] = (200, {}, gzip.compress(paths.encode()))
+    flags = ["--cc=CC-MAIN-2099-01", "--cc_files=1", f"--cc_base={base}/cc/", f"--output={tmp_path / 'raw'}"] + FLAGS
+    scrape.main(flags)
+    docs = read_shards(tmp_path / "raw")
+    assert [p.name for p in (tmp_path / "raw").glob("*.jsonl.gz")] == ["a.jsonl.gz"]
+    assert [(d["url"], d["source"], d["text"]) for d in docs] == [("https://example.org/a", "cc", texts[url])]
+    log.clear()
+    report = scrape.main(flags)  # done: skipped, and not downloaded again
+    assert report["shards_skipped_done"] == 1 and not any("/warc/" in p for p, _ in log)
+
+
+def test_decoding_and_sniffing(sample):
+    pages, _ = sample
+    text = "Ça coûte 5 € — déjà vu"
+    html = f"<html><head><meta charset='windows-1252'></head><body>{text}</body></html>"
+    assert text in scrape.decode_html(html.encode("cp1252"), "text/html")  # from <meta>
+    assert text in scrape.decode_html(html.encode("utf-8"), "text/html; charset=utf-8")  # header first
+    # a real Latin-1 page that lies (says UTF-8), and a Shift_JIS page that says nothing: guessed
+    french = pages["https://debian-handbook.info/browse/fr-FR/stable/sect.inetd.html"][1]
+    right = french.decode("iso-8859-1")
+    lying = re.sub(rb"(?i)charset=iso-8859-1", b"charset=utf-8", french)
+    assert right[right.index("<body"):] in scrape.decode_html(lying, "text/html; charset=utf-8")
+    japanese = re.sub(r"(?i)charset=utf-8|encoding=.UTF-8.", "", pages[JAPANESE][1].decode("utf-8"))
+    silent = japanese.encode("shift_jis", "xmlcharrefreplace")
+    assert scrape.decode_html(silent, "text/html") == silent.decode("shift_jis")
+    assert scrape.looks_binary(b"\x89PNG\r\n\x1a\n") and scrape.looks_binary(b"<html>\x00\x01")
+    assert not scrape.looks_binary(html.encode("utf-16"))
+    assert scrape.retry_after_seconds("7") == 7 and scrape.retry_after_seconds("soon") is None
+    assert scrape.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past

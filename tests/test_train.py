@@ -1,0 +1,255 @@
+"""train.py on CPU with a tiny model and tiny synthetic shards: accumulation, exact resume, crash
+safety while saving, continued pretraining, bad input, NaN handling, and one process vs torchrun
+DDP / FSDP (gloo) on the same global batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from prepare import write_shard
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, OMP_NUM_THREADS='1')
+VOCAB = 256
+TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', f'--vocab_size={VOCAB}',
+        '--batch_size=4', '--batch_tokens=256', '--compile=false', '--device=cpu', '--dtype=float32',
+        '--eval_iters=3', '--eval_interval=100', '--warmup_iters=2', '--learning_rate=3e-3',
+        '--lr_decay_iters=8', '--min_lr=3e-4', '--max_iters=4']
+
+
+def markov_tokens(n, seed):
+    """A learnable stream: mostly next = 3 * prev + 1 (mod VOCAB), sometimes a random token."""
+    rng = np.random.default_rng(seed)
+    tokens = np.empty(n, dtype=np.int64)
+    tokens[0] = 0
+    noise = rng.random(n) < 0.1
+    random_tokens = rng.integers(0, VOCAB, n)
+    for i in range(1, n):
+        tokens[i] = random_tokens[i] if noise[i] else (3 * tokens[i - 1] + 1) % VOCAB
+    return tokens
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    # a tiny model gains nothing from more threads, and on a busy machine threads waiting on each other
+    # make every matmul slow; the subprocesses get the same through OMP_NUM_THREADS
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('tokens')
+    write_shard(folder / 'val_000000.bin', markov_tokens(3000, 0))
+    write_shard(folder / 'train_000001.bin', markov_tokens(5000, 1))
+    write_shard(folder / 'train_000002.bin', markov_tokens(3500, 2))  # shards of unequal size
+    (folder / 'report.json').write_text(json.dumps({'tokenizer': 'gpt2', 'vocab_size': VOCAB}))
+    return folder
+
+
+def run(data, out, *flags):
+    train.main(TINY + [f'--data={data}', f'--out_dir={out}', *flags])
+    return read_log(out)
+
+
+def read_log(out):
+    return [json.loads(line) for line in open(Path(out) / 'log.jsonl')]
+
+
+def losses(log, key='loss'):
+    return [(h['step'], h[key]) for h in log if key in h]
+
+
+def params(path):
+    return torch.load(path, weights_only=True)['model']
+
+
+def test_config_files_and_flags(tmp_path):
+    preset = tmp_path / 'preset.py'
+    preset.write_text("n_layer = 3\nlearning_rate = 1  # an int is fine for a float\nimport math\n")
+    config = train.get_config([str(preset), '--n_embd', '64', '--compile=false'])
+    assert (config['n_layer'], config['learning_rate'], config['n_embd'], config['compile']) == (3, 1.0, 64, False)
+    (tmp_path / 'typo.py').write_text("n_layers = 3\n")
+    with pytest.raises(SystemExit, match="unknown setting 'n_layers'"):
+        train.get_config([str(tmp_path / 'typo.py')])
+    (tmp_path / 'wrong.py').write_text("max_iters = '10'\n")
+    with pytest.raises(SystemExit, match="max_iters = '10' is a str, expected int"):
+        train.get_config([str(tmp_path / 'wrong.py')])
+    with pytest.raises(SystemExit):
+        train.get_config(['--max_iters=ten'])
+    with pytest.raises(SystemExit):
+        train.get_config(['--no_such_knob=1'])
+    gpt2 = train.get_config([str(ROOT / 'config' / 'gpt2_124m.py')])  # the presets parse, and add up
+    assert gpt2['batch_tokens'] == 8 * gpt2['batch_size'] * gpt2['block_size'] == 524288
+    tiny = train.get_config([str(ROOT / 'config' / 'tiny_cpu.py')])
+    assert tiny['batch_tokens'] % (tiny['batch_size'] * tiny['block_size']) == 0 and not tiny['compile']
+
+
+def test_lr_schedules():
+    config = train.get_config(['--learning_rate=1.0', '--min_lr=0.1', '--warmup_iters=10',
+                               '--lr_decay_iters=110', '--max_iters=110'])
+    lr = [train.get_lr(s, config) for s in range(111)]
+    assert lr[0] == pytest.approx(1 / 11) and lr[10] == pytest.approx(1.0) and lr[110] == pytest.approx(0.1)
+    assert lr[60] == pytest.approx(0.55) and all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    config['schedule'], config['decay_frac'] = 'wsd', 0.2
+    wsd = [train.get_lr(s, config) for s in range(111)]
+    assert wsd[50] == wsd[88] == 1.0 and wsd[110] == pytest.approx(0.1) and wsd[99] == pytest.approx(0.55)
+
+
+def test_data_order_depends_only_on_seed_and_position(data):
+    shards = train.open_data(dict(data=str(data), block_size=32))['train']
+    whole = train.get_batch(shards, 10, 8, 32, 7, 'cpu')[0]
+    halves = torch.cat([train.get_batch(shards, 10 + i, 4, 32, 7, 'cpu')[0] for i in (0, 4)])
+    assert torch.equal(whole, halves)
+    epoch = torch.cat([train.get_batch(shards, i, 1, 32, 7, 'cpu')[0] for i in range(265)])  # 156 + 109 windows
+    assert len({tuple(row.tolist()) for row in epoch}) == 265  # each window once per epoch
+    assert not torch.equal(whole, train.get_batch(shards, 10, 8, 32, 8, 'cpu')[0])  # another seed
+
+
+def test_accumulation_equals_one_big_batch(data, tmp_path):
+    big = run(data, tmp_path / 'big', '--batch_size=8')  # one pass of 8 sequences per step
+    small = run(data, tmp_path / 'small', '--batch_size=2')  # four accumulated passes of 2
+    assert [s for s, _ in losses(big)] == [1, 2, 3, 4]
+    np.testing.assert_allclose([l for _, l in losses(small)], [l for _, l in losses(big)], rtol=1e-5)
+    a, b = params(tmp_path / 'big' / 'ckpt.pt'), params(tmp_path / 'small' / 'ckpt.pt')
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def test_interrupt_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
+    flags = ['--max_iters=6', '--eval_interval=4']
+    whole = run(data, tmp_path / 'whole', *flags)
+    get_lr = train.get_lr
+
+    def interrupt_at_step_2(step, config):  # a real SIGTERM in the middle of step 2, delivered twice
+        if step == 2:                             # (as torchrun passes it on to its workers)
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+        return get_lr(step, config)
+    monkeypatch.setattr(train, 'get_lr', interrupt_at_step_2)
+    run(data, tmp_path / 'cut', *flags)
+    saved = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    assert saved['iter_num'] == 3  # step 2 finished, then saved and stopped
+    monkeypatch.setattr(train, 'get_lr', get_lr)
+    resumed = run(data, tmp_path / 'cut', *flags, '--init_from=resume')
+    assert losses(resumed) == losses(whole) and losses(resumed, 'val_loss') == losses(whole, 'val_loss')
+    a = torch.load(tmp_path / 'whole' / 'ckpt.pt', weights_only=True)
+    b = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    for name in a['model']:
+        assert torch.equal(a['model'][name], b['model'][name]), name
+    for name, state in a['optimizer']['state'].items():
+        for key in state:
+            assert torch.equal(state[key], b['optimizer']['state'][name][key]), (name, key)
+    assert a['data_state'] == b['data_state'] and a['iter_num'] == b['iter_num'] == 6
+    assert (tmp_path / 'cut' / 'loss.png').exists() or not pytest.importorskip('matplotlib')
+
+
+def test_killed_while_saving_leaves_previous_checkpoint(data, tmp_path):
+    # the second save writes a few bytes and then the process is SIGKILLed, mid-write
+    script = f"""
+import os, signal, sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+import train
+saves = []
+real_save = torch.save
+def dying_save(obj, f, *args, **kwargs):
+    saves.append(1)
+    if len(saves) == 2:
+        f.write(b'half a checkpoint'); f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = dying_save
+train.main({TINY!r} + ['--data={data}', '--out_dir={tmp_path}', '--eval_interval=2'])
+"""
+    result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    saved = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert saved['iter_num'] == 2
+    resumed = run(data, tmp_path, '--init_from=resume')
+    assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4]  # the log was cut back to the checkpoint
+
+
+def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
+    first = run(data, tmp_path / 'first', '--max_iters=6')
+    # new run, new optimizer and schedule; the architecture comes from the checkpoint, not the flags
+    second = run(data, tmp_path / 'second', f'--init_from={tmp_path / "first" / "ckpt.pt"}', '--n_layer=5',
+                 '--max_iters=3', '--warmup_iters=0')
+    assert second[0]['step'] == 0
+    assert second[0]['val_loss'] == pytest.approx(losses(first, 'val_loss')[-1][1], rel=1e-6)
+    assert losses(second)[0][0] == 1 and losses(second, 'val_loss')[-1][1] < losses(first, 'val_loss')[0][1]
+    assert torch.load(tmp_path / 'second' / 'ckpt.pt', weights_only=True)['model_args']['n_layer'] == 2
+
+
+def test_bad_input_is_refused_before_training(data, tmp_path):
+    with pytest.raises(SystemExit, match='does not exist: run prepare.py first'):
+        run(tmp_path / 'nowhere', tmp_path / 'out')
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    for name in ('val_000000.bin', 'train_000001.bin', 'report.json'):
+        (broken / name).write_bytes((data / name).read_bytes())
+    (broken / 'train_000001.bin').write_bytes((data / 'train_000001.bin').read_bytes()[:-100])
+    with pytest.raises(SystemExit, match='train_000001.bin.*truncated or corrupt'):
+        run(broken, tmp_path / 'out')
+    with pytest.raises(SystemExit, match='vocabulary of 256 tokens, more than the model'):
+        run(data, tmp_path / 'out', '--vocab_size=128')
+    with pytest.raises(SystemExit, match='ckpt.pt does not exist'):
+        run(data, tmp_path / 'out', '--init_from=resume')
+    run(data, tmp_path / 'out', '--max_iters=1')
+    with pytest.raises(SystemExit, match=r'other settings: n_layer=2 \(now 3\)'):
+        run(data, tmp_path / 'out', '--init_from=resume', '--n_layer=3')
+    assert not (tmp_path / 'nowhere').exists()
+
+
+def test_nonfinite_loss_stops_and_never_saves_poison(data, tmp_path, monkeypatch):
+    forward = train.GPT.forward
+    calls = []
+
+    def poisoned(self, idx, targets=None):
+        logits, loss = forward(self, idx, targets)
+        calls.extend([1] if self.training else [])
+        return logits, (loss * float('nan') if len(calls) > 4 else loss)  # from the third step on
+    monkeypatch.setattr(train.GPT, 'forward', poisoned)
+    with pytest.raises(SystemExit, match='step 2: loss nan.*the last checkpoint .* is intact'):
+        run(data, tmp_path / 'stop', '--eval_interval=1', '--eval_iters=1')
+    saved = torch.load(tmp_path / 'stop' / 'ckpt.pt', weights_only=True)
+    assert saved['iter_num'] == 2 and all(t.isfinite().all() for t in saved['model'].values())
+    calls.clear()
+    log = run(data, tmp_path / 'skip', '--eval_interval=1', '--eval_iters=1', '--skip_nonfinite=true')
+    assert losses(log)[-1][0] == 4
+    saved = torch.load(tmp_path / 'skip' / 'ckpt.pt', weights_only=True)
+    assert all(t.isfinite().all() for t in saved['model'].values())
+
+
+def test_ddp_and_fsdp_match_one_process(data, tmp_path):
+    # the same global batch of 8 sequences per step: 4 passes of 2 in one process, or 2 ranks x 2 passes
+    reference = run(data, tmp_path / 'one', '--batch_size=2', '--max_iters=3')
+    jobs = {}
+    for parallel in ('ddp', 'fsdp'):
+        out = tmp_path / parallel
+        command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                   str(ROOT / 'train.py'), *TINY, f'--data={data}', f'--out_dir={out}',
+                   f'--parallel={parallel}', '--batch_size=2', '--max_iters=3']
+        jobs[parallel] = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)
+    for parallel, job in jobs.items():
+        output = job.communicate(timeout=300)[0]
+        assert job.returncode == 0, output
+        log = read_log(tmp_path / parallel)
+        for key in ('loss', 'val_loss'):
+            assert [s for s, _ in losses(log, key)] == [s for s, _ in losses(reference, key)]
+            np.testing.assert_allclose([l for _, l in losses(log, key)], [l for _, l in losses(reference, key)],
+                                       rtol=1e-5, err_msg=f'{parallel} {key}')
+        a, b = params(tmp_path / 'one' / 'ckpt.pt'), params(tmp_path / parallel / 'ckpt.pt')
+        assert a.keys() == b.keys()  # plain names: no 'module.' or '_orig_mod.' prefixes
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
