@@ -24,10 +24,12 @@ def reference(logits, targets, **options):
 
 
 def check_grad(got, want, dtype):
-    # relative to each element, plus fp32's rounding of p - 1 near p = 1 relative to the largest one
+    # relative to each element, plus an absolute term for fp32's rounding of p (a few ulps of 1, times
+    # the row's scale) where p - 1 cancels near p = 1; scaled by the largest gradient, which is about
+    # that scale. (1e-6 of it was seen to fail once in ~20 runs: p's rounding reaches ~3e-7.)
     rtol = BF16_RTOL if dtype == torch.bfloat16 else 1e-5
     err = (got.double() - want).abs()
-    assert (err <= rtol * want.abs() + 1e-6 * want.abs().max()).all(), f"max error {err.max().item():.3g}"
+    assert (err <= rtol * want.abs() + 1e-5 * want.abs().max()).all(), f"max error {err.max().item():.3g}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
