@@ -31,9 +31,11 @@ from tqdm import tqdm
 
 
 def stage_arguments(description, input_default, output_default):
-    """An ArgumentParser with the flags every data stage takes."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--input", default=input_default, help="folder or glob of .jsonl(.gz) shards")
+    """An ArgumentParser with the flags every data stage takes (no --input for scrape.py, which reads
+    the web)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if input_default is not None:
+        p.add_argument("--input", default=input_default, help="folder or glob of .jsonl(.gz) shards")
     p.add_argument("--output", default=output_default, help="folder for the output shards")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes on this machine")
     # Slurm job arrays set these, so `sbatch --array=0-63` needs no extra flags
@@ -237,7 +239,7 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
         for key, value in json.loads((stats_dir / (shard_name(path) + ".json")).read_text()).items():
             totals[key] += value
     seconds = time.time() - start
-    report = {"stage": name, "input": str(args.input), "output": str(output_dir),
+    report = {"stage": name, "input": str(getattr(args, "input", "")), "output": str(output_dir),
               "shards_processed": len(inputs) - done_before, "shards_skipped_done": done_before,
               "seconds": round(seconds, 2), "totals": dict(sorted(totals.items()))}
     report.update(extra_report or {})

@@ -17,7 +17,6 @@ Every page ends as a document or as a line in errors/ with its reason. Shards ar
 so a rerun skips what is done: WARC files whose shard exists, URLs saved or failed for good.
 """
 
-import argparse
 import contextlib
 import glob
 import gzip
@@ -50,7 +49,7 @@ from trafilatura.utils import load_html
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from common import fail, jsonl_writer, print_summary, progress, run_stage, write_json
+from common import fail, jsonl_writer, print_summary, progress, run_stage, stage_arguments, write_json
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"\x7fELF")
@@ -709,7 +708,7 @@ def scrape_warcs(args, pool):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = stage_arguments(__doc__.split("\n\n")[0], None, "data/raw")
     p.add_argument("--urls", help="file with one URL per line")
     p.add_argument("--crawl", help="seed URL: crawl its site breadth first")
     p.add_argument("--warc", help="WARC or WET file(s): path, folder, glob or http(s) URL")
@@ -717,12 +716,6 @@ def parse_args(argv=None):
     p.add_argument("--cc_files", type=int, default=1, help="how many of the snapshot's files to read")
     p.add_argument("--cc_kind", default="warc", choices=["warc", "wet"], help="HTML (warc) or CC's own text (wet)")
     p.add_argument("--cc_base", default="https://data.commoncrawl.org/", help="where crawl-data/ lives")
-    p.add_argument("--output", default="data/raw", help="folder for the .jsonl.gz shards")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extraction processes")
-    p.add_argument("--shard", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
-                   help="which part of the WARC files / URL hosts this machine handles")
-    p.add_argument("--num_shards", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1)),
-                   help="how many machines split the work")
     p.add_argument("--max_pages", type=int, default=1000, help="crawl: URLs to fetch in all")
     p.add_argument("--max_depth", type=int, default=3, help="crawl: links followed from the seed")
     p.add_argument("--connections", type=int, default=16, help="concurrent fetches")
