@@ -150,6 +150,8 @@ def atomic_path(path):
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty file
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
     finally:
         if tmp.exists():

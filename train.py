@@ -49,6 +49,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
 
+from common import atomic_path
 from model import GPT, GPTConfig
 from prepare import load_shard
 
@@ -260,11 +261,8 @@ def save_checkpoint(path, model, optimizer, state, rank, world):
     if rank == 0:
         checkpoint = dict(version=1, model=model_state, optimizer=optimizer_state,
                           rng={k: [r[k] for r in rngs] for k in rng}, **state)
-        with open(f'{path}.tmp', 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f'{path}.tmp', path)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
     if world > 1:
         dist.barrier()
 
@@ -296,9 +294,9 @@ def plot(history, path):
         ax.set(xlabel='tokens', ylabel='loss (nats per token)', title=os.path.dirname(path))
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.savefig(f'{path}.tmp.png', dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format='png')
         plt.close(fig)
-        os.replace(f'{path}.tmp.png', path)
     except ImportError:
         pass
     except Exception as e:

@@ -165,7 +165,8 @@ real_save = torch.save
 def dying_save(obj, f, *args, **kwargs):
     saves.append(1)
     if len(saves) == 2:
-        f.write(b'half a checkpoint'); f.flush()
+        with open(f, 'wb') as half:  # train.py saves to a temporary path
+            half.write(b'half a checkpoint'); half.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     return real_save(obj, f, *args, **kwargs)
 torch.save = dying_save
