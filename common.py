@@ -24,6 +24,7 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 # -----------------------------------------------------------------------------------------------
@@ -173,6 +174,45 @@ def jsonl_writer(path):
 def write_json(path, obj):
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+# -----------------------------------------------------------------------------------------------
+# token shards (llm.c / modded-nanogpt format), written by prepare.py and read by train.py
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256  # 1024 bytes
+
+
+def write_shard(path, tokens):
+    """Write tokens (any integer array with values < 65536) as an llm.c shard, atomically."""
+    tokens = np.asarray(tokens)
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, len(tokens)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(header.tobytes())
+            f.write(tokens.astype("<u2", copy=False).tobytes())
+
+
+def load_shard(path):
+    """Open a shard as a read-only uint16 memmap, after checking that it is one and is whole."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such shard")
+    size = path.stat().st_size
+    if size < HEADER_INTS * 4:
+        raise ValueError(f"{path}: {size} bytes is shorter than the 1024-byte shard header")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if header[0] != SHARD_MAGIC:
+        raise ValueError(f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}: not an llm.c token shard")
+    if header[1] != SHARD_VERSION:
+        raise ValueError(f"{path}: version {header[1]}, expected {SHARD_VERSION} (uint16 tokens)")
+    expected = HEADER_INTS * 4 + 2 * int(header[2])
+    if size != expected:
+        raise ValueError(f"{path}: header says {header[2]:,} tokens ({expected:,} bytes with header), "
+                         f"but the file has {size:,} bytes: truncated or corrupt")
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(int(header[2]),))
 
 
 # -----------------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ then train_000001.bin, train_000002.bin, ... A shard is a 1024-byte header of 25
 shards unchanged, and their published FineWeb shards load here.
 """
 
-import hashlib
-import os
 import sys
 import time
 from collections import Counter, deque
@@ -19,81 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import tiktoken
 
-from common import atomic_path, fail, list_shards, progress, read_documents, stage_arguments, write_json
-
-SHARD_MAGIC = 20240520
-SHARD_VERSION = 1
-HEADER_INTS = 256  # 1024 bytes
-HERE = Path(__file__).resolve().parent
-GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
-GPT2_VOCAB_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-
-# -----------------------------------------------------------------------------------------------
-# the tokenizer
-
-
-def load_tokenizer(name):
-    """A tiktoken Encoding from an encoding name ('gpt2', 'cl100k_base', ...) or a .tiktoken file.
-
-    'gpt2' is built from the copy of its vocabulary that ships in data/, so it works offline; tiktoken
-    downloads any other named encoding the first time. A bare .tiktoken file holds only the merges,
-    so it is given GPT-2's split pattern and <|endoftext|> as the id after the last merge."""
-    from tiktoken.load import load_tiktoken_bpe
-    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
-
-    if name in ("gpt2", "r50k_base"):
-        data = GPT2_VOCAB.read_bytes()
-        if hashlib.sha256(data).hexdigest() != GPT2_VOCAB_SHA256:
-            raise ValueError(f"{GPT2_VOCAB} is not GPT-2's vocabulary (sha256 mismatch): restore it from git")
-        ranks = load_tiktoken_bpe(str(GPT2_VOCAB))
-        # same ranks, split pattern and end-of-text id as tiktoken.get_encoding("gpt2")
-        return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                                 special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
-    if name.endswith(".tiktoken"):
-        if not os.path.exists(name):
-            raise ValueError(f"tokenizer file {name} does not exist")
-        ranks = load_tiktoken_bpe(name)
-        return tiktoken.Encoding(name=name, pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                                 special_tokens={ENDOFTEXT: len(ranks)})
-    return tiktoken.get_encoding(name)
-
-
-# -----------------------------------------------------------------------------------------------
-# the shard format
-
-
-def write_shard(path, tokens):
-    """Write tokens (any integer array with values < 65536) as an llm.c shard, atomically."""
-    tokens = np.asarray(tokens)
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, len(tokens)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(tokens.astype("<u2", copy=False).tobytes())
-
-
-def load_shard(path):
-    """Open a shard as a read-only uint16 memmap, after checking that it is one and is whole."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such shard")
-    size = path.stat().st_size
-    if size < HEADER_INTS * 4:
-        raise ValueError(f"{path}: {size} bytes is shorter than the 1024-byte shard header")
-    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
-    if header[0] != SHARD_MAGIC:
-        raise ValueError(f"{path}: magic number {header[0]}, expected {SHARD_MAGIC}: not an llm.c token shard")
-    if header[1] != SHARD_VERSION:
-        raise ValueError(f"{path}: version {header[1]}, expected {SHARD_VERSION} (uint16 tokens)")
-    expected = HEADER_INTS * 4 + 2 * int(header[2])
-    if size != expected:
-        raise ValueError(f"{path}: header says {header[2]:,} tokens ({expected:,} bytes with header), "
-                         f"but the file has {size:,} bytes: truncated or corrupt")
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_INTS * 4, shape=(int(header[2]),))
-
+from common import fail, list_shards, progress, read_documents, stage_arguments, write_json, write_shard
+from tokenizer import load_tokenizer, tokenizer_spec
 
 # -----------------------------------------------------------------------------------------------
 # tokenizing a stream of documents
@@ -212,7 +138,7 @@ def main():
 
     total = sum(s["tokens"] for s in written)
     report = {"stage": "prepare", "input": args.input, "output": str(out_dir),
-              "tokenizer": args.tokenizer, "vocab_size": enc.n_vocab, "eot_token": enc.eot_token,
+              "tokenizer": tokenizer_spec(args.tokenizer), "vocab_size": enc.n_vocab, "eot_token": enc.eot_token,
               "documents": stats["documents"], "bytes": stats["bytes"], "tokens": total,
               "seconds": round(seconds, 2), "tokens_per_second": round(total / max(seconds, 1e-9)),
               "skipped": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("bad_input:")},

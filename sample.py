@@ -19,22 +19,15 @@ stderr, so `python sample.py ... > out.txt` keeps only the samples.
 """
 import argparse
 import codecs
-import os
-import pickle
 import sys
 import time
-import zipfile
 from contextlib import nullcontext
 
 import torch
 
+from checkpoint import load_model
 from common import fail
-from model import GPT, GPTConfig
-from prepare import load_tokenizer
-
-CHECKPOINT_VERSION = 1  # the format train.py writes; see DESIGN.md, "Checkpoints"
-REQUIRED_KEYS = ("model", "model_args", "tokenizer", "version")
-
+from tokenizer import tokenizer_name
 
 def best_device():
     if torch.cuda.is_available():
@@ -42,50 +35,6 @@ def best_device():
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
-
-
-def load_checkpoint(path, device):
-    """(model in eval mode, tokenizer, checkpoint dict) from a train.py checkpoint.
-
-    Raises ValueError with a one-line reason for anything that is not a usable checkpoint.
-    weights_only=True: a checkpoint is data, and loading one from elsewhere must not run code."""
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file (train a model first: python train.py ...)")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise ValueError(f"{path}: not a PyTorch checkpoint (not a zip archive: truncated, or another kind of file)")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path}: holds objects other than tensors and plain data, which "
-                         f"weights_only=True refuses to load (a checkpoint must not run code)") from None
-    except Exception as e:  # a damaged archive: zip, CRC or storage errors
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: damaged checkpoint ({reason})") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a checkpoint dict, found a {type(ckpt).__name__}")
-    missing = [key for key in REQUIRED_KEYS if key not in ckpt]
-    if missing:
-        raise ValueError(f"{path}: not a train.py checkpoint, missing key(s) {', '.join(missing)}")
-    if ckpt["version"] != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint format version {ckpt['version']!r}, "
-                         f"this sample.py reads version {CHECKPOINT_VERSION}")
-    try:
-        model = GPT(GPTConfig(**ckpt["model_args"]))
-        # torch.compile wraps the model and prefixes every parameter name with '_orig_mod.'
-        state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-        model.load_state_dict(state)
-    except (TypeError, RuntimeError, AttributeError) as e:
-        reason = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
-        raise ValueError(f"{path}: the weights do not fit the model described by model_args ({reason})") from None
-    try:
-        enc = load_tokenizer(ckpt["tokenizer"])
-    except Exception as e:
-        raise ValueError(f"{path}: cannot load its tokenizer {ckpt['tokenizer']!r} ({e})") from None
-    if enc.n_vocab > ckpt["model_args"].get("vocab_size", enc.n_vocab):
-        raise ValueError(f"{path}: tokenizer {ckpt['tokenizer']!r} has {enc.n_vocab} tokens, "
-                         f"more than the model's vocab_size {ckpt['model_args']['vocab_size']}")
-    model.eval().to(device)
-    return model, enc, ckpt
 
 
 def stream_sample(model, enc, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
@@ -160,14 +109,14 @@ def main(argv=None):
                 torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)))
 
     try:
-        model, enc, ckpt = load_checkpoint(args.ckpt, device)
+        model, enc, ckpt = load_model(args.ckpt, device)
     except ValueError as e:
         fail(str(e))
     n_params = sum(p.numel() for p in model.parameters())
     step = ckpt.get("step", ckpt.get("iter_num", "?"))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     log(f"loaded {args.ckpt}: {n_params / 1e6:.2f}M parameters, step {step}, "
-        f"tokenizer {ckpt['tokenizer']}, on {device} in {dtype}")
+        f"tokenizer {tokenizer_name(ckpt['tokenizer'])}, on {device} in {dtype}")
 
     torch.manual_seed(args.seed)  # seeds the CPU and every GPU generator
     write = lambda text: print(text, end="", flush=True)  # noqa: E731

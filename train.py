@@ -49,9 +49,10 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
 
-from common import atomic_path
+from checkpoint import read_checkpoint
+from common import atomic_path, load_shard
 from model import GPT, GPTConfig
-from prepare import load_shard
+from tokenizer import same_tokenizer, tokenizer_name
 
 # -----------------------------------------------------------------------------------------------
 # default config: GPT-2 124M on data/tokens, as in nanoGPT. Presets in config/ override these.
@@ -268,15 +269,10 @@ def save_checkpoint(path, model, optimizer, state, rank, world):
 
 
 def load_checkpoint(path):
-    if not os.path.exists(path):
-        die(f"checkpoint {path} does not exist")
-    try:  # weights_only: a checkpoint from elsewhere cannot run code; mmap: processes share the pages
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-    except Exception as e:
-        die(f"{path} is not a readable checkpoint: {e}")
-    if checkpoint.get('version') != 1 or 'model_args' not in checkpoint:
-        die(f"{path}: not a train.py checkpoint of version 1")
-    return checkpoint
+    try:  # mmap: the processes of one machine share the pages
+        return read_checkpoint(path, mmap=True)
+    except ValueError as e:
+        die(str(e))
 
 
 def plot(history, path):
@@ -330,9 +326,9 @@ def check_start(config, data, ckpt_path, log):
         checkpoint = load_checkpoint(config['init_from'])
         model_args = {**checkpoint['model_args'], 'dropout': config['dropout']}
         config.update(model_args)
-    if checkpoint is not None and checkpoint['tokenizer'] != data['tokenizer']:
-        die(f"the checkpoint was trained with the {checkpoint['tokenizer']!r} tokenizer, but {config['data']} "
-            f"holds {data['tokenizer']!r} tokens")
+    if checkpoint is not None and not same_tokenizer(checkpoint['tokenizer'], data['tokenizer']):
+        die(f"the checkpoint was trained with the {tokenizer_name(checkpoint['tokenizer'])} tokenizer, but "
+            f"{config['data']} holds {tokenizer_name(data['tokenizer'])} tokens")
     if data['vocab_size'] > model_args['vocab_size']:
         die(f"the data in {config['data']} has a vocabulary of {data['vocab_size']:,} tokens, more than the "
             f"model's vocab_size={model_args['vocab_size']:,}")
@@ -438,7 +434,7 @@ def main(argv):
     log(f"training {gpt.get_num_params() / 1e6:.2f}M parameters on {world} x {device}, {dtype}"
         f"{', ' + config['parallel'] if distributed else ''}{', compiled' if config['compile'] else ''}; "
         f"{sum(n for _, n in data['shards']):,} train tokens in {len(data['shards'])} shards, tokenizer "
-        f"{data['tokenizer']}\n{config['batch_tokens']:,} tokens per step = {config['batch_size']} sequences "
+        f"{tokenizer_name(data['tokenizer'])}\n{config['batch_tokens']:,} tokens per step = {config['batch_size']} sequences "
         f"x {config['block_size']} tokens x {accumulation} accumulation steps x {world} processes; "
         f"steps {step} to {config['max_iters']}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from prepare import load_tokenizer  # noqa: E402
+from tokenizer import load_tokenizer  # noqa: E402
 
 
 def build_corpus(path, copies):

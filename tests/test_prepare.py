@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import prepare
+import common
+import tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "data" / "sample" / "docs.jsonl.gz"
@@ -40,11 +41,11 @@ def read_stream(folder):
     """All tokens of a prepare.py output folder, val first, then train shards in order."""
     folder = Path(folder)
     shards = sorted(folder.glob("val_*.bin")) + sorted(folder.glob("train_*.bin"))
-    return np.concatenate([np.asarray(prepare.load_shard(p)) for p in shards]), shards
+    return np.concatenate([np.asarray(common.load_shard(p)) for p in shards]), shards
 
 
 def test_gpt2_tokenizer_is_gpt2():
-    enc = prepare.load_tokenizer("gpt2")
+    enc = tokenizer.load_tokenizer("gpt2")
     # ids published with GPT-2 (and produced by tiktoken.get_encoding("gpt2") online)
     assert enc.encode_ordinary("Hello world") == [15496, 995]
     assert enc.encode_ordinary(" the") == [262]
@@ -59,13 +60,13 @@ def test_token_stream_equals_tiktoken_on_real_text(tmp_path):
                          "--val_tokens=5000", "--workers=2")
     assert result.returncode == 0, result.stderr
     stream, shards = read_stream(tmp_path / "tok")
-    enc = prepare.load_tokenizer("gpt2")
+    enc = tokenizer.load_tokenizer("gpt2")
     expected = []
     for text in texts:
         expected += [enc.eot_token] + enc.encode_ordinary(text)
     assert stream.tolist() == expected
     # val shard first and of the asked size, then full train shards, the last one partial
-    sizes = [len(prepare.load_shard(p)) for p in shards]
+    sizes = [len(common.load_shard(p)) for p in shards]
     assert shards[0].name == "val_000000.bin" and sizes[0] == 5000
     assert [p.name for p in shards[1:3]] == ["train_000001.bin", "train_000002.bin"]
     assert all(s == 20000 for s in sizes[1:-1]) and 0 < sizes[-1] <= 20000
@@ -76,13 +77,13 @@ def test_token_stream_equals_tiktoken_on_real_text(tmp_path):
 
 def test_header_layout(tmp_path):
     tokens = np.random.randint(0, 50257, size=1234)
-    prepare.write_shard(tmp_path / "s.bin", tokens)
+    common.write_shard(tmp_path / "s.bin", tokens)
     raw = (tmp_path / "s.bin").read_bytes()
     assert len(raw) == 1024 + 2 * 1234
     header = np.frombuffer(raw[:1024], dtype="<i4")
     assert header[0] == 20240520 and header[1] == 1 and header[2] == 1234 and not header[3:].any()
     assert np.frombuffer(raw[1024:], dtype="<u2").tolist() == tokens.tolist()
-    assert prepare.load_shard(tmp_path / "s.bin").tolist() == tokens.tolist()
+    assert common.load_shard(tmp_path / "s.bin").tolist() == tokens.tolist()
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -94,10 +95,10 @@ def test_header_layout(tmp_path):
 ])
 def test_bad_shards_are_rejected_with_the_file_named(tmp_path, damage, message):
     path = tmp_path / "train_000001.bin"
-    prepare.write_shard(path, np.arange(100))
+    common.write_shard(path, np.arange(100))
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(ValueError, match=message) as e:
-        prepare.load_shard(path)
+        common.load_shard(path)
     assert str(path) in str(e.value)
 
 
@@ -135,7 +136,7 @@ def test_bad_input_is_counted_reported_and_skipped(tmp_path):
     assert report["documents"] == 2
     assert report["skipped"] == {"malformed_json": 1, "missing_text": 1, "bad_utf8": 1, "empty_text": 1,
                                  "text_not_string": 1}
-    enc = prepare.load_tokenizer("gpt2")
+    enc = tokenizer.load_tokenizer("gpt2")
     expected = []
     for doc in good:
         expected += [enc.eot_token] + enc.encode_ordinary(doc["text"])
@@ -174,7 +175,7 @@ def test_small_corpus_gets_a_tenth_for_validation(tmp_path):
     assert run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok").returncode == 0
     stream, shards = read_stream(tmp_path / "tok")
     assert [p.name for p in shards] == ["val_000000.bin", "train_000001.bin"]
-    assert len(prepare.load_shard(shards[0])) == len(stream) // 10
+    assert len(common.load_shard(shards[0])) == len(stream) // 10
 
 
 def test_machines_split_the_input_and_together_cover_it(tmp_path):
@@ -189,7 +190,7 @@ def test_machines_split_the_input_and_together_cover_it(tmp_path):
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "tok" / f"val_m{machine:04d}_000000.bin").exists()
         tokens += json.loads((tmp_path / "tok" / f"report_{machine:05d}_of_00002.json").read_text())["tokens"]
-    enc = prepare.load_tokenizer("gpt2")
+    enc = tokenizer.load_tokenizer("gpt2")
     assert tokens == sum(1 + len(enc.encode_ordinary(t)) for t in texts)
     assert tokens == len(read_stream(tmp_path / "tok")[0])
 

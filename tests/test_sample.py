@@ -10,7 +10,7 @@ import torch
 
 import sample
 from model import GPT, GPTConfig
-from prepare import load_tokenizer
+from tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import train
-from prepare import write_shard
+from common import write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
@@ -203,7 +203,7 @@ def test_bad_input_is_refused_before_training(data, tmp_path):
         run(broken, tmp_path / 'out')
     with pytest.raises(SystemExit, match='vocabulary of 256 tokens, more than the model'):
         run(data, tmp_path / 'out', '--vocab_size=128')
-    with pytest.raises(SystemExit, match='ckpt.pt does not exist'):
+    with pytest.raises(SystemExit, match='ckpt.pt: no such file'):
         run(data, tmp_path / 'out', '--init_from=resume')
     run(data, tmp_path / 'out', '--max_iters=1')
     with pytest.raises(SystemExit, match=r'other settings: n_layer=2 \(now 3\)'):
