@@ -254,7 +254,8 @@ def read_documents(path, stats, warn=True, set_aside=None):
         except RecursionError:
             return bad(line_number, "too_deep", f"JSON nested more than {MAX_JSON_DEPTH} deep", raw)
         except ValueError as e:  # a 5,000-digit integer, NaN, 1e999
-            return bad(line_number, "bad_number", str(e)[:200], raw)
+            detail = str(e).split(";")[0]  # not Python's advice to raise its limit: that is for programmers
+            return bad(line_number, "bad_number", detail[:200], raw)
         # cheap tests first: a document nests only if it holds a list or an object, and a lone
         # surrogate can only come from a \ud escape (strict UTF-8 decoding never makes one)
         if (not isinstance(doc, dict) or any(isinstance(v, (dict, list)) for v in doc.values())) \
