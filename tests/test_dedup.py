@@ -5,7 +5,6 @@ worker counts, the passes run as separate tasks, bad input and the shipped sampl
 import functools
 import gzip
 import json
-import os
 import random
 import subprocess
 import sys
