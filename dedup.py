@@ -114,7 +114,8 @@ def signatures_of_shard(shard, shard_index, args):
     stat = Path(shard).stat()
     settings = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ngram": args.ngram, "bands": args.bands,
                 "rows": args.rows, "seed": args.seed}
-    if read_json(folder / "done.json") == settings:
+    done = read_json(folder / "done.json")
+    if done and all(done.get(k) == v for k, v in settings.items()):
         return
     perms = permutations(args.bands * args.rows, args.seed)
     exact, signatures = [], []
@@ -183,7 +184,7 @@ def merged_slice(band, part, parts, all_shards, args):
 
 
 def first_of_each(values):
-    """Rows of a 2-D array that hold a value for the first time, and the row of that first time."""
+    """For each row of a 2-D array, the first row that holds the same values."""
     _, first, inverse = np.unique(np.ascontiguousarray(values).view(f"V{values.shape[1] * values.itemsize}").ravel(),
                                   return_index=True, return_inverse=True)
     return first[inverse.ravel()]

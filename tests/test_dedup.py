@@ -272,6 +272,10 @@ def test_passes_as_separate_tasks_equal_one_process(corpus, deduped, tmp_path, m
     assert sum(r["totals"]["documents_out"] for r in reports) == expected["totals"]["documents_out"]
     assert sum(r["candidate_pairs"] for r in reports) == 3 * expected["candidate_pairs"]
 
+    signatures = tmp_path / ".dedup" / "shards" / "part-0.jsonl.gz" / "signatures.npy"
+    written = signatures.stat().st_mtime_ns
+    dedup_in_process(monkeypatch, *common, "--pass=signatures")  # done: skipped
+    assert signatures.stat().st_mtime_ns == written
     lost = units[7]
     lost.unlink()
     (lost.parent / f".{lost.name}.tmp12345").write_bytes(b"half a file")
