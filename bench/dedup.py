@@ -182,7 +182,9 @@ steps = {
               workers),
 }
 pipeline, tasks = steps[stage]
-LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=f"{work}/logs/{stage}").run()
+if __name__ == "__main__":  # its worker processes import this file again
+    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks),
+                          logging_dir=f"{work}/logs/{stage}").run()
 """
 
 
