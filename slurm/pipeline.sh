@@ -11,7 +11,7 @@
 # command, so `slurm/rerun.sh DIR JOB TASK` can resubmit one task that failed.
 set -euo pipefail
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 input="" work="" tasks="" cpus=1 prepare_cpus="" clean_flags="" dedup_flags="" prepare_flags="" sbatch_flags=""
 for arg in "$@"; do
   case $arg in
