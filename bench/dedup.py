@@ -183,7 +183,8 @@ steps = {
 }
 pipeline, tasks = steps[stage]
 if __name__ == "__main__":  # its worker processes import this file again
-    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks),
+    # fork: the workers are children of this process, so /usr/bin/time counts their CPU and memory
+    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks), start_method="fork",
                           logging_dir=f"{work}/logs/{stage}").run()
 """
 
