@@ -199,24 +199,49 @@ def run_datatrove(python, folder, work, docs, pairs, tasks):
     return {**summarize(steps, docs), **quality(docs, pairs, read_ids(work / "out"))}
 
 
+# bytes a task holds per unit of its share, from the arrays it builds (dedup.py): a signatures task
+# per document of its shard (the lists while computing, then signatures, text hashes, 15 band
+# hashes and the sorted band lists); a buckets task per band entry of its unit (the slices read,
+# merged, sorted) plus a signature per document in a bucket of two or more; the clusters task per
+# linked pair (the pairs, their nodes, union-find's arrays); a write task per removed row of its shard
+STATE_BYTES = {"signatures": 1500, "buckets": 56, "clusters": 100, "write": 100}
+
+
+def clusters_per_pair(pairs=1_000_000, seed=0):
+    """CPU seconds per linked pair of the clusters pass's work (union-find, then the kept-copy rule),
+    in this process on a million synthetic pairs: the corpora here have too few pairs to see it."""
+    sys.path.insert(0, str(ROOT))
+    import dedup
+    rng = np.random.default_rng(seed)
+    later = rng.integers(1, 3 * pairs // 2, pairs)
+    earlier = np.maximum(0, later - rng.integers(1, 4, pairs))  # clusters of a few pages
+    agree = rng.integers(84, 113, pairs).astype(np.uint16)
+    start = time.process_time()
+    dedup.union_find(earlier, later, 3 * pairs // 2)
+    dedup.keep_near_copies(earlier, later, agree, 3 * pairs // 2)
+    return (time.process_time() - start) / pairs
+
+
 def projection(measured, num_docs=1e9, shard_docs=1e6, tasks=1000):
-    """What the passes need at num_docs, from the 1-task runs at every size: CPU per document per
-    pass, and each pass's peak memory fitted as a fixed part plus a part per document of the task's
-    own share (signatures and write: one input shard, here a quarter of the corpus; buckets: one
-    unit, here all the documents of one band; clusters: the documents removed), then taken to a
-    shard of shard_docs documents, a unit of 2^24 band entries and num_docs's removals."""
-    (small_docs, small_removed, small), (docs, removed, large) = measured[0], measured[-1]
-    share = {"signatures": (small_docs / 4, docs / 4, shard_docs), "write": (small_docs / 4, docs / 4, shard_docs),
-             "buckets": (small_docs, docs, 2**24), "clusters": (small_removed, removed, num_docs * removed / docs)}
+    """What the passes need at num_docs, from the 1-task runs: CPU per document as the slope between
+    the smallest and the largest corpus (so that starting Python is left out; clusters: per linked
+    pair, from clusters_per_pair), memory from the
+    state each task holds per unit of its share (STATE_BYTES) next to the peak measured here."""
+    (small_docs, _, small), (docs, removed, large) = measured[0], measured[-1]
+    pairs = num_docs * removed / docs
+    share = {"signatures": (shard_docs, "documents of its shard"), "buckets": (2**24, "band entries of its unit"),
+             "clusters": (pairs, "linked pairs"), "write": (shard_docs * removed / docs, "removed rows of its shard")}
     lines = [f"projection to {num_docs:.0e} documents, {tasks} tasks per array pass, input shards of "
-             f"{shard_docs:.0e} documents ({15 * -(-int(num_docs) // 2**24)} bucket units):"]
-    for name, (low, high, target) in share.items():
-        per_doc = (large[name]["peak_mb"] - small[name]["peak_mb"]) / max(1, high - low)
-        memory = large[name]["peak_mb"] + per_doc * (target - high)
-        cpu_hours = large[name]["cpu"] / docs * num_docs / 3600
-        lines.append(f"  {name:>10}: {cpu_hours:8,.0f} CPU hours ({cpu_hours / (1 if name == 'clusters' else tasks):,.2f} "
-                     f"h per task), peak ~{memory / 1e3:.1f} GB per task ({per_doc * 1e6:,.0f} bytes per document "
-                     f"of its share, measured)")
+             f"{shard_docs:.0e} documents ({15 * -(-int(num_docs) // 2**24)} bucket units of 2^24 entries), "
+             f"{removed / docs:.0%} removed as here:"]
+    for name, (units, what) in share.items():
+        cpu_hours = (large[name]["cpu"] - small[name]["cpu"]) / (docs - small_docs) * num_docs / 3600
+        if name == "clusters":  # what grows is the pairs' work; reading the pair files is the buckets' writing
+            cpu_hours = clusters_per_pair() * pairs / 3600
+        memory = 0.04 + STATE_BYTES[name] * units / 1e9  # + the interpreter and numpy, ~40 MB
+        lines.append(f"  {name:>10}: {cpu_hours:7,.0f} CPU hours ({cpu_hours / (1 if name == 'clusters' else tasks):,.2f} h "
+                     f"per task); memory per task ~{memory:.2f} GB ({STATE_BYTES[name]} bytes x {units:.2g} {what}; "
+                     f"measured peak here {large[name]['peak_mb']:.0f} MB)")
     return "\n".join(lines)
 
 
