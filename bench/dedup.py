@@ -239,7 +239,7 @@ def projection(measured, num_docs=1e9, shard_docs=1e6, tasks=1000):
         if name == "clusters":  # what grows is the pairs' work; reading the pair files is the buckets' writing
             cpu_hours = clusters_per_pair() * pairs / 3600
         memory = 0.04 + STATE_BYTES[name] * units / 1e9  # + the interpreter and numpy, ~40 MB
-        lines.append(f"  {name:>10}: {cpu_hours:7,.0f} CPU hours ({cpu_hours / (1 if name == 'clusters' else tasks):,.2f} h "
+        lines.append(f"  {name:>10}: {cpu_hours:7,.1f} CPU hours ({cpu_hours / (1 if name == 'clusters' else tasks):,.2f} h "
                      f"per task); memory per task ~{memory:.2f} GB ({STATE_BYTES[name]} bytes x {units:.2g} {what}; "
                      f"measured peak here {large[name]['peak_mb']:.0f} MB)")
     return "\n".join(lines)
