@@ -16,10 +16,7 @@ main() runs the phases in order: config and processes, data (loader.py), model (
 optimizer, then the loop of steps, with an eval and a checkpoint every eval_interval steps.
 """
 
-import argparse
-import ast
 import dataclasses
-import difflib
 import functools
 import json
 import math
@@ -54,6 +51,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,  # noqa: E402
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
 
+import configurator  # noqa: E402
 import loader  # noqa: E402
 import lora  # noqa: E402
 from checkpoint import read_checkpoint  # noqa: E402
@@ -132,58 +130,10 @@ def die(message):
 
 
 def get_config(argv):
-    """Defaults, then config files in order, then --key=value flags. Unknown keys and wrong types are
-    errors (with the closest name): a typo must not silently train with the default."""
-    config, helps = {k: v for k, v, _ in SETTINGS}, {k: h for k, _, h in SETTINGS}
-    for field in dataclasses.fields(GPTConfig):  # a switch model.py adds is a setting at once
-        config.setdefault(field.name, field.default)
-
-    def unknown(key, where):
-        close = difflib.get_close_matches(key, config, n=1)
-        die(f"{where}unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else
-                                                  "; python train.py --help lists them"))
-
-    def boolean(text):
-        if text.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        return text.lower() in ('1', 'true', 'yes')
-
-    def literal(text):  # None, dicts and lists
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
-    parser.add_argument('config_files', nargs='*', help='config/PRESET.py files, applied in order before the flags')
-    for key, default in config.items():
-        kind = boolean if type(default) is bool else literal if default is None or type(default) in (dict, list) \
-            else type(default)
-        allowed = f"; one of {', '.join(CHOICES[key])}" if key in CHOICES else ''
-        parser.add_argument(f'--{key}', type=kind, default=argparse.SUPPRESS, metavar=type(default).__name__.upper(),
-                            help=f"{helps.get(key, 'model.py GPTConfig setting')} (default: {default!r}{allowed})")
-    flags, extra = parser.parse_known_intermixed_args(argv)
-    if extra:
-        unknown(extra[0].lstrip('-').split('=')[0], '')
-    flags = vars(flags)
-    for path in flags.pop('config_files'):
-        if not path.endswith('.py') or not os.path.isfile(path):
-            die(f"{path}: expected a config file (config/PRESET.py) or a --key=value flag")
-        settings = {}
-        exec(compile(open(path).read(), path, 'exec'), settings)
-        for key, value in settings.items():
-            if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
-                continue
-            if key not in config:
-                unknown(key, f"{path}: ")
-            default = config[key]
-            if type(value) is not type(default) and default is not None and not (type(default) is float and type(value) is int) \
-                    and not (type(default) is list and type(value) is tuple):
-                die(f"{path}: {key} = {value!r} is a {type(value).__name__}, expected {type(default).__name__}")
-            config[key] = float(value) if type(default) is float else value
-    config.update(flags)
-    for key, allowed in CHOICES.items():
-        if config[key] not in allowed:
-            die(f"--{key}={config[key]}: expected one of {', '.join(allowed)}")
+    """SETTINGS, then config files, then flags (configurator.py); a switch model.py adds is a setting at once."""
+    settings = SETTINGS + [(f.name, f.default, "model.py GPTConfig setting") for f in dataclasses.fields(GPTConfig)
+                           if f.name not in {k for k, _, _ in SETTINGS}]
+    config = configurator.get_config(argv, settings, CHOICES, __doc__.strip().splitlines()[0], die)
     if config['stages'] and config['data'] != 'data/tokens':
         die("both --data and stages are set: stages name the data of each stage")
     if config['gradient_accumulation_steps'] > 0:
@@ -209,7 +159,8 @@ def setup_processes(config):
     if run.distributed and run.device.startswith('cuda'):
         run.device = f'cuda:{run.local_rank}'
         torch.cuda.set_device(run.device)
-    if run.distributed:
+    run.own_group = run.distributed and not dist.is_initialized()  # a caller's group is left to the caller
+    if run.own_group:
         dist.init_process_group('nccl' if run.device.startswith('cuda') else 'gloo')
     run.master, run.device_type = run.rank == 0, run.device.split(':')[0]
     run.log = functools.partial(print, flush=True) if run.master else (lambda *args: None)
@@ -498,7 +449,7 @@ def plot(history, path):
             if ax.lines:
                 ax.legend()
         fig.suptitle(os.path.dirname(path))
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.06, right=0.98, wspace=0.3)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=100, format='png')
         plt.close(fig)
@@ -749,13 +700,14 @@ def main(argv):
     describe(gpt, data, config, run, micro, accumulation, p.step)
     history, skipped = loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths)
     if run.master:
-        plot(history, paths.plot)
+        if history and 'val_loss' not in history[-1]:  # else the last eval drew it
+            plot(history, paths.plot)
         elapsed = time.time() - started
         run.log(f"done at step {p.step} in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s: best val loss {p.best:.4f}" +
                 (f", {skipped} steps skipped" if skipped else '') +
                 (f"; {p.refused} eval(s) worse than the start not saved, {paths.ckpt} is from step {p.saved_step}"
                  if p.refused else '') + f"; {paths.ckpt}, {paths.log}, {paths.plot}")
-    if run.distributed:
+    if run.own_group:
         dist.destroy_process_group()
     return history
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import loader
 import train
 from common import write_shard
 
@@ -57,8 +58,8 @@ def data(tmp_path_factory):
     return folder
 
 
-def run(data, out, *flags):
-    train.main(TINY + [f'--data={data}', f'--out_dir={out}', *flags])
+def run(data, out, *flags):  # data None: the default, or what a config file's stages say
+    train.main(TINY + ([] if data is None else [f'--data={data}']) + [f'--out_dir={out}', *flags])
     return read_log(out)
 
 
@@ -107,13 +108,19 @@ def test_lr_schedules():
 
 
 def test_data_order_depends_only_on_seed_and_position(data):
-    shards = train.open_data(dict(data=str(data), block_size=32))['train']
-    whole = train.get_batch(shards, 10, 8, 32, 7, 'cpu')[0]
-    halves = torch.cat([train.get_batch(shards, 10 + i, 4, 32, 7, 'cpu')[0] for i in (0, 4)])
-    assert torch.equal(whole, halves)
-    epoch = torch.cat([train.get_batch(shards, i, 1, 32, 7, 'cpu')[0] for i in range(265)])  # 156 + 109 windows
-    assert len({tuple(row.tolist()) for row in epoch}) == 265  # each window once per epoch
-    assert not torch.equal(whole, train.get_batch(shards, 10, 8, 32, 8, 'cpu')[0])  # another seed
+    source = loader.open_source(str(data), 32)
+    one = dict(sources=[source], stages=[(0, np.array([1.0]))])
+
+    def windows(first, count, seed):
+        return loader.read_windows(one, np.zeros(count, dtype=np.int64), np.arange(first, first + count), 32, seed)
+    whole = windows(10, 8, 7)
+    assert np.array_equal(whole, np.concatenate([windows(10, 4, 7), windows(14, 4, 7)]))
+    epoch = windows(0, 265, 7)  # 156 + 109 windows
+    assert len({tuple(row) for row in epoch}) == 265  # each window once per epoch
+    assert not np.array_equal(whole, windows(10, 8, 8))  # another seed
+    # a step's plan: one source reads its order straight on, so step s holds sequences s*8 .. s*8+7
+    sources, index, after = loader.plan_step(one, 7, 3, 8, [24])
+    assert index.tolist() == list(range(24, 32)) and after.tolist() == [32]
 
 
 def test_accumulation_equals_one_big_batch(data, tmp_path):
@@ -131,11 +138,11 @@ def test_interrupt_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
     whole = run(data, tmp_path / 'whole', *flags)
     get_lr = train.get_lr
 
-    def interrupt_at_step_2(step, config):  # a real SIGTERM in the middle of step 2, delivered twice
+    def interrupt_at_step_2(step, config, *rest):  # a real SIGTERM in the middle of step 2, delivered twice
         if step == 2:                             # (as torchrun passes it on to its workers)
             signal.raise_signal(signal.SIGTERM)
             signal.raise_signal(signal.SIGTERM)
-        return get_lr(step, config)
+        return get_lr(step, config, *rest)
     monkeypatch.setattr(train, 'get_lr', interrupt_at_step_2)
     run(data, tmp_path / 'cut', *flags)
     saved = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
@@ -159,6 +166,7 @@ def test_killed_while_saving_leaves_previous_checkpoint(data, tmp_path):
     script = f"""
 import os, signal, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
+import loader
 import train
 saves = []
 real_save = torch.save
@@ -231,26 +239,61 @@ def test_nonfinite_loss_stops_and_never_saves_poison(data, tmp_path, monkeypatch
     assert all(t.isfinite().all() for t in saved['model'].values())
 
 
-def test_ddp_and_fsdp_match_one_process(data, tmp_path):
-    # the same global batch of 8 sequences per step: 4 passes of 2 in one process, or 2 ranks x 2 passes
-    reference = run(data, tmp_path / 'one', '--batch_size=2', '--max_iters=3')
+@pytest.fixture(scope='module')
+def second(tmp_path_factory):
+    """A second source for mixtures: the same kind of stream, other tokens."""
+    folder = tmp_path_factory.mktemp('second')
+    write_shard(folder / 'val_000000.bin', markov_tokens(2000, 10))
+    write_shard(folder / 'train_000001.bin', markov_tokens(4000, 11))
+    (folder / 'report.json').write_text(json.dumps({'tokenizer': 'gpt2', 'vocab_size': VOCAB}))
+    return folder
+
+
+DISTRIBUTED = """
+import json, sys
+sys.path.insert(0, {root!r})
+import torch.distributed as dist
+import train
+dist.init_process_group('gloo')  # one group for all the runs of this launch (torchrun starts are slow)
+for flags in json.loads(sys.argv[1]):
+    train.main(flags)
+"""
+
+
+def test_ddp_and_fsdp_match_one_process(data, second, tmp_path):
+    # the same global batch of 8 sequences per step: 4 passes of 2 in one process, or 2 ranks x 1 pass of
+    # 4 (--batch_size=8 is lowered to share the step), on a mixture of two sources; full training, then
+    # LoRA from the full run's checkpoint
+    mixture, base = f'{data}:0.7,{second}:0.3', tmp_path / 'one' / 'full' / 'ckpt.pt'
+    lora_flags = [f'--init_from={base}', '--lora_rank=4', '--embedding_lr=1e-3']
+    reference = {'full': run(mixture, tmp_path / 'one' / 'full', '--batch_size=2', '--max_iters=3'),
+                 'lora': run(mixture, tmp_path / 'one' / 'lora', '--batch_size=2', '--max_iters=3', *lora_flags)}
+    script = tmp_path / 'runs.py'
+    script.write_text(DISTRIBUTED.format(root=str(ROOT)))
     jobs = {}
     for parallel in ('ddp', 'fsdp'):
-        out = tmp_path / parallel
+        flags = TINY + [f'--data={mixture}', f'--parallel={parallel}', '--batch_size=8', '--max_iters=3']
+        runs = [flags + [f'--out_dir={tmp_path / parallel / "full"}'],
+                flags + [f'--out_dir={tmp_path / parallel / "lora"}', *lora_flags]]
         command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                   str(ROOT / 'train.py'), *TINY, f'--data={data}', f'--out_dir={out}',
-                   f'--parallel={parallel}', '--batch_size=2', '--max_iters=3']
+                   str(script), json.dumps(runs)]
         jobs[parallel] = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True)
     for parallel, job in jobs.items():
         output = job.communicate(timeout=300)[0]
         assert job.returncode == 0, output
-        log = read_log(tmp_path / parallel)
-        for key in ('loss', 'val_loss'):
-            assert [s for s, _ in losses(log, key)] == [s for s, _ in losses(reference, key)]
-            np.testing.assert_allclose([l for _, l in losses(log, key)], [l for _, l in losses(reference, key)],
-                                       rtol=1e-5, err_msg=f'{parallel} {key}')
-        a, b = params(tmp_path / 'one' / 'ckpt.pt'), params(tmp_path / parallel / 'ckpt.pt')
-        assert a.keys() == b.keys()  # plain names: no 'module.' or '_orig_mod.' prefixes
-        for name in a:
-            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+        assert 'instead of --batch_size=8, so that 2 process(es) share the 8 sequences' in output
+        for kind in ('full', 'lora'):
+            log = read_log(tmp_path / parallel / kind)
+            for key in ('loss', 'val_loss'):
+                assert [s for s, _ in losses(log, key)] == [s for s, _ in losses(reference[kind], key)]
+                np.testing.assert_allclose([l for _, l in losses(log, key)], [l for _, l in losses(reference[kind], key)],
+                                           rtol=1e-5, err_msg=f'{parallel} {kind} {key}')
+            a = torch.load(tmp_path / 'one' / kind / 'ckpt.pt', weights_only=True)
+            b = torch.load(tmp_path / parallel / kind / 'ckpt.pt', weights_only=True)
+            assert a['model'].keys() == b['model'].keys()  # plain names: no 'module.' or '_orig_mod.' prefixes
+            tensors = [(a['model'], b['model'])] + ([(a['lora']['adapters'], b['lora']['adapters'])] if kind == 'lora' else [])
+            for x, y in tensors:
+                assert x.keys() == y.keys()
+                for name in x:  # (Adam divides tiny gradients by their own size: rounding shows)
+                    torch.testing.assert_close(x[name], y[name], rtol=1e-4, atol=5e-5, msg=lambda m: f'{parallel} {kind} {name}: {m}')
