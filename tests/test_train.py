@@ -3,6 +3,7 @@ safety while saving, continued pretraining, bad input, NaN handling, and one pro
 DDP / FSDP (gloo) on the same global batch."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -297,3 +298,117 @@ def test_ddp_and_fsdp_match_one_process(data, second, tmp_path):
                 assert x.keys() == y.keys()
                 for name in x:  # (Adam divides tiny gradients by their own size: rounding shows)
                     torch.testing.assert_close(x[name], y[name], rtol=1e-4, atol=5e-5, msg=lambda m: f'{parallel} {kind} {name}: {m}')
+
+
+def test_help_typos_and_bad_settings(capsys):
+    with pytest.raises(SystemExit):
+        train.get_config(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for key, default, help_text in train.SETTINGS:  # every flag says what it does, its default and choices
+        assert f'--{key} ' in text and f"{' '.join(help_text.split())} (default: {default!r}" in text, key
+    assert "(default: 'layernorm'; one of layernorm, rmsnorm)" in text
+    with pytest.raises(SystemExit, match="unknown setting 'n_layers'; did you mean 'n_layer'"):
+        train.get_config(['--n_layers=3'])
+    with pytest.raises(SystemExit, match='^train.py: error: --norm=batchnorm: expected one of layernorm, rmsnorm$'):
+        train.get_config(['--norm=batchnorm'])
+
+
+def test_a_step_is_shared_among_processes():
+    from types import SimpleNamespace
+    config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
+
+    def layout(world):
+        return train.batch_layout(config, SimpleNamespace(world=world, log=lambda *a: None))
+    assert layout(1) == (16, 1) and layout(2) == (8, 1) and layout(16) == (1, 1)
+    with pytest.raises(SystemExit, match='cannot be shared by 3 processes: set --batch_tokens to a multiple of 384'):
+        layout(3)
+    gpt2 = train.get_config([str(ROOT / 'config' / 'gpt2_124m.py')])
+    assert train.batch_layout(gpt2, SimpleNamespace(world=4, log=print)) == (64, 2)
+
+
+def test_val_loss_and_bits_per_byte_do_not_depend_on_the_batch(tmp_path):
+    # GPT-2 token ids 0..511: bytes, then merges of 2-3 bytes, so bytes and tokens differ
+    import torch.nn.functional as F
+    from model import GPT, GPTConfig
+    from tokenizer import load_tokenizer
+    folder = tmp_path / 'tokens'
+    write_shard(folder / 'val_000000.bin', markov_tokens(3000, 3) * 2 + 1)
+    write_shard(folder / 'train_000001.bin', markov_tokens(3000, 4) * 2)
+    flags = ['--max_iters=0', '--vocab_size=512']
+    at = {b: run(folder, tmp_path / str(b), *flags, f'--batch_size={b}')[0] for b in (8, 3)}
+    assert at[8]['val_loss'] == pytest.approx(at[3]['val_loss'], rel=1e-6)
+    assert at[8]['val_bpb'] == pytest.approx(at[3]['val_bpb'], rel=1e-6)
+    config = train.get_config(TINY + flags)  # the reference: the same initial model, on the same windows
+    torch.manual_seed(config['seed'])
+    gpt = GPT(GPTConfig(**{**{f: config[f] for f in GPTConfig.__dataclass_fields__}, 'real_vocab_size': 512}))
+    windows = torch.from_numpy(loader.val_windows(loader.open_source(str(folder), 32)['val'], 32, 24).astype(np.int64))
+    assert len(windows) == 24 and len({tuple(w.tolist()) for w in windows}) == 24
+    targets = windows[:, 1:].flatten()
+    with torch.no_grad():
+        nats = F.cross_entropy(gpt(windows[:, :-1], all_logits=True)[0].flatten(0, 1), targets, reduction='sum').item()
+    enc = load_tokenizer('gpt2')
+    n_bytes = sum(len(enc.decode_single_token_bytes(t)) for t in targets.tolist())
+    assert n_bytes > 1.2 * len(targets)
+    assert at[8]['val_loss'] == pytest.approx(nats / len(targets), rel=1e-5)
+    assert at[8]['val_bpb'] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-5)
+
+
+def test_token_folders_are_checked_before_training(data, tmp_path, capsys):
+    val, tokens = markov_tokens(3000, 0), markov_tokens(5000, 1)
+
+    def folder(name, report, shards=None, report_name='report.json'):
+        path = tmp_path / name
+        for shard, t in (shards or {'val_000000.bin': val, 'train_000001.bin': tokens}).items():
+            write_shard(path / shard, t)
+        if report is not None:
+            (path / report_name).write_text(report if isinstance(report, str) else json.dumps(report))
+        return path
+
+    def listed(top=255, **report):
+        return dict(tokenizer='gpt2', vocab_size=50257, complete=True, **report,
+                    shards=[dict(name='val_000000.bin', tokens=3000, max_token=255),
+                            dict(name='train_000001.bin', tokens=5000, max_token=top)])
+    out = tmp_path / 'out'
+    with_60000 = tokens.copy()
+    with_60000[1234] = 60000
+    cases = [  # the report's max_token is trusted (no 10B-token read at start-up): this shard has no 60000
+             (folder('listed', listed(top=60000)), 'train_000001.bin: token id 60,000, but the tokenizer has 50,257'),
+             # no max_token: the shards are read; 50300 is in GPT-2's padded part (50257..50303)
+             (folder('scanned', {'tokenizer': 'gpt2', 'vocab_size': 50257}, {'val_000000.bin': val, 'train_000001.bin':
+                     np.where(np.arange(5000) == 99, 50300, tokens)}), 'token id 50,300, but the tokenizer has 50,257'),
+             (folder('no_report', None, {'val_000000.bin': val, 'train_000001.bin': with_60000}),
+              "vocabulary of 60,001 tokens, more than the model's vocab_size=256"),
+             (folder('corrupt', '{"complete": tru'), r'report.json: not a readable prepare.py report .*rerun prepare.py'),
+             (folder('killed', {**listed(), 'complete': False}), 'prepare.py did not finish .*rerun prepare.py'),
+             (folder('mixed', listed(), {'val_000000.bin': val, 'train_000001.bin': tokens, 'train_000002.bin': tokens}),
+              r'not the ones report.json lists \(not listed: train_000002.bin\).*rerun prepare.py'),
+             (folder('one_of_two', listed(), report_name='report_00000_of_00002.json'), '1 report files for a prepare.py run on 2')]
+    for path, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            run(path, out)
+    assert not out.exists()
+    run(folder('llm_c', None), out, '--max_iters=1')  # shards of another tool train, with a note
+    assert 'no report.json of prepare.py: completeness not checked' in capsys.readouterr().out
+
+
+def test_bad_checkpoints_and_devices(data, tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    for content in (b'', os.urandom(4096)):
+        (out / 'ckpt.pt').write_bytes(content)
+        with pytest.raises(SystemExit, match='ckpt.pt: not a PyTorch checkpoint'):
+            run(data, out, '--init_from=resume')
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='--device=cuda: CUDA is not available on this machine'):
+            run(data, out, '--device=cuda')
+
+
+def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
+    run(data, tmp_path, '--max_iters=2', '--eval_interval=2')
+    good = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    run(data, tmp_path, '--init_from=resume', '--max_iters=4', '--eval_interval=1', '--learning_rate=1e3',
+        '--skip_nonfinite=true')
+    text = capsys.readouterr().out
+    assert f'not saving {tmp_path / "ckpt.pt"}: the val loss is' in text and 'it keeps the last good checkpoint' in text
+    kept = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert kept['iter_num'] == 2 and all(torch.equal(kept['model'][k], v) for k, v in good['model'].items())
