@@ -250,26 +250,33 @@ def load_start(config, data, ckpt_path, log):
     if config['real_vocab_size'] is None and data['vocab_size'] < config['vocab_size']:
         config['real_vocab_size'] = data['vocab_size']  # the padding ids are left out of the loss
     model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
-    start = dict(checkpoint=None, weights=None, model_args=model_args)
+    start = dict(checkpoint=None, weights=None, model_args=model_args, started_from='scratch')
     if config['init_from'] == 'resume':
         try:
             checkpoint = read_checkpoint(ckpt_path, mmap=True)
         except ValueError as e:
             die(str(e))
-        old, keys = checkpoint['config'], [*model_args, 'seed', 'batch_tokens', 'lora_rank', 'lora_alpha', 'rslora',
-                                           'lora_targets']
+        old, keys = checkpoint['config'], ['seed', 'batch_tokens', 'lora_rank', 'lora_alpha', 'rslora', 'lora_targets']
+        start['started_from'] = checkpoint.get('started_from', 'scratch')
+        if start['started_from'] == 'scratch':
+            keys += list(model_args)
+        else:  # a continued run: the architecture is the checkpoint's, as when it started
+            model_args = {**checkpoint['model_args'], 'dropout': config['dropout']}
+            config.update(model_args)
         changed = [f"{k}={old.get(k)} (now {config[k]})" for k in keys if old.get(k, config[k]) != config[k]]
         if changed:
             die(f"{ckpt_path} was trained with other settings: {', '.join(changed)}; resume with the same "
                 f"config and flags, or start a new run from its weights with --init_from={ckpt_path}")
         for key in sorted(k for k in config if k in old and old[k] != config[k] and k != 'init_from'):
             log(f"note: {key} was {old[key]} in the checkpoint, now {config[key]}")
-        start.update(checkpoint=checkpoint, weights=checkpoint['model'], tokenizer=checkpoint['tokenizer'])
+        start.update(checkpoint=checkpoint, weights=checkpoint['model'], tokenizer=checkpoint['tokenizer'],
+                     model_args=model_args)
     elif config['init_from'] != 'scratch':  # continued pretraining: the architecture is the checkpoint's
         pretrained = pretrained_weights(config['init_from'])
         model_args = {**pretrained['model_args'], 'dropout': config['dropout']}
         config.update(model_args)
-        start.update(weights=pretrained['model'], model_args=model_args, tokenizer=pretrained['tokenizer'])
+        start.update(weights=pretrained['model'], model_args=model_args, tokenizer=pretrained['tokenizer'],
+                     started_from=config['init_from'])
     if 'tokenizer' in start and not same_tokenizer(start['tokenizer'], data['tokenizer']):
         die(f"the checkpoint was trained with the {tokenizer_name(start['tokenizer'])} tokenizer, but "
             f"{config['data']} holds {tokenizer_name(data['tokenizer'])} tokens")
@@ -501,6 +508,7 @@ def checkpoint_state(config, data, p):
     names = [s['name'] for s in data['sources']]
     return dict(model_args={f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}, config=config,
                 tokenizer=data['tokenizer'], iter_num=p.step, best_val_loss=p.best, initial_val_loss=p.initial,
+                started_from=str(p.started_from),
                 data_state=dict(positions={n: int(k) for n, k in zip(names, p.positions)},
                                 shards={s['name']: s['shards'] for s in data['sources']}))
 
@@ -513,7 +521,7 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
     """Where the loop starts: step, sequences read from each source, best and initial val loss; on a
     resume from the checkpoint, with the optimizer state and each process's RNG stream."""
     p = SimpleNamespace(step=0, positions=np.zeros(len(data['sources']), dtype=np.int64), best=float('inf'),
-                        initial=None, last_good=True, refused=0, saved_step=None)
+                        initial=None, last_good=True, refused=0, saved_step=None, started_from=start['started_from'])
     checkpoint = start['checkpoint']
     if checkpoint is not None:
         set_optimizer_state_dict(model, optimizer, checkpoint['optimizer'], options=StateDictOptions(full_state_dict=True))

@@ -198,6 +198,9 @@ def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
     assert second[0]['val_loss'] == pytest.approx(losses(first, 'val_loss')[-1][1], rel=1e-6)
     assert losses(second)[0][0] == 1 and losses(second, 'val_loss')[-1][1] < losses(first, 'val_loss')[0][1]
     assert torch.load(tmp_path / 'second' / 'ckpt.pt', weights_only=True)['model_args']['n_layer'] == 2
+    # resumed with the same flags, it keeps the checkpoint's architecture (not the flags' n_layer=5)
+    again = run(data, tmp_path / 'second', '--init_from=resume', '--n_layer=5', '--max_iters=4', '--warmup_iters=0')
+    assert losses(again)[-1][0] == 4
 
 
 def test_bad_input_is_refused_before_training(data, tmp_path):
