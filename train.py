@@ -18,6 +18,7 @@ optimizer, then the loop of steps, with an eval and a checkpoint every eval_inte
 
 import dataclasses
 import functools
+import glob
 import json
 import math
 import os
@@ -381,8 +382,9 @@ def evaluate(model, val_sets, batch_size, run):
             with run.autocast:
                 _, loss = model(x, y)
             if b < batches:  # nats, target tokens, their UTF-8 bytes
-                nbytes = 0 if window_bytes is None else int(window_bytes[rows].sum())
-                total += torch.stack([loss.double() * y.numel(), *torch.tensor([y.numel(), nbytes])]).to(total)
+                total[0] += loss.to(total.dtype) * y.numel()
+                total[1] += y.numel()
+                total[2] += 0 if window_bytes is None else int(window_bytes[rows].sum())
         if run.world > 1:
             dist.all_reduce(total)
         totals[name] = total.tolist()
@@ -543,10 +545,26 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
     return p
 
 
+def remove_stale_temps(paths):
+    """Temporary files of saves that were killed mid-write (.ckpt.pt.tmpPID, as large as a checkpoint),
+    whose process is gone: a rerun frees the space at once, not at its first save."""
+    for path in (paths.ckpt, paths.plot):
+        for tmp in glob.glob(os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp*')):
+            try:
+                os.kill(int(tmp.rsplit('.tmp', 1)[1]), 0)  # raises if no such process
+            except (ValueError, ProcessLookupError):
+                os.remove(tmp)
+                print(f"removed {tmp}, left by a save that was killed", file=sys.stderr)
+            except PermissionError:  # a live process of another user
+                pass
+
+
 def open_log(config, step, paths, run):
     """The log so far (a resumed run drops lines from after its checkpoint: a crash may have left some),
     and a function that appends a record to it."""
     os.makedirs(config['out_dir'], exist_ok=True)
+    if run.master:
+        remove_stale_temps(paths)
     history = []
     if run.master and config['init_from'] == 'resume' and os.path.exists(paths.log):
         history = [h for h in map(json.loads, open(paths.log)) if h['step'] <= step]

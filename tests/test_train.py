@@ -185,7 +185,9 @@ train.main({TINY!r} + ['--data={data}', '--out_dir={tmp_path}', '--eval_interval
     assert result.returncode == -signal.SIGKILL, result.stderr
     saved = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert saved['iter_num'] == 2
+    assert len(list(tmp_path.glob('.ckpt.pt.tmp*'))) == 1  # the half-written temp of the killed save
     resumed = run(data, tmp_path, '--init_from=resume')
+    assert not list(tmp_path.glob('.ckpt.pt.tmp*'))  # a rerun removes it
     assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4]  # the log was cut back to the checkpoint
 
 
