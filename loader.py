@@ -10,6 +10,7 @@ orders in which training reads them.
     plan_step / read_windows             a step's sequences: (source, position in that source's order) -> tokens
     val_windows(shards, block_size, n)   the fixed val set: the same windows whatever the batch size and the
                                          number of processes, so train.py's and eval.py's val losses agree
+                                         (n = val_window_count(ckpt['config']) for a run's own val set)
 
 A source is read as non-overlapping windows of block_size + 1 tokens (inputs and, shifted by one, the
 targets). Each epoch visits its shards in a seeded order and each shard's windows in a seeded order,
@@ -282,13 +283,18 @@ def read_windows(data, sources, index, block_size, seed):
 # the val set
 
 
+def val_window_count(config):
+    """How many val windows train.py evaluates per source, from a run's settings (ckpt['config'])."""
+    return config['eval_iters'] * config['batch_tokens'] // config['block_size']
+
+
 def val_windows(shards, block_size, count):
     """The fixed val set: `count` windows of block_size + 1 tokens, as a (count, block_size + 1) uint16
     array, spread evenly over the val shards (`shards`: token arrays, e.g. open_source(...)['val']).
     The val split is cut into non-overlapping windows as training cuts its shards, and `count` of them
     are taken at even spacing; all of them when there are fewer. Nothing here depends on the batch size
     or the number of processes, so every eval of a run, every run, and eval.py measure the same tokens.
-    train.py takes count = eval_iters * batch_tokens // block_size per source."""
+    train.py takes count = val_window_count(config) per source."""
     per_shard = np.array([(len(s) - 1) // block_size for s in shards])
     ends = np.cumsum(per_shard)
     picks = np.unique(np.linspace(0, ends[-1] - 1, min(count, ends[-1])).round().astype(np.int64))

@@ -207,7 +207,7 @@ def open_run_data(config, run):
     except ValueError as e:
         lengths = None
         run.log(f"note: no bits per byte: cannot load the tokenizer {tokenizer_name(data['tokenizer'])} ({e})")
-    count = config['eval_iters'] * config['batch_tokens'] // config['block_size']
+    count = loader.val_window_count(config)
     data['val_sets'] = {}
     for source in data['sources']:
         windows = loader.val_windows(source['val'], config['block_size'], count)
@@ -651,8 +651,8 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
         if stop and p.step > p.start_step and not saved:  # preempted: save where we are, to resume from
             if p.last_good:
                 save_checkpoint(paths.ckpt, model, optimizer, checkpoint_state(config, data, p), lora_config, run)
-            run.log(f"stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
-                                                 f"not saved: the last eval was worse than the start"))
+            run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
+                                                "not saved: the last eval was refused (see above)"))
         if stop or finished:
             break
 
@@ -668,29 +668,32 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
             run.log(f"step {p.step}: loss {loss}, gradient norm {norm}: step skipped")
             skipped += 1
         for i, source in enumerate(data['sources']):  # a source read to its end starts over
-            epoch, epochs = sum(source['windows']), plan[2][i] // sum(source['windows'])
-            if epochs > p.positions[i] // epoch:
-                run.log(f"source {source['name']}: epoch {epochs} read to its end at step {p.step}; "
-                        f"wrapping around to epoch {epochs + 1}")
+            per_epoch = sum(source['windows'])
+            if plan[2][i] // per_epoch > p.positions[i] // per_epoch:
+                run.log(f"source {source['name']}: epoch {plan[2][i] // per_epoch} read to its end at step "
+                        f"{p.step}; wrapping around to epoch {plan[2][i] // per_epoch + 1}")
         p.step, p.positions, plan = p.step + 1, plan[2], next_plan
-
-        # logging (dt includes the .item() in train_step, which waits for the GPU: the true step time)
+        # dt includes the .item() in train_step, which waits for the GPU: the true step time
         dt = time.time() - t0
         step_time = dt if step_time is None or p.step - p.start_step <= 2 else 0.9 * step_time + 0.1 * dt
         if run.master and (p.step % config['log_interval'] == 0 or p.step == config['max_iters']):
-            tokens_per_second = config['batch_tokens'] / dt
-            mfu = gpt.estimate_mfu(tokens_per_second / run.world, run.device)
-            eta = step_time * (config['max_iters'] - p.step)
-            run.log(f"step {p.step}/{config['max_iters']} | loss {loss:.4f} | lr {lr:.2e} | norm {norm:.2f}"
-                    f" | {tokens_per_second:,.0f} tok/s | mfu {f'{100 * mfu:.1f}%' if mfu else 'unknown'}"
-                    f" | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
-            record = dict(step=p.step, tokens=p.step * config['batch_tokens'], loss=loss, lr=lr, grad_norm=norm,
-                          tokens_per_second=tokens_per_second, mfu=mfu, time=time.time())
-            if len(data['sources']) > 1:
-                record['source_tokens'] = {s['name']: int(k) * block for s, k in zip(data['sources'], p.positions)}
-            write_log(record)
+            log_step(gpt, data, config, run, p, loss, lr, norm, dt, step_time, write_log)
     restore_signals()
     return history, skipped
+
+
+def log_step(gpt, data, config, run, p, loss, lr, norm, dt, step_time, write_log):
+    tokens_per_second = config['batch_tokens'] / dt
+    mfu = gpt.estimate_mfu(tokens_per_second / run.world, run.device)
+    eta = step_time * (config['max_iters'] - p.step)
+    run.log(f"step {p.step}/{config['max_iters']} | loss {loss:.4f} | lr {lr:.2e} | norm {norm:.2f}"
+            f" | {tokens_per_second:,.0f} tok/s | mfu {f'{100 * mfu:.1f}%' if mfu else 'unknown'}"
+            f" | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
+    record = dict(step=p.step, tokens=p.step * config['batch_tokens'], loss=loss, lr=lr, grad_norm=norm,
+                  tokens_per_second=tokens_per_second, mfu=mfu, time=time.time())
+    if len(data['sources']) > 1:  # tokens read from each source so far
+        record['source_tokens'] = {s['name']: int(k) * config['block_size'] for s, k in zip(data['sources'], p.positions)}
+    write_log(record)
 
 
 def describe(gpt, data, config, run, micro, accumulation, step):

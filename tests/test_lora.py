@@ -13,7 +13,7 @@ import torch
 import lora
 import train
 from model import GPT, GPTConfig
-from test_train import data, losses, one_thread, read_log, run  # noqa: F401
+from test_train import data, losses, one_thread, read_log, run  # noqa: F401 (fixtures)
 
 CONFIG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=96, bias=True)
 

@@ -13,7 +13,7 @@ import torch
 import loader
 import train
 from common import write_shard
-from test_train import TINY, VOCAB, data, losses, markov_tokens, one_thread, read_log, run, second  # noqa: F401
+from test_train import VOCAB, data, losses, markov_tokens, one_thread, run, second  # noqa: F401 (fixtures)
 
 
 def test_realized_proportions_equal_the_weights():
