@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from common import load_shard
+from tokenizer import same_tokenizer
 
 # -----------------------------------------------------------------------------------------------
 # one folder of shards
@@ -190,11 +191,13 @@ def open_data(data, block_size, batch_tokens, sources=None, stages=None):
     folders = {}
     for mixture in mixtures:
         for name, (folder, _) in mixture.items():
-            folders.setdefault(name, folder)
+            if folders.setdefault(name, folder) != folder:
+                raise ValueError(f"two sources are called {name!r} ({folders[name]} and {folder}): name them "
+                                 f"with a `sources` dict in a config file")
     opened = {name: dict(open_source(folder, block_size), name=name) for name, folder in folders.items()}
     first = next(iter(opened.values()))
     for source in opened.values():
-        if source['tokenizer'] != first['tokenizer'] and not _same_tokenizer(source['tokenizer'], first['tokenizer']):
+        if not same_tokenizer(source['tokenizer'], first['tokenizer']):
             raise ValueError(f"{source['folder']} and {first['folder']} hold tokens of different tokenizers: "
                              f"a mixture needs one tokenizer")
     plan, start = [], 0
@@ -206,11 +209,6 @@ def open_data(data, block_size, batch_tokens, sources=None, stages=None):
                 raise ValueError(f"stage {i + 1} is shorter than one step of {batch_tokens:,} tokens")
     return dict(sources=list(opened.values()), stages=plan, tokenizer=first['tokenizer'],
                 vocab_size=max(s['vocab_size'] for s in opened.values()))
-
-
-def _same_tokenizer(a, b):
-    from tokenizer import same_tokenizer  # only for mixtures; keeps eval.py's import of this file light
-    return same_tokenizer(a, b)
 
 
 def stage_weights(stages, step):
