@@ -20,12 +20,13 @@ Targets (--lora_targets): the block Linears by name (c_attn: queries/keys/values
 attention's and the MLP's output projections, c_fc: the MLP's input), and lm_head, which GPT-2 ties to
 the token embedding wte: one matrix, so one adapter serves both its uses, the embedding lookup
 (row i of W + scale * B A is W[i] + scale * B[i] A) and the output layer; 'wte' names the same one.
-That adapter has no dropout (the fused loss takes the output weight whole, model.GPT.head_weight).
 
 How it is wired: A and B are parameters of the adapted module itself (names like
 transformer.h.0.attn.c_attn.lora_A), and a forward hook adds the low-rank term to the module's
-output, so model.py is unchanged apart from head_weight, and DDP, FSDP2 and torch.compile see
-ordinary parameters. The frozen weights get no gradient, so DDP has nothing of theirs to all-reduce
+output, so DDP, FSDP2 and torch.compile see ordinary parameters. The output layer is the exception:
+its update is added to the weight itself (model.GPT.head_weight, the one hook model.py has for this),
+since the fused loss takes a weight, not a module, and since a low-rank term of its own would be a
+second tokens x vocabulary tensor, the largest in the model; so that adapter has no dropout. The frozen weights get no gradient, so DDP has nothing of theirs to all-reduce
 and AdamW holds no state for them.
 """
 
@@ -87,8 +88,9 @@ def add_lora(model, rank, alpha, dropout=0.0, rslora=False, targets='all'):
         # the embedding lookup: W[idx] + scale * B[idx] A
         model.transformer.wte.register_forward_hook(
             lambda module, inputs, output: output + scale * F.embedding(inputs[0], head.lora_B) @ head.lora_A)
-        head.register_forward_hook(_linear_hook)  # the output layer, when the loss calls lm_head (off GPU)
-        model.head_weight = lambda: head.weight + scale * head.lora_B @ head.lora_A  # when the fused loss takes the weight
+        # the output layer: the update goes into the weight (vocabulary x width, small next to the matmul
+        # with every token), so the logits exist once, as in full training
+        model.head_weight = lambda: head.weight + scale * head.lora_B @ head.lora_A
     return config
 
 

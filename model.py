@@ -192,8 +192,8 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def head_weight(self):
-        """lm_head's weight, as the fused loss takes it (a weight, not a module); lora.py replaces this
-        to add its low-rank update"""
+        """The output layer's weight (lm_head's, tied to wte); lora.py replaces this to add its low-rank
+        update, on every loss path (the fused ones take a weight, not a module)"""
         return self.lm_head.weight
 
     def get_num_params(self, non_embedding=True):
@@ -245,7 +245,7 @@ class GPT(nn.Module):
             x, targets = x.flatten(0, 1), targets.flatten()
             chunk = 2048 if impl == 'chunked' else x.shape[0]
             return None, linear_cross_entropy(x, self.head_weight(), targets, chunk=chunk, **options)
-        logits = self.lm_head(x if targets is not None or all_logits else x[:, [-1], :])
+        logits = F.linear(x if targets is not None or all_logits else x[:, [-1], :], self.head_weight())
         if n_valid < self.config.vocab_size:
             logits[..., n_valid:] = float('-inf')  # padding: never predicted
         if targets is None:
