@@ -18,7 +18,6 @@ optimizer, then the loop of steps, with an eval and a checkpoint every eval_inte
 
 import dataclasses
 import functools
-import glob
 import json
 import math
 import os
@@ -56,7 +55,7 @@ import configurator  # noqa: E402
 import loader  # noqa: E402
 import lora  # noqa: E402
 from checkpoint import read_checkpoint  # noqa: E402
-from common import atomic_path  # noqa: E402
+from common import atomic_path, remove_stale_temps  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import load_tokenizer, same_tokenizer, token_byte_lengths, tokenizer_name  # noqa: E402
 
@@ -545,26 +544,12 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
     return p
 
 
-def remove_stale_temps(paths):
-    """Temporary files of saves that were killed mid-write (.ckpt.pt.tmpPID, as large as a checkpoint),
-    whose process is gone: a rerun frees the space at once, not at its first save."""
-    for path in (paths.ckpt, paths.plot):
-        for tmp in glob.glob(os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp*')):
-            try:
-                os.kill(int(tmp.rsplit('.tmp', 1)[1]), 0)  # raises if no such process
-            except (ValueError, ProcessLookupError):
-                os.remove(tmp)
-                print(f"removed {tmp}, left by a save that was killed", file=sys.stderr)
-            except PermissionError:  # a live process of another user
-                pass
-
-
 def open_log(config, step, paths, run):
     """The log so far (a resumed run drops lines from after its checkpoint: a crash may have left some),
     and a function that appends a record to it."""
     os.makedirs(config['out_dir'], exist_ok=True)
-    if run.master:
-        remove_stale_temps(paths)
+    if run.master:  # temp files of saves killed mid-write (each as large as a checkpoint): free them now
+        remove_stale_temps(config['out_dir'])
     history = []
     if run.master and config['init_from'] == 'resume' and os.path.exists(paths.log):
         history = [h for h in map(json.loads, open(paths.log)) if h['step'] <= step]
