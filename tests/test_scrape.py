@@ -23,6 +23,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+import fetch
 import scrape
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -376,17 +377,17 @@ def test_decoding_and_sniffing(sample):
     pages, _ = sample
     text = "Ça coûte 5 € — déjà vu"
     html = f"<html><head><meta charset='windows-1252'></head><body>{text}</body></html>"
-    assert text in scrape.decode_html(html.encode("cp1252"), "text/html")  # from <meta>
-    assert text in scrape.decode_html(html.encode("utf-8"), "text/html; charset=utf-8")  # header first
+    assert text in fetch.decode_html(html.encode("cp1252"), "text/html")  # from <meta>
+    assert text in fetch.decode_html(html.encode("utf-8"), "text/html; charset=utf-8")  # header first
     # a real Latin-1 page that lies (says UTF-8), and a Shift_JIS page that says nothing: guessed
     french = pages["https://debian-handbook.info/browse/fr-FR/stable/sect.inetd.html"][1]
     right = french.decode("iso-8859-1")
     lying = re.sub(rb"(?i)charset=iso-8859-1", b"charset=utf-8", french)
-    assert right[right.index("<body"):] in scrape.decode_html(lying, "text/html; charset=utf-8")
+    assert right[right.index("<body"):] in fetch.decode_html(lying, "text/html; charset=utf-8")
     japanese = re.sub(r"(?i)charset=utf-8|encoding=.UTF-8.", "", pages[JAPANESE][1].decode("utf-8"))
     silent = japanese.encode("shift_jis", "xmlcharrefreplace")
-    assert scrape.decode_html(silent, "text/html") == silent.decode("shift_jis")
-    assert scrape.looks_binary(b"\x89PNG\r\n\x1a\n") and scrape.looks_binary(b"<html>\x00\x01")
-    assert not scrape.looks_binary(html.encode("utf-16"))
-    assert scrape.retry_after_seconds("7") == 7 and scrape.retry_after_seconds("soon") is None
-    assert scrape.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
+    assert fetch.decode_html(silent, "text/html") == silent.decode("shift_jis")
+    assert fetch.looks_binary(b"\x89PNG\r\n\x1a\n") and fetch.looks_binary(b"<html>\x00\x01")
+    assert not fetch.looks_binary(html.encode("utf-16"))
+    assert fetch.retry_after_seconds("7") == 7 and fetch.retry_after_seconds("soon") is None
+    assert fetch.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
