@@ -74,8 +74,14 @@ def decode_html(body, content_type, url=""):
             return body.decode(label)
     with contextlib.suppress(UnicodeDecodeError):
         return body.decode("utf-8")
-    # no label to trust: what Firefox does. The top-level domain is its hint (.cz: Central European)
-    tld = (urlsplit(url).hostname or "").rsplit(".", 1)[-1].encode("ascii", "ignore").lower() or None
+    # no label to trust. Non-ASCII bytes that are all punctuation in windows-1252 (the web's default:
+    # a few '«', '¶', '©') give a detector nothing to go on; it would read them as letters of another
+    # alphabet. Otherwise, what Firefox does; the top-level domain is its hint (.cz: Central European)
+    high = bytes(b for b in set(body) if b > 127).decode("cp1252", errors="replace")
+    if not any(c.isalpha() for c in high):
+        return body.decode("cp1252", errors="replace")
+    tld = (urlsplit(url).hostname or "").rsplit(".", 1)[-1]
+    tld = tld.encode() if re.fullmatch(r"[a-z0-9-]+", tld) else None  # anything else makes chardetng panic
     guess = chardetng_py.detect(body, allow_utf8=False, tld=tld)
     try:
         return body.decode(guess, errors="replace")

@@ -275,8 +275,10 @@ def warc_pages(stream, path, args):
         except OSError as e:
             if remote:
                 raise  # over the network: the download is retried whole
-            resume = next_warc_member(stream, position + 1) if path.endswith(".gz") else None
-            lost = f"bytes {position} to {resume if resume is not None else 'the end'}"
+            # lost: from the end of the last good record to the next whole one (gzip members only)
+            lost_from = (member_end(stream, position) or position) if path.endswith(".gz") else position
+            resume = next_warc_member(stream, max(lost_from, position + 1)) if path.endswith(".gz") else None
+            lost = f"bytes {lost_from} to {resume if resume is not None else 'the end'}"
             yield {"url": path, "source": source, "pages": 0, "fetched_at": now_iso(),
                    "result": failure("warc_unreadable", f"{lost} of {path} unreadable ({e})")}
             if resume is None:
@@ -297,26 +299,28 @@ def next_warc_member(f, start):
             return None
         i = window.find(b"\x1f\x8b\x08")
         while i >= 0:
-            if whole_warc_member(f, start + i):
+            if member_end(f, start + i) is not None:
                 return start + i
             i = window.find(b"\x1f\x8b\x08", i + 1)
         start += len(window) - 2
 
 
-def whole_warc_member(f, offset):
+def member_end(f, offset):
+    """Where the gzip member at `offset` ends, if it is whole and holds a WARC record; else None."""
     f.seek(offset)
-    inflate, head = zlib.decompressobj(wbits=31), b""  # 31: one gzip member, CRC checked at its end
+    inflate, head, read = zlib.decompressobj(wbits=31), b"", 0  # 31: one gzip member, CRC checked
     while not inflate.eof:
         data = f.read(65536)
         if not data:
-            return False
+            return None
+        read += len(data)
         try:
             while data and not inflate.eof:  # at most 1 MB out at a time: a gzip bomb stays small
                 head = head or inflate.decompress(data, 1 << 20)[:8]
                 data = inflate.unconsumed_tail
         except zlib.error:
-            return False
-    return head.startswith(b"WARC/")
+            return None
+    return offset + read - len(inflate.unused_data) if head.startswith(b"WARC/") else None
 
 
 def batches(tasks):
