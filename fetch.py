@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import time
+import urllib.request
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
@@ -195,6 +196,9 @@ class Fetcher:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = args.user_agent
+        # proxies from the environment (HTTPS_PROXY...), read once: requests would read the whole
+        # environment again for every request, a millisecond each
+        self.session.trust_env, self.session.proxies = False, urllib.request.getproxies()
         self.hosts, self.lock = {}, threading.Lock()
 
     def host(self, url):
@@ -211,7 +215,8 @@ class Fetcher:
             now = time.monotonic()
             start = max(now, h.next_time)
             h.next_time = start + h.delay
-        time.sleep(start - now)
+        if start > now:
+            time.sleep(start - now)
 
     def back_off(self, h, attempt, retry_after=None):
         wait = retry_after_seconds(retry_after)
