@@ -33,6 +33,10 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 ROBOTS_MAX_BYTES = 500 * 1024  # Google reads the first 500 KiB of a robots.txt and obeys that part
 
 
+def now_iso():
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def failure(reason, detail="", transient=False):
     """How a page that gives no document is recorded. Transient failures are retried by a rerun."""
     return {"reason": reason, "detail": str(detail)[:300], "transient": transient}

@@ -9,10 +9,12 @@ Stage 1: web pages -> clean text documents in data/raw/*.jsonl.gz.
 
 Nearly all the cost is finding the main text of each page (the article, not the menus and
 footers): extract.py, in --workers processes. This file is the pipeline around it, and must cost
-far less than it: the main process reads WARC records (fastwarc, C++) and hands them to the
-workers in batches; the workers extract, and write the shard's gzip bytes themselves, so that the
-main process only appends them, in input order. In the URL modes, threads of the main process
-fetch (fetch.py: polite, with a deadline on every request) and batch what they bring.
+far less than it. A local .warc.gz is cut into chunks by byte offset, and each worker reads its
+chunk's records itself (warc.py, with fastwarc), extracts them and makes the shard's gzip bytes, so
+the main process only appends what comes back, in input order. A WARC streamed over HTTP, or a
+plain .warc, is read by the main process and sent to the workers in batches. In the URL modes,
+threads of the main process fetch (fetch.py: polite, with a deadline on every request) and batch
+what they bring.
 
 Every page ends as a document or as a line in errors/ with its reason. Shards are written atomically,
 so a rerun skips what is done: WARC files whose shard exists, URLs saved or failed for good. A WARC
@@ -30,18 +32,17 @@ import queue
 import re
 import threading
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from common import atomic_path, fail, jsonl_writer, print_summary, progress, run_stage, stage_arguments, write_json
-from extract import EXTRACTORS, ExtractionPool, doc_id, failure, now_iso, record
-from fetch import HTML_TYPES, Failure, Fetcher
+from extract import EXTRACTORS, ExtractionPool, doc_id, record
+from fetch import Failure, Fetcher, failure, now_iso
+from warc import warc_chunks, warc_pages
 
 SKIP_EXTENSIONS = (".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".zip", ".gz", ".tar", ".mp3",
                    ".mp4", ".css", ".js", ".ico", ".woff", ".woff2", ".exe", ".dmg", ".iso")
@@ -149,7 +150,7 @@ def scrape_urls(args, pool, source, urls):
     prefix = f"{source}-{args.shard:05d}-"
     part = 1 + max([int(p.name[len(prefix):][:5]) for p in out.glob(prefix + "*.jsonl.gz")], default=-1)
     results = ((task, result) for batch, batch_results in pool.map(ready_batches()) for task, result in zip(batch, batch_results))
-    finished, bar, totals = False, progress("scrape", unit="page"), Counter()
+    finished, bar, totals = False, progress("scrape", unit="page", total=None if crawl else len(pending)), Counter()
     while not finished:
         name, stats, part_start = f"{prefix}{part:05d}.jsonl.gz", Counter(), time.time()
         with jsonl_writer(out / name) as write_doc, jsonl_writer(errors_path(out / name)) as write_error:
@@ -232,97 +233,6 @@ def warc_sources(args):
     return sources[args.shard::args.num_shards]
 
 
-PAGE_RECORDS = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
-
-
-def warc_pages(stream, path, args):
-    """One extraction task per page of a WARC file, streamed record by record: HTML responses (and
-    resources), and WET conversion records, whose text is already extracted. Requests, metadata
-    and the rest are skipped inside fastwarc. A record cut short is a 'warc_truncated' error, never
-    a document. A local .warc.gz that turns unreadable is read again from its next whole rec."""
-    source, offset, remote = "cc" if args.cc else "warc", 0, path.startswith(("http://", "https://"))
-    while True:
-        position = offset
-        try:
-            for rec in ArchiveIterator(stream, record_types=PAGE_RECORDS, parse_http=True):
-                position = offset + rec.stream_pos
-                task = {"url": rec.headers.get("WARC-Target-URI"), "source": source, "warc_pos": position,
-                        "fetched_at": rec.headers.get("WARC-Date") or now_iso()}
-                if rec.record_type == WarcRecordType.conversion:
-                    task["text"] = rec.reader.read().decode("utf-8", errors="replace")
-                    yield task
-                    continue
-                headers = rec.http_headers if rec.record_type == WarcRecordType.response else rec.headers
-                if headers is None:
-                    continue  # a response record that is not HTTP (dns:, ftp:)
-                status = headers.status_code if rec.record_type == WarcRecordType.response else 200
-                mime = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                if status != 200:
-                    task["result"] = failure("status", f"HTTP {status}")
-                elif mime not in HTML_TYPES:
-                    task["result"] = failure("not_html", mime)
-                else:
-                    body = rec.reader.read(args.max_bytes + 1)
-                    if len(body) > args.max_bytes:
-                        task["result"] = failure("too_large", f"over {args.max_bytes} bytes")
-                    elif len(body) < rec.content_length:
-                        task["result"] = failure("warc_truncated", f"record cut after {len(body)} of "
-                                                 f"{rec.content_length} bytes, at byte {position} of {path}")
-                    else:
-                        task.update(body=body, content_type=headers.get("Content-Type"))
-                yield task
-            return
-        except OSError as e:
-            if remote:
-                raise  # over the network: the download is retried whole
-            # lost: from the end of the last good record to the next whole one (gzip members only)
-            lost_from = (member_end(stream, position) or position) if path.endswith(".gz") else position
-            resume = next_warc_member(stream, max(lost_from, position + 1)) if path.endswith(".gz") else None
-            lost = f"bytes {lost_from} to {resume if resume is not None else 'the end'}"
-            yield {"url": path, "source": source, "pages": 0, "fetched_at": now_iso(),
-                   "result": failure("warc_unreadable", f"{lost} of {path} unreadable ({e})")}
-            if resume is None:
-                return
-            print(f"\nwarning: {path}: {lost} unreadable, reading on from the next record: {e}")
-            stream.seek(resume)
-            offset = resume
-
-
-def next_warc_member(f, start):
-    """Where the first whole gzip member holding a WARC record starts, at or after `start`, or None.
-    A candidate (gzip's magic bytes) counts only if it inflates to its end with a good CRC and
-    begins with 'WARC/', so a damaged member, or the magic bytes by chance, are passed over."""
-    while True:
-        f.seek(start)
-        window = f.read(1 << 20)
-        if len(window) < 3:
-            return None
-        i = window.find(b"\x1f\x8b\x08")
-        while i >= 0:
-            if member_end(f, start + i) is not None:
-                return start + i
-            i = window.find(b"\x1f\x8b\x08", i + 1)
-        start += len(window) - 2
-
-
-def member_end(f, offset):
-    """Where the gzip member at `offset` ends, if it is whole and holds a WARC record; else None."""
-    f.seek(offset)
-    inflate, head, read = zlib.decompressobj(wbits=31), b"", 0  # 31: one gzip member, CRC checked
-    while not inflate.eof:
-        data = f.read(65536)
-        if not data:
-            return None
-        read += len(data)
-        try:
-            while data and not inflate.eof:  # at most 1 MB out at a time: a gzip bomb stays small
-                head = head or inflate.decompress(data, 1 << 20)[:8]
-                data = inflate.unconsumed_tail
-        except zlib.error:
-            return None
-    return offset + read - len(inflate.unused_data) if head.startswith(b"WARC/") else None
-
-
 def batches(tasks):
     """Tasks in batches of BATCH_PAGES pages or BATCH_BYTES of HTML, numbered in order."""
     batch, size, number = [], 0, 0
@@ -343,7 +253,7 @@ def in_order(results):
     was fastest. Every batch comes back exactly once, so the sequence has no gaps."""
     waiting, next_number = {}, 0
     for batch, output in results:
-        waiting[batch[0]["batch"]] = (batch, output)
+        waiting[batch["batch"] if isinstance(batch, dict) else batch[0]["batch"]] = (batch, output)
         while next_number in waiting:
             yield waiting.pop(next_number)
             next_number += 1
@@ -379,15 +289,20 @@ def scrape_warc(path, out_path, pool, args, session, bar, eta_bytes):
         try:
             with open_warc(path, session, args) as stream, gzip_members_writer(out_path) as write_docs, \
                     gzip_members_writer(errors_path(out_path)) as write_errors:
-                work = pool.map(batches(warc_pages(stream, path, args)), serialize=True)
+                source, local = "cc" if args.cc else "warc", not path.startswith(("http://", "https://"))
+                if local and path.endswith(".gz"):  # the workers read it, in chunks: the main process
+                    size = os.path.getsize(path)   # only appends what they send back
+                    work = pool.map(warc_chunks(path, size, source, args.max_bytes), serialize=True)
+                else:  # a stream, or plain WARC: read here, sent to the workers in batches
+                    work = pool.map(batches(warc_pages(stream, path, source, args.max_bytes)), serialize=True)
                 for batch, (docs, errors, batch_stats) in in_order(work):
                     write_docs(docs)
                     write_errors(errors)
                     stats.update(batch_stats)
-                    bar.update(len(batch))
+                    bar.update(batch_stats["pages"])
                     if eta_bytes["total"]:  # an ETA: pages so far, scaled by the bytes still to read
-                        read = eta_bytes["done"] + batch[-1].get("warc_pos", 0)
-                        bar.total = int(bar.n * eta_bytes["total"] / max(read, 1))
+                        read = eta_bytes["done"] + (batch["end"] if isinstance(batch, dict) else batch[-1].get("warc_pos", 0))
+                        bar.total = int(bar.n * eta_bytes["total"] / max(min(read, eta_bytes["total"]), 1))
             if not path.startswith(("http://", "https://")):
                 eta_bytes["done"] += os.path.getsize(path)
             return stats
@@ -422,6 +337,7 @@ def scrape_warcs(args, pool):
         return stats
 
     report = run_stage("scrape", process, list(by_name), args.output, args, extra_report=this_run)
+    bar.total = bar.n  # the estimate ends exact
     bar.close()
     return report
 

@@ -31,6 +31,7 @@ from warcio.warcwriter import WARCWriter
 import extract
 import fetch
 import scrape
+import warc
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 REAL = {  # served path -> the sample page it serves
@@ -420,18 +421,21 @@ def sample_records(sample, urls):
     return [(url, pages[url][0], pages[url][1]) for url in urls]
 
 
-@pytest.mark.parametrize("extractor,count", [("trafilatura", 30), ("resiliparse", 150)])
-def test_one_or_two_workers_write_the_same_bytes(sample, tmp_path, monkeypatch, extractor, count):
-    """Batches are cut by input position, never by timing: the shard and its errors are the same
-    bytes whatever --workers is (the errors' time is the record's WARC-Date)."""
+@pytest.mark.parametrize("extractor,count,name", [("trafilatura", 30, "in.warc.gz"), ("resiliparse", 150, "in.warc.gz"),
+                                                  ("resiliparse", 150, "in.warc")])
+def test_one_or_two_workers_write_the_same_bytes(sample, tmp_path, monkeypatch, extractor, count, name):
+    """Chunks (.warc.gz, read by the workers) and batches (plain .warc, read by the main process)
+    are cut by input position, never by timing: the shard and its errors are the same bytes
+    whatever --workers is (the errors' time is the record's WARC-Date)."""
     monkeypatch.setattr(scrape, "BATCH_PAGES", 8)  # many batches from few pages
+    monkeypatch.setattr(warc, "CHUNK_BYTES", 40_000)  # many chunks: about 6 pages each
     pages, _ = sample
     records = sample_records(sample, list(pages)[:count]) + [("http://x.org/pdf", "application/pdf", b"%PDF")]
-    write_warc(tmp_path / "in.warc.gz", records)
+    write_warc(tmp_path / name, records, gzipped=name.endswith(".gz"))
     outputs = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        scrape.main([f"--warc={tmp_path / 'in.warc.gz'}", f"--output={out}", f"--workers={workers}",
+        scrape.main([f"--warc={tmp_path / name}", f"--output={out}", f"--workers={workers}",
                      f"--extractor={extractor}"])
         outputs.append([(out / "in.jsonl.gz").read_bytes(), (out / "errors" / "in.jsonl.gz").read_bytes()])
     assert outputs[0] == outputs[1]
@@ -547,10 +551,12 @@ def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
         assert len(docs) >= len(cases) - 1  # an index page may have no main text for one extractor
 
 
-def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path):
+@pytest.mark.parametrize("chunk_bytes", [2_000_000, 15_000])
+def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypatch, chunk_bytes):
     """A WARC cut mid-record: the cut record is an error, never a document. A .warc.gz damaged in
     the middle: reading resumes at the next whole gzip member, so only the damaged record is lost,
-    and errors/ says which bytes."""
+    and errors/ says which bytes, once, however the file is cut into chunks."""
+    monkeypatch.setattr(warc, "CHUNK_BYTES", chunk_bytes)
     pages, _ = sample
     records = sample_records(sample, list(pages)[:8])
     write_warc(tmp_path / "whole.warc.gz", records)
