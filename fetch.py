@@ -14,6 +14,7 @@ Getting pages from the web politely, and reading their bytes as text: the HTTP h
 """
 
 import contextlib
+import itertools
 import re
 import socket
 import threading
@@ -67,9 +68,8 @@ def decode_html(body, content_type, url=""):
             return body.decode(codec, errors="replace")
     if body.isascii():
         return body.decode("ascii")  # most pages: every ASCII-compatible label agrees
-    labels = HEADER_CHARSET.findall(content_type or "")
-    labels += [(a or b).decode("ascii") for a, b in DOCUMENT_CHARSET.findall(body[:4096])]
-    for label in labels:
+    in_document = ((a or b).decode("ascii") for a, b in DOCUMENT_CHARSET.findall(body[:4096]))
+    for label in itertools.chain(HEADER_CHARSET.findall(content_type or ""), in_document):
         label = label.lower()
         if label in LATIN1_LABELS:  # valid UTF-8 with non-ASCII bytes is never latin-1 text in practice
             with contextlib.suppress(UnicodeDecodeError):

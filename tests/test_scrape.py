@@ -43,7 +43,7 @@ REAL = {  # served path -> the sample page it serves
 }
 JAPANESE = "https://debian-handbook.info/browse/ja-JP/stable/sect.quotas.html"  # served as Shift_JIS
 FLAGS = ["--workers=2", "--connections=8", "--per_host=8", "--delay=0", "--connect_timeout=1",
-         "--read_timeout=1", "--fetch_timeout=2", "--retries=2", "--backoff=0.01",
+         "--read_timeout=1.5", "--fetch_timeout=3", "--retries=2", "--backoff=0.01",
          "--max_retry_wait=2", "--max_bytes=200000", "--extract_timeout=3", "--min_chars=100"]
 
 
