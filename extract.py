@@ -18,6 +18,7 @@ memory which page it is on and since when. A worker on one page past --extract_t
 worker that dies is handled the same way ('extraction_crash').
 """
 
+import collections
 import contextlib
 import gzip
 import hashlib
@@ -29,7 +30,6 @@ import os
 import re
 import signal
 import time
-from collections import Counter
 from datetime import date
 from html import unescape
 from types import SimpleNamespace
@@ -213,10 +213,11 @@ def run_batch(batch, options, progress, slot, serialize):
     the results, one per task. serialize=True (WARC files): the shard's bytes already made,
     (documents gzip member, errors gzip member, stats)."""
     tasks = batch
+    progress[2 * slot], progress[2 * slot + 1] = 0, time.monotonic()
     if isinstance(batch, dict):
         try:
             tasks = read_chunk(batch)
-        except OSError as e:  # the file went away: the chunk's pages cannot be had
+        except Exception as e:  # the file went away, or fastwarc failed: the chunk's pages are lost
             tasks = [{"url": batch["warc"], "pages": 0, "result": failure(
                 "warc_unreadable", f"bytes {batch['start']} to {batch['end']} of {batch['warc']}: {e}")}]
     results = []
@@ -232,7 +233,7 @@ def run_batch(batch, options, progress, slot, serialize):
     progress[2 * slot], progress[2 * slot + 1] = len(tasks), time.monotonic()
     if not serialize:
         return results
-    docs, errors, stats = [], [], Counter()
+    docs, errors, stats = [], [], collections.Counter()
     for task, result in zip(tasks, results):
         record(task, result, lambda d: docs.append(json_line(d)), lambda e: errors.append(json_line(e)), stats)
     return gzip_member(docs), gzip_member(errors), stats
@@ -267,38 +268,50 @@ class ExtractionPool:
                                        args=(child_conn, self.options, self.progress, slot))
         process.start()
         child_conn.close()
-        return SimpleNamespace(slot=slot, process=process, conn=conn, batch=None)
+        return SimpleNamespace(slot=slot, process=process, conn=conn, queue=collections.deque())
 
     def restart(self, worker):
+        """A fresh worker in the slot; what the old one still had to do is returned, oldest first."""
         worker.process.kill()
         worker.process.join()
         worker.conn.close()
         self.workers[worker.slot] = self.start(worker.slot)
+        return list(worker.queue)
 
     def send(self, worker, batch, serialize):
-        worker.batch, worker.serialize = batch, serialize
-        self.progress[2 * worker.slot], self.progress[2 * worker.slot + 1] = 0, time.monotonic()
+        if not worker.queue:  # the watch starts now; a queued batch's worker starts it itself
+            self.progress[2 * worker.slot], self.progress[2 * worker.slot + 1] = 0, time.monotonic()
+        worker.queue.append(batch)
         with contextlib.suppress(OSError):  # a dead worker: the wait below says so
             worker.conn.send((batch, serialize))
 
+    @staticmethod
+    def has_room(worker):
+        return not worker.queue or isinstance(worker.queue[0], dict) and len(worker.queue) < 2
+
     def map(self, batches, serialize=False):
         """Yield (batch, output of run_batch) for every batch (a list of tasks, or a chunk of a
-        local .warc.gz), as they finish.
-        `batches` may yield None, meaning 'nothing ready yet': the URL modes batch pages as the
-        fetchers bring them. A batch that comes back from a killed worker goes out again first."""
-        batches, more, again = iter(batches), True, []
+        local .warc.gz), as they finish. `batches` may yield None, meaning 'nothing ready yet': the
+        URL modes batch pages as the fetchers bring them. A chunk is a few hundred bytes, so each
+        worker gets a second one queued behind the first and never waits for this process; a list
+        carries its pages, and is sent only to an idle worker. Batches that come back from a killed
+        worker go out again first."""
+        batches, more, again = iter(batches), True, collections.deque()
         try:
-            while more or any(w.batch is not None for w in self.workers):
+            while more or again or any(w.queue for w in self.workers):
                 for worker in self.workers:
-                    if worker.batch is None and (again or more):
-                        batch = again.pop() if again else next(batches, StopIteration)
+                    batch = StopIteration
+                    while (again or more) and self.has_room(worker):
+                        batch = again.popleft() if again else next(batches, StopIteration)
                         if batch is StopIteration:
                             more = False
-                        elif batch is not None:
-                            self.send(worker, batch, serialize)
-                        else:
+                        elif batch is None:
                             break
-                busy = {w.conn: w for w in self.workers if w.batch is not None}
+                        else:
+                            self.send(worker, batch, serialize)
+                    if batch is None:  # nothing ready: no use asking again for the next worker
+                        break
+                busy = {w.conn: w for w in self.workers if w.queue}
                 if not busy:
                     continue
                 # wake for a result, or to look at the watch; just poll if idle workers await pages
@@ -306,33 +319,32 @@ class ExtractionPool:
                 for conn in multiprocessing.connection.wait(list(busy), 0 if idle else 0.1):
                     worker = busy[conn]
                     try:
-                        output = conn.recv()
+                        while conn.poll():  # all that is done, so that the watch below sees the batch in work
+                            output = conn.recv()
+                            yield worker.queue.popleft(), output
                     except (EOFError, OSError):
                         worker.process.join()
-                        again.append(self.fail_page(worker, "extraction_crash",
+                        again.extend(self.fail_page(worker, "extraction_crash",
                                                     f"worker died with exit code {worker.process.exitcode}"))
-                        continue
-                    batch, worker.batch = worker.batch, None
-                    yield batch, output
                 now = time.monotonic()
                 for worker in list(self.workers):
-                    if worker.batch is not None and now - self.progress[2 * worker.slot + 1] > self.time_limit:
-                        again.append(self.fail_page(worker, "extraction_timeout", f"over {self.time_limit}s"))
+                    if worker.queue and now - self.progress[2 * worker.slot + 1] > self.time_limit:
+                        again.extend(self.fail_page(worker, "extraction_timeout", f"over {self.time_limit}s"))
         finally:  # abandoned midway (the input broke): batches still in workers belong to no one now
             for worker in list(self.workers):
-                if worker.batch is not None:
+                if worker.queue:
                     self.restart(worker)
 
     def fail_page(self, worker, reason, detail):
-        """The page the worker was on fails; the batch, that page marked, is to be sent again."""
-        batch, page = worker.batch, int(self.progress[2 * worker.slot])
+        """The page the worker was on fails; its batch, that page marked, and the batch queued
+        behind it are to be sent again."""
+        batch, page = worker.queue[0], int(self.progress[2 * worker.slot])
         if isinstance(batch, dict):  # a chunk: its worker reads its pages, and this one is failed
             batch["failed"][page] = failure(reason, detail)
         else:
             page = min(page, len(batch) - 1)
             batch[page] = {**batch[page], "result": failure(reason, detail)}
-        self.restart(worker)
-        return batch
+        return self.restart(worker)
 
     def close(self):
         for worker in self.workers:
