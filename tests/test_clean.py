@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import clean
+import words
 
 CFG = clean.parse_config([])
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +44,11 @@ def letters(length, seed):
 
 
 def repetition(text):
-    return clean.gopher_repetition(text, clean.split_words(text), CFG)
+    return clean.gopher_repetition(text, words.split_words(text), CFG)
 
 
 def quality(text):
-    return clean.gopher_quality(text, clean.split_words(text), CFG)
+    return clean.gopher_quality(text, words.split_words(text), CFG)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -186,6 +187,15 @@ def test_gopher_quality_thresholds(rule):
     assert quality(outside) == rule
 
 
+def test_gopher_letters_are_what_isalpha_says():
+    # ½ ² ¼ Ⅻ ⅓ are word characters to a regular expression, but no letters to str.isalpha(),
+    # which datatrove uses: 79 words of 100 holding a letter is below the 0.8 threshold
+    numbers = ["½", "²", "¼", "Ⅻ", "⅓"] * 4 + ["½"]
+    assert quality(words_text(n_words(79) + numbers)) == "gopher_below_alpha_threshold"
+    assert quality(words_text(n_words(80) + numbers[:20])) is None  # 80 of 100: just inside
+    assert quality(words_text(n_words(79) + ["x½"] + numbers[:20])) is None  # a letter beside ½ counts
+
+
 # -----------------------------------------------------------------------------------------------
 # C4, as FineWeb ran it
 
@@ -226,9 +236,15 @@ def test_c4_document_rules():
 def test_sentence_count_follows_spacy():
     cases = {"One here. Two here! Three here? Four.": 4, "Version 3.11 is out.": 1, "Wait... then go.": 1,
              "Ask Mr. Smith, e.g. today.": 1, "The U.S. and A. B. Smith.": 1, "Etc. and so on.": 2,
-             "Quoted: \"Yes.\" Then more.": 2, "(See above.) Next one.": 2}
+             "Quoted: \"Yes.\" Then more.": 2, "(See above.) Next one.": 2,
+             # spaCy ends sentences inside a chunk too, where its tokenizer splits a period off
+             "It works.Then it stops.And so on.": 3, "Use smtplib.SMTP.sendmail() now. Then quit.": 2,
+             # a full-width digit is no punctuation (datatrove's PUNCTUATION string lists it)
+             "It ends here. １ more starts here.": 2,
+             # a newline is a token of its own, which starts the next sentence; a single space is not
+             'Yes.\n"No." Maybe.': 3, "One.  Two spaces.": 2, "Is it?!Yes": 1, "Wait...Next one.": 1}
     for line, n in cases.items():
-        assert clean.count_sentences(line) == n, line
+        assert words.count_sentences(line) == n, line
 
 
 def test_c4_terminal_punctuation_flag():
@@ -292,7 +308,7 @@ SPACY = {
 
 @pytest.mark.parametrize("text", SPACY)
 def test_words_match_spacy(text):
-    assert clean.split_words(text) == SPACY[text].split()
+    assert words.split_words(text) == SPACY[text].split()
 
 
 def test_pathological_chunks_are_handled():
@@ -300,15 +316,15 @@ def test_pathological_chunks_are_handled():
     doc = " ".join([SAMPLES["en"] * 3, "a." * 5000, "." * 20000, "a=" * 5000, "1.2" * 5000, "x@" + "a.b" * 3000,
                     "http://a.com/" + ")" * 5000 + "x", "@ mail me at jane@doe.org"])
     stats = Counter()
-    words = clean.split_words(doc)
-    assert words[-1] == "jane@doe.org" and "." * 20000 in words
+    split = words.split_words(doc)
+    assert split[-1] == "jane@doe.org" and "." * 20000 in split
     assert clean.run_filters({"id": "x", "text": doc}, CFG, stats)[0] is not None
     assert "jane@doe.org" not in clean.replace_pii(doc, stats) and stats["pii:email"] == 1
 
 
 def test_words_cache_gives_the_same_words():
     text = "Some words, and the same words again: words, words."
-    assert clean.split_words(text) == clean.split_words(text) == clean.WORD_RE.findall(text)
+    assert words.split_words(text) == words.split_words(text) == words.WORD_RE.findall(text)
 
 
 # -----------------------------------------------------------------------------------------------
