@@ -478,6 +478,9 @@ def main():
     p.add_argument("--redis", default="", help="HOST:PORT of a Redis server holding a shared LSH index")
     p.add_argument("--redis_name", default="", help="key prefix of this job in Redis (default: from shards)")
     p.add_argument("--clusters", default="", help="write the clusters found to this .jsonl file")
+    p.add_argument("--sentences", action="store_true",
+                   help="then remove spans of 3 sentences seen in an earlier document (C4's dedup, sentence_dedup.py)")
+    p.add_argument("--min_doc_words", type=int, default=50, help="--sentences: drop a document left with fewer words")
     args = p.parse_args()
     if args.ngram < 1 or args.bands < 2 or args.rows < 1 or not 0 <= args.threshold <= 1:
         fail("need --ngram >= 1, --bands >= 2, --rows >= 1 and 0 <= --threshold <= 1")
@@ -533,6 +536,9 @@ def main():
           f"had estimated J < {args.threshold}")
     if args.clusters and args.shard == 0:
         print(f"  clusters: {args.clusters}")
+    if args.sentences:  # in place, on the documents just written
+        import sentence_dedup
+        sentence_dedup.dedup_sentences([Path(args.output) / shard_name(s) for s in all_shards], args.output, args)
 
 
 if __name__ == "__main__":

@@ -105,42 +105,72 @@ def count_words(text):
 # is a token of its own, which is no punctuation, so it starts the next sentence: 'Yes.\n"No."' is two
 # sentences where 'Yes. "No."' keeps the quote with the first.
 SENTENCE_END_MARKS = set("!.?։؟۔܀܁܂߹।॥၊။።፧፨᙮᜵᜶᠃᠉᥄᥅᪨᪩᪪᪫᭚᭛᭞᭟᰻᰼᱾᱿‼‽⁇⁈⁉⸮⸼꓿꘎꘏꛳꛷꡶꡷꣎꣏꤯꧈꧉꩝꩞꩟꫰꫱꯫﹒﹖﹗！．？𐩖𐩗𑁇𑁈𑂾𑂿𑃀𑃁𑅁𑅂𑅃𑇅𑇆𑇍𑇞𑇟𑈸𑈹𑈻𑈼𑊩𑑋𑑌𑗂𑗃𑗉𑗊𑗋𑗌𑗍𑗎𑗏𑗐𑗑𑗒𑗓𑗔𑗕𑗖𑗗𑙁𑙂𑜼𑜽𑜾𑩂𑩃𑪛𑪜𑱁𑱂𖩮𖩯𖫵𖬷𖬸𖭄𛲟𝪈｡。")
-RUN_RE = re.compile(r"\S+|\s+")
+CHUNK_RE = re.compile(r"\S+")
 WORD, PUNCTUATION, END_MARK = 0, 1, 2
-TOKEN_KIND = {}  # token -> its kind, per process
 
 
 def token_kind(token):
-    if token not in TOKEN_KIND:
-        if len(TOKEN_KIND) > 200_000:
-            TOKEN_KIND.clear()
-        # spaCy's is_punct: every character is Unicode punctuation (P*); a digit such as '１' is not
-        is_punct = all(unicodedata.category(c)[0] == "P" for c in token)
-        TOKEN_KIND[token] = END_MARK if token in SENTENCE_END_MARKS else PUNCTUATION if is_punct else WORD
-    return TOKEN_KIND[token]
+    if token in SENTENCE_END_MARKS:
+        return END_MARK
+    # spaCy's is_punct: every character is Unicode punctuation (P*); a digit such as '１' is not
+    return PUNCTUATION if all(unicodedata.category(c)[0] == "P" for c in token) else WORD
+
+
+CHUNK_SENTENCES = {}  # chunk -> chunk_sentences(chunk), per process, as CHUNK_CACHE
+
+
+def chunk_sentences(chunk):
+    """How the sentencizer passes through a chunk, worked out once per chunk: (where its first word
+    token starts or None, whether an end mark comes before that word, where sentences end inside it
+    after that word, whether an end mark is left pending at its end)."""
+    first, mark_first, ends, seen, position = None, False, [], False, 0
+    for token in WORD_RE.findall(chunk):  # a chunk's words are all of its characters, in order
+        kind = token_kind(token)
+        if kind == END_MARK:
+            seen = True
+        elif kind == WORD:
+            if first is None:
+                first, mark_first = position, seen
+            elif seen:
+                ends.append(position)  # the token before this word ends a sentence
+            seen = False
+        position += len(token)
+    return first, mark_first, tuple(ends), seen
 
 
 def sentence_ends(text):
     """The character offset where each sentence of the text ends: the end of its last token, so the
     whitespace between two sentences belongs to neither (datatrove gives it to the next one)."""
     ends, token_end, seen_end_mark = [], None, False
-    words = iter(split_chunks(text))  # the words of each chunk between whitespace, in order
-    for run in RUN_RE.finditer(text):
-        if run.group()[0].isspace():
-            if run.group() == " " and run.start():
-                continue  # the single space after a token is part of that token
-            tokens = [(run.group(), WORD)]
-        else:
-            tokens = [(word, token_kind(word)) for word in next(words)]
-        start = run.start()
-        for token, kind in tokens:
-            if kind == END_MARK:
-                seen_end_mark = True
-            elif seen_end_mark and kind == WORD:  # this token starts the next sentence
+    if len(CHUNK_SENTENCES) > 200_000:
+        CHUNK_SENTENCES.clear()
+    previous_end = 0
+    for run in CHUNK_RE.finditer(text):
+        chunk, start = run.group(), run.start()
+        if start > previous_end and (start - previous_end > 1 or text[previous_end] != " " or not previous_end):
+            # whitespace before the chunk that is a token (not a single space after a token): it is
+            # no punctuation, so it starts the next sentence if an end mark is pending
+            if seen_end_mark:
                 ends.append(token_end)
                 seen_end_mark = False
-            start += len(token)  # the words of a chunk are all of its characters, in order
             token_end = start
+        if (summary := CHUNK_SENTENCES.get(chunk)) is None:
+            summary = chunk_sentences(chunk)
+            if len(chunk) <= 100:  # rare long ones could fill the memory
+                CHUNK_SENTENCES[chunk] = summary
+        first, mark_first, inside, seen = summary
+        if first is None:  # punctuation only: an end mark in it stays pending
+            seen_end_mark = seen_end_mark or seen
+        else:
+            if seen_end_mark or mark_first:  # its first word starts the next sentence
+                ends.append(start + first if first else token_end)
+            ends.extend(start + end for end in inside)
+            seen_end_mark = seen
+        token_end = previous_end = run.end()
+    if len(text) > previous_end and (len(text) - previous_end > 1 or text[previous_end] != " " or not previous_end):
+        if seen_end_mark:  # trailing whitespace after an end mark: spaCy makes it a sentence of its own
+            ends.append(token_end)
+        token_end = len(text)
     if token_end is not None:
         ends.append(token_end)
     return ends
