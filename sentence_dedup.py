@@ -63,10 +63,11 @@ def span_hash(normalized_sentences):
 
 
 def span_hashes(text, n):
-    """(hash, first sentence) of every window of n consecutive sentences of the text; none for a
-    text of fewer than n sentences, nor for a window of sentences that normalize to nothing."""
+    """(hashes, first sentences) of every window of n consecutive sentences of the text, as two
+    arrays; none for a text of fewer than n sentences, nor for a window that normalizes to nothing."""
     normalized = [normalize(s) for s in sentences(text)]
-    return [(span_hash(normalized[i:i + n]), i) for i in range(len(normalized) - n + 1) if any(normalized[i:i + n])]
+    starts = [i for i in range(len(normalized) - n + 1) if any(normalized[i:i + n])]
+    return np.array([span_hash(normalized[i:i + n]) for i in starts], np.uint64), np.array(starts, np.uint32)
 
 
 def remove_spans(text, starts, n):
@@ -120,12 +121,14 @@ def compute_signatures(shard, output, n, workers):
             lines.append(line_number)
             yield doc["text"]
 
-    rows = []
+    parts = []  # 16 bytes a window: the shard's texts are never all in memory
     with progress(f"sentence spans {Path(shard).name}") as bar:
-        for k, found in enumerate(parallel_map(partial(span_hashes, n=n), texts(), workers)):
-            rows += [(h, lines[k], i) for h, i in found]  # results come in input order
+        for k, (hashes, starts) in enumerate(parallel_map(partial(span_hashes, n=n), texts(), workers)):
+            part = np.empty(len(hashes), SIGNATURE)
+            part["hash"], part["line"], part["sentence"] = hashes, lines[k], starts  # results come in input order
+            parts.append(part)
             bar.update()
-    signatures = np.array(rows, SIGNATURE)
+    signatures = np.concatenate(parts) if parts else np.empty(0, SIGNATURE)
     signatures.sort(order=["hash", "line", "sentence"])
     source = file_stat(Path(shard))
     with atomic_path(state_path(output, shard, ".npy")) as tmp, open(tmp, "wb") as f:
