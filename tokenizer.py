@@ -304,25 +304,28 @@ def main(argv=None):
     head, head_bytes, held_out = [], 0, []
     bar = progress("tokenizer", unit="B")
 
+    def documents():
+        for path in inputs:
+            yield from read_documents(path, stats)
+
     def training_texts():
         nonlocal head_bytes
-        for path in inputs:
-            for _, doc in read_documents(path, stats):
-                text, replaced = utf8_text(doc["text"])
-                size = len(text.encode("utf-8"))
-                stats["documents"] += 1
-                stats["bytes"] += size
-                stats["documents_with_lone_surrogates"] += replaced
-                bar.update(size)
-                if head_bytes < args.val_bytes:
-                    head.append((group_of(doc), text, size))
-                    head_bytes += size
-                    continue
-                stats["train_documents"] += 1
-                stats["train_bytes"] += size
-                yield text
-                if stats["train_bytes"] >= args.max_train_bytes:
-                    return
+        for _, doc in documents():
+            text, replaced = utf8_text(doc["text"])
+            size = len(text.encode("utf-8"))
+            stats["documents"] += 1
+            stats["bytes"] += size
+            stats["documents_with_lone_surrogates"] += replaced
+            bar.update(size)
+            if head_bytes < args.val_bytes:
+                head.append((group_of(doc), text, size))
+                head_bytes += size
+                continue
+            stats["train_documents"] += 1
+            stats["train_bytes"] += size
+            yield text
+            if stats["train_bytes"] >= args.max_train_bytes:
+                break  # enough text: the rest of the input is not read
         # prepare.py's val shard: the first tenth of the stream, at most --val_tokens; held out here,
         # every document that starts within the first tenth of the bytes (at most --val_bytes)
         cut = min(args.val_bytes, stats["bytes"] / 10)

@@ -23,6 +23,7 @@ import gzip
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,10 +62,13 @@ def write_docs(path, docs):
 
 
 def run(*argv, env=None):
+    """Run a script; returns the CPU seconds it used (all its threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode:
         sys.exit(f"{' '.join(map(str, argv))} failed:\n{result.stderr[-3000:]}")
-    return result
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def flags(settings):
@@ -72,11 +76,12 @@ def flags(settings):
 
 
 def train(settings, data, out_dir, env):
-    """Run train.py; the seconds each training step took (log.jsonl: batch tokens / tokens per second)."""
-    run("train.py", *settings, f"--data={data}", f"--out_dir={out_dir}", *COMMON, env=env)
+    """Run train.py; the wall seconds each training step took (log.jsonl: batch tokens / tokens per
+    second), the step records, and the CPU seconds of the whole run."""
+    cpu = run("train.py", *settings, f"--data={data}", f"--out_dir={out_dir}", *COMMON, env=env)
     log = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
-    return [(r["tokens"] / r["step"]) / r["tokens_per_second"] for r in steps], steps
+    return [(r["tokens"] / r["step"]) / r["tokens_per_second"] for r in steps], steps, cpu
 
 
 def windows(stream, block):
@@ -116,6 +121,9 @@ def main():
     p.add_argument("--recipes", default="old,new")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training (OMP_NUM_THREADS)")
     p.add_argument("--calibration_steps", type=int, default=6)
+    p.add_argument("--by_cpu", action="store_true",
+                   help="a budget of CPU seconds instead of wall seconds: fair on a shared machine, where wall "
+                        "time depends on what else runs")
     p.add_argument("--new_preset", default=str(NEW_PRESET), help="the new recipe's preset (to try another)")
     p.add_argument("--work", default="", help="folder for the intermediate files (default: a temporary one)")
     args = p.parse_args()
@@ -150,35 +158,40 @@ def main():
             spec = "gpt2" if recipe["tokenizer"] == "gpt2" else work / "tokenizer"
             run("prepare.py", f"--input={work / 'train_docs'}", f"--output={work / name / 'tokens'}",
                 f"--tokenizer={spec}", "--val_tokens=20000")
-            dts, _ = train(recipe["settings"] + [f"--max_iters={args.calibration_steps}",
-                                                 f"--eval_interval={args.calibration_steps}"],
-                           work / name / "tokens", work / name / "calibrate", env)
+            # seconds per step: wall from the log; CPU as the difference of a short and a longer run,
+            # which cancels start-up, evaluation and saving
+            cpu = []
+            for steps in (2, 2 + args.calibration_steps):
+                dts, _, used = train(recipe["settings"] + [f"--max_iters={steps}", f"--eval_interval={steps}"],
+                                     work / name / "tokens", work / name / "calibrate", env)
+                cpu.append(used)
             recipe["step_seconds"] = statistics.median(dts[2:] or dts)
-            print(f"{name}: {recipe['step_seconds']:.2f} s per step", flush=True)
-        budget = args.budget or recipes["new"].get("step_seconds", 0) * recipes["new"]["steps"]
+            recipe["step_cpu"] = (cpu[1] - cpu[0]) / args.calibration_steps
+            print(f"{name}: {recipe['step_seconds']:.2f} s per step, {recipe['step_cpu']:.2f} CPU-s per step", flush=True)
+        cost = "step_cpu" if args.by_cpu else "step_seconds"
+        budget = args.budget or recipes["new"].get(cost, 0) * recipes["new"]["steps"]
         if not budget:
             sys.exit("--budget is needed when the new recipe is not run")
         results = {}
         for name in chosen:
             recipe = recipes[name]
-            steps = max(1, round(budget / recipe["step_seconds"]))
+            steps = max(1, round(budget / recipe[cost]))
             schedule = [f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={steps}",
                         f"--warmup_iters={min(recipe['warmup'], steps // 5)}"]
             start = time.time()
-            dts, log = train(recipe["settings"] + schedule, work / name / "tokens", work / name / "out", env)
+            dts, log, cpu = train(recipe["settings"] + schedule, work / name / "tokens", work / name / "out", env)
             bpb, n_bytes = bits_per_byte(work / name / "out" / "ckpt.pt", val_texts)
-            results[name] = dict(steps=steps, train_seconds=sum(dts), wall=time.time() - start, bpb=bpb,
+            results[name] = dict(steps=steps, train_seconds=sum(dts), cpu=cpu, wall=time.time() - start, bpb=bpb,
                                  final_loss=statistics.mean(r["loss"] for r in log[-5:]), bytes=n_bytes)
-            print(f"{name}: {steps} steps, {sum(dts):.0f} s of training steps, held-out {bpb:.3f} bits per byte "
-                  f"over {n_bytes:,} bytes", flush=True)
-    print(f"
-{'recipe':8}{'steps':>7}{'train s':>9}{'last loss':>11}{'val bits/byte':>15}")
+            print(f"{name}: {steps} steps, {sum(dts):.0f} s of training steps ({cpu:.0f} CPU-s for the whole run), "
+                  f"held-out {bpb:.3f} bits per byte over {n_bytes:,} bytes", flush=True)
+    print(f"\n{'recipe':8}{'steps':>7}{'step s':>8}{'CPU-s/step':>12}{'train s':>9}{'last loss':>11}{'val bits/byte':>15}")
     for name, r in results.items():
-        print(f"{name:8}{r['steps']:>7}{r['train_seconds']:>9.0f}{r['final_loss']:>11.3f}{r['bpb']:>15.3f}")
+        print(f"{name:8}{r['steps']:>7}{recipes[name]['step_seconds']:>8.2f}{recipes[name]['step_cpu']:>12.2f}"
+              f"{r['train_seconds']:>9.0f}{r['final_loss']:>11.3f}{r['bpb']:>15.3f}")
     if {"old", "new"} <= set(results):
-        print(f"
-new / old bits per byte: {results['new']['bpb'] / results['old']['bpb']:.3f} (goal <= 0.85) "
-              f"at a budget of {budget:.0f} s; load {os.getloadavg()[0]:.1f}")
+        print(f"\nnew / old bits per byte: {results['new']['bpb'] / results['old']['bpb']:.3f} (goal <= 0.85) "
+              f"at a budget of {budget:.0f} {'CPU-s' if args.by_cpu else 's'}; load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

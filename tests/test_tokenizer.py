@@ -291,3 +291,15 @@ def test_prepare_encodes_with_the_trained_tokenizer_and_checkpoint_spec_decodes_
     assert lengths[2047] == 0 and lengths[2048:].sum() == 0
     assert lengths[stream[stream != 2047]].sum() == sum(len(d["text"].encode()) for d in docs)
     assert re.search(r"bpe_2048 \(2,048 tokens, sha256 [0-9a-f]{8}\)", tokenizer.tokenizer_name(spec))
+
+
+def test_max_train_bytes_stops_reading_and_still_holds_out(tmp_path):
+    docs = [{"id": str(i), "text": f"document {i} says something about databases. " * 20} for i in range(200)]
+    write_docs(tmp_path / "in" / "a.jsonl.gz", docs)
+    size = len(docs[0]["text"].encode())
+    result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}", "--vocab_size=300",
+                           f"--val_bytes={3 * size}", f"--max_train_bytes={50 * size}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["held_out_documents"] == 3 and report["evaluation"]["all"]["documents"] == 3
+    assert report["train_documents"] == 50 and report["documents"] == 53
