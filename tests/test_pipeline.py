@@ -172,6 +172,7 @@ def test_train_loss_falls_and_sample_prints_text(pipeline):
     train = [r["loss"] for r in log if "loss" in r]
     val = [r["val_loss"] for r in log if "val_loss" in r]
     assert len(train) == 20 and len(val) == 2
-    assert val[-1] < val[0] - 1.0 and np.mean(train[-5:]) < np.mean(train[:5]) - 1.0
+    # from ln(1024) = 6.93 nats (uniform over the vocabulary) towards the tokens' frequencies
+    assert val[0] > 6.5 and val[-1] < val[0] - 0.5 and np.mean(train[-5:]) < np.mean(train[:5]) - 0.5
     out = pipeline["sample"].stdout
     assert out.startswith("The database") and len(out) > len("The database") + 20
