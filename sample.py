@@ -4,6 +4,7 @@ Sample text from a trained model, streaming each token to the terminal as it is 
     python sample.py --ckpt=out/ckpt.pt --prompt="The PostgreSQL planner"
     python sample.py --ckpt=out/ckpt.pt --num_samples=3 --temperature=0.8 --top_k=200
     python sample.py --ckpt=out/ckpt.pt --temperature=0      # greedy: always the likeliest token
+    python sample.py --ckpt=out/hf --prompt="Hello"           # a Hugging Face folder (export.py's, or GPT-2)
 
 A language model only ever predicts the next token. Generating text is a loop: run the model on the
 tokens so far, turn its scores for the next token into probabilities, draw one, append it, repeat.
@@ -75,7 +76,8 @@ def stream_sample(model, enc, prompt, max_new_tokens, temperature=1.0, top_k=Non
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Sample text from a model trained by train.py.")
-    p.add_argument("--ckpt", default="out/ckpt.pt", help="checkpoint written by train.py")
+    p.add_argument("--ckpt", default="out/ckpt.pt",
+                   help="checkpoint written by train.py, or a Hugging Face folder (GPT-2 family, or export.py's)")
     p.add_argument("--prompt", "--start", default="",
                    help="text the samples continue (default: none, a fresh document)")
     p.add_argument("--prompt_file", default=None, help="read the prompt from this file instead")
