@@ -70,7 +70,7 @@ def document_tokens(paths, enc, stats, max_tokens=0):
     """Token arrays of the documents in these .jsonl(.gz) files, <|endoftext|> before each (prepare.py's stream)."""
     total = 0
     for path in paths:
-        texts = [doc["text"] for _, doc in read_documents(path, stats) if isinstance(doc.get("text"), str)]
+        texts = [doc["text"] for _, doc in read_documents(path, stats)]
         for tokens in enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1):
             stats["documents"] += 1
             total += len(tokens) + 1
@@ -109,7 +109,8 @@ def score(model, rows, batch_size, byte_lengths, device, autocast, total=None):
         for i, r in enumerate(batch):
             x[i, :len(r) - 1], y[i, :len(r) - 1] = r[:-1], r[1:]
         if max(x.max(), y.max()) >= vocab:
-            raise ValueError(f"token id {max(x.max(), y.max())} is outside the model's vocabulary of {vocab}")
+            raise ValueError(f"token id {max(x.max(), y.max())} in the data is outside the model's vocabulary "
+                             f"of {vocab}: tokens of another tokenizer?")
         targets = y[y >= 0]
         xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         with autocast:

@@ -240,12 +240,28 @@ def llama_cpp_pre(pattern):
 # writing
 
 
-def write_hf(out, tensors, config, enc, block_size, dtype):
-    from safetensors.torch import save_file
+def write_safetensors(path, tensors, dtype):
+    """A .safetensors file, written one tensor at a time so that memory holds one converted tensor,
+    not a copy of the model: 8 bytes giving the header's length, the JSON header (each tensor's dtype,
+    shape and byte range in the data; padded with spaces to a multiple of 8), then the raw
+    little-endian data. Returns the bytes of tensor data."""
+    code = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[dtype]
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, t in tensors.items():
+        size = t.numel() * dtype.itemsize
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        for t in tensors.values():
+            f.write(t.to(dtype).contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return offset
 
-    torch_dtype = TORCH_DTYPES[dtype]
-    tensors = {name: t.to(torch_dtype).contiguous() for name, t in tensors.items()}
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+
+def write_hf(out, tensors, config, enc, block_size, dtype):
+    size = write_safetensors(out / "model.safetensors", tensors, TORCH_DTYPES[dtype])
     eot = enc.eot_token
     files = {
         "config.json": config,
@@ -260,7 +276,7 @@ def write_hf(out, tensors, config, enc, block_size, dtype):
     }
     for name, obj in files.items():
         (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return size
 
 
 def llama_cpp_rows(weight, n_head):
@@ -306,34 +322,50 @@ def write_gguf(path, tensors, model_args, arch, enc, dtype, name):
     writer.add_eos_token_id(enc.eot_token)
     writer.add_add_bos_token(True)
 
+    # the tensors in llama.cpp's names and layout; their data is made and written one at a time (the
+    # writer first needs every tensor's name, shape and type), so memory holds one converted tensor
     names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), c.n_layer)
-    kinds = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-             "q8_0": gguf.GGMLQuantizationType.Q8_0}
-    size = 0
+    plan = []
     for hf_name, t in tensors.items():
-        if arch == "gpt2" and t.dim() == 2 and not hf_name.endswith(("wte.weight", "wpe.weight")):
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        shape = tuple(t.shape[::-1] if arch == "gpt2" and _conv1d(hf_name, t) else t.shape)
+        kind = gguf_kind(name, shape, dtype)
+        writer.add_tensor_info(name, shape, np.float32, int(np.prod(gguf.quants.quant_shape_to_byte_shape(shape, kind))),
+                               raw_dtype=kind)
+        plan.append((hf_name, t, kind))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    size = 0
+    for hf_name, t, kind in plan:
+        if arch == "gpt2" and _conv1d(hf_name, t):
             t = t.t()  # back from Conv1D's (in, out) to Linear's (out, in), which ggml reads
         if arch == "llama" and ".q_proj." in hf_name:
             t = llama_cpp_rows(t, c.n_head)
         if arch == "llama" and ".k_proj." in hf_name:
             t = llama_cpp_rows(t, c.n_kv_head or c.n_head)
-        new_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        data = t.float().contiguous().numpy()
-        # as llama.cpp's converter: vectors, norms and position embeddings stay f32; f16 where a row
-        # does not split into q8_0's blocks of 32
-        kind = kinds[dtype]
-        if t.dim() == 1 or new_name.endswith("_norm.weight") or new_name.startswith("position_embd"):
-            kind = gguf.GGMLQuantizationType.F32
-        if kind == gguf.GGMLQuantizationType.Q8_0 and data.shape[-1] % 32:
-            kind = gguf.GGMLQuantizationType.F16
-        data = gguf.quants.quantize(data, kind)
-        writer.add_tensor(new_name, data, raw_dtype=kind)
+        data = gguf.quants.quantize(t.float().contiguous().numpy(), kind)
+        writer.write_tensor_data(data)
         size += data.nbytes
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
     writer.close()
     return size
+
+
+def _conv1d(hf_name, t):
+    return t.dim() == 2 and not hf_name.endswith(("wte.weight", "wpe.weight"))
+
+
+def gguf_kind(name, shape, dtype):
+    """The GGML type of one tensor, as llama.cpp's converter chooses it: vectors, norms and position
+    embeddings stay f32; a matrix whose rows do not split into q8_0's blocks of 32 falls back to f16."""
+    import gguf
+
+    kinds = gguf.GGMLQuantizationType
+    if len(shape) == 1 or name.endswith("_norm.weight") or name.startswith("position_embd"):
+        return kinds.F32
+    if dtype == "q8_0" and shape[-1] % 32:
+        return kinds.F16
+    return {"f32": kinds.F32, "f16": kinds.F16, "q8_0": kinds.Q8_0}[dtype]
 
 
 def clean_stale(out):
@@ -371,6 +403,7 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
         f"{enc.n_vocab:,} rows (padding dropped) [{time.time() - t0:.1f}s]")
     tensors = hf_tensors(pretrained["model"], model_args, enc.n_vocab)
     n_params = sum(t.numel() for t in tensors.values())
+    log(f"writing {out}: {fmt}, {dtype}, {len(tensors)} tensors ...")
     clean_stale(out)
     if fmt == "hf":
         tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")

@@ -20,7 +20,7 @@ GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+
                 r"""\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 
 GPT2_ARGS = dict(n_layer=2, n_head=4, n_embd=64, block_size=64, dropout=0.0, bias=False)
-LLAMA_ARGS = dict(GPT2_ARGS, rope=True, norm="rmsnorm", mlp="swiglu", n_kv_head=2)
+LLAMA_ARGS = dict(GPT2_ARGS, rope=True, rope_theta=50000.0, norm="rmsnorm", mlp="swiglu", n_kv_head=2)
 LAYOUTS = {"gpt2": GPT2_ARGS, "llama": LLAMA_ARGS}
 
 # several scripts, emoji (with modifiers and joiners), runs of spaces, tabs and newlines, digits, code
