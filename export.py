@@ -76,7 +76,6 @@ def hf_tensors(state, model_args, n_vocab):
     """Our state dict -> Hugging Face names, tensors in our dtype. The GPT-2 Conv1D weights are
     transposed views (made contiguous when written); the output layer is left out (tied)."""
     c = GPTConfig(**model_args)
-    kinds = ("weight", "bias")
     out = {}
     if architecture(model_args) == "gpt2":
         def get(name, shape):  # bias=False: GPT-2 has biases everywhere, so they are zeros
@@ -99,7 +98,7 @@ def hf_tensors(state, model_args, n_vocab):
         ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
         out[theirs + "input_layernorm.weight"] = state[ours + "ln_1.weight"]
         out[theirs + "post_attention_layernorm.weight"] = state[ours + "ln_2.weight"]
-        for kind in kinds if c.bias else ("weight",):
+        for kind in ("weight", "bias") if c.bias else ("weight",):
             q, k, v = state[ours + f"attn.c_attn.{kind}"].split([c.n_embd, kv * head_dim, kv * head_dim])
             gate, up = state[ours + f"mlp.c_fc.{kind}"].chunk(2)
             out.update({theirs + f"self_attn.q_proj.{kind}": q, theirs + f"self_attn.k_proj.{kind}": k,
@@ -130,6 +129,10 @@ def hf_config(model_args, arch, n_vocab, eot, dtype):
 
 # -----------------------------------------------------------------------------------------------
 # the tokenizer: tiktoken ranks -> BPE tokens and merges
+
+
+def split_pattern(enc):
+    return enc._pat_str  # the pre-tokenization regex (tiktoken has no public accessor for it)
 
 
 def vocabulary(enc):
@@ -185,7 +188,7 @@ def tokenizer_json(enc):
                               special=True) for i, s in sorted(specials.items())],
         "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": enc._pat_str}, "behavior": "Isolated", "invert": False},
+            {"type": "Split", "pattern": {"Regex": split_pattern(enc)}, "behavior": "Isolated", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
         "post_processor": {"type": "TemplateProcessing",
                            "single": [{"SpecialToken": {"id": ENDOFTEXT, "type_id": 0}},
@@ -312,7 +315,7 @@ def write_gguf(path, tensors, model_args, arch, enc, dtype, name):
 
     tokens, specials, merges = vocabulary(enc)
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
-    writer.add_tokenizer_pre(llama_cpp_pre(enc._pat_str))
+    writer.add_tokenizer_pre(llama_cpp_pre(split_pattern(enc)))
     writer.add_token_list(tokens)
     writer.add_token_types([gguf.TokenType.CONTROL if i in specials else
                             gguf.TokenType.UNUSED if t.startswith("<|unused_") else gguf.TokenType.NORMAL
@@ -419,7 +422,7 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
                 shutil.rmtree(tmp)
         what = f"{config['architectures'][0]} folder"
     else:
-        llama_cpp_pre(enc._pat_str)  # refuse an unknown pattern before the work
+        llama_cpp_pre(split_pattern(enc))  # refuse an unknown pattern before the work
         with atomic_path(out) as tmp:
             size = write_gguf(tmp, tensors, model_args, arch, enc, dtype, name=Path(ckpt).stem)
         what = f"GGUF file (arch {arch}, {dtype})"

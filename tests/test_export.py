@@ -224,7 +224,7 @@ def test_gguf_tokenizer_encodes_like_ours(tmp_path, which):
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", tokenizer=spec)
     out = export.export(path, "gguf", tmp_path / "model.gguf", "f32", log=quiet)["out"]
     enc = load_tokenizer(spec)
-    assert export.llama_cpp_pre(enc._pat_str) == ("gpt-2" if which == "gpt2" else "llama-bpe")
+    assert export.llama_cpp_pre(export.split_pattern(enc)) == ("gpt-2" if which == "gpt2" else "llama-bpe")
     llm = llama_cpp().Llama(out, vocab_only=True, verbose=False)
     try:
         for text in tiny.TEST_STRINGS:
