@@ -6,6 +6,7 @@ llama-cpp-python is built from source (minutes), so .ci/run builds it once into 
 REQUIRE_LLAMA_CPP=1, which turns the skip where it is missing into a failure."""
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -232,6 +233,28 @@ def test_gguf_tokenizer_encodes_like_ours(tmp_path, which):
         assert llm.tokenize(b"Hi", add_bos=True)[0] == enc.eot_token == llm.token_bos() == llm.token_eos()
     finally:
         llm.close()
+
+
+def test_gguf_keeps_the_embedding_tied_and_drops_the_padding(gguf_files, enc):
+    import gguf
+
+    for layout in ("gpt2", "llama"):
+        reader = gguf.GGUFReader(gguf_files[layout, "f32"])
+        tensors = {t.name: t for t in reader.tensors}
+        assert "output.weight" not in tensors  # llama.cpp then reads token_embd for the output layer
+        assert list(tensors["token_embd.weight"].shape) == [64, enc.n_vocab]  # ggml order: (n_embd, rows)
+        assert reader.fields["general.architecture"].contents() == layout
+
+
+def test_a_hf_tokenizer_tiktoken_cannot_reproduce_is_refused(tmp_path, hf_folders):
+    folder = tmp_path / "hf"
+    shutil.copytree(hf_folders["gpt2"], folder)
+    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    merges = data["model"]["merges"]
+    merges[10], merges[20] = merges[20], merges[10]  # merge priority no longer follows the ids
+    (folder / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"merge 12 .* is out of id order, so tiktoken cannot reproduce"):
+        load_pretrained(str(folder))
 
 
 def test_an_unknown_split_pattern_is_refused_for_gguf_only():
