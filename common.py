@@ -5,27 +5,41 @@ can be about its one idea.
 - Documents are JSON Lines, one object per line, gzip-compressed: {"id": ..., "text": ..., ...}.
 - A stage reads a folder (or glob) of shards and writes one output shard per input shard, under the
   same name. Shards are written under a temporary name and renamed when complete, so a crash never
-  leaves a half shard that looks whole, and a rerun skips the shards that are done.
+  leaves a half shard that looks whole, and a rerun skips the shards that are done and removes the
+  temporary files a killed run left.
+- The stage's report says "complete": false from before its first shard until it ends, so the next
+  stage (and train.py) can tell a finished folder from what a killed run left (crashsafe.py: atomic
+  writes, cleanup after killed runs, completeness).
 - Several machines split the input files with --shard I --num_shards N (or Slurm's array variables);
   --workers N processes share the documents of one machine. The output never depends on N.
-- Bad input (a broken line, bad UTF-8, a document without text) is counted by reason, reported with
-  its file and line, and skipped: it never stops a long run.
+- Bad input (a broken line, bad UTF-8, a document without text, JSON nested too deep) is counted by
+  reason, reported with its file and line, and set aside in OUTPUT/bad_input/: it never stops a long
+  run, and nothing vanishes without a trace.
 """
 
 import argparse
+import base64
 import contextlib
 import glob
 import gzip
 import json
+import math
 import multiprocessing
 import os
+import re
 import sys
 import time
+import zlib
 from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+# atomic writes, cleaning up after killed runs, completeness reports: their own file; the stages
+# and train.py use them from here too (common.atomic_path, common.write_json, ...)
+from crashsafe import (HOST, atomic_path, check_input, json_bytes, last_input_check, mark_in_progress,  # noqa: F401
+                       remove_stale_temps, report_path, write_json)
 
 # -----------------------------------------------------------------------------------------------
 # command line
@@ -71,6 +85,11 @@ def list_shards(input_path, shard=0, num_shards=1):
     if not paths:
         fail(f"no .jsonl or .jsonl.gz files found at {input_path!r}")
     paths = sorted(paths)
+    by_output = {}
+    for path in paths:  # a.jsonl and a.jsonl.gz, or x/a.jsonl.gz and y/a.jsonl.gz: one would be lost
+        if (other := by_output.setdefault(shard_name(path), path)) != path:
+            fail(f"{other} and {path} would both be written as {shard_name(path)}: rename one")
+    check_input(input_path, paths)
     return paths[shard::num_shards]
 
 
@@ -82,81 +101,221 @@ def shard_name(path):
 
 # -----------------------------------------------------------------------------------------------
 # reading documents
+#
+# A line of input is taken as a document only if it is a JSON object with a non-empty string 'text'
+# that every later step can handle: UTF-8 all the way through, numbers Python can hold, nesting
+# shallow enough for pickle (the workers) and json.dumps. Anything else is set aside, line by line,
+# in OUTPUT/bad_input/<shard> (file, line number, reason, and the line itself), so a long run never
+# dies on one record and nothing is lost without a trace.
 
 MAX_WARNINGS_PER_FILE = 10  # say which lines were bad, without flooding the terminal
+MAX_JSON_DEPTH = 100  # no web document nests deeper; pickle fails near 500 and json near 1000
+BOM = b"\xef\xbb\xbf"
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins valid pairs: what is left is lone
+# what a file named .jsonl.gz that is not gzip usually is, by its first bytes
+NOT_JSONL = {b"\x28\xb5\x2f\xfd": "zstd-compressed", b"BZh": "bzip2-compressed", b"\xfd7zXZ\x00": "xz-compressed",
+             b"PK\x03\x04": "a zip archive", b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
+
+# Files being read now, and where their bad lines go: run_stage sets it for the shard it processes,
+# so every stage sets its bad lines aside without passing the path down.
+SET_ASIDE = {}
 
 
-def read_documents(path, stats, warn=True):
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:30]} is too large for a float")
+    return value
+
+
+# NaN, Infinity and 1e999 would be written back as non-standard JSON that other tools refuse
+JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def nesting_depth(value):
+    """How many containers deep a parsed JSON value goes (a flat document is 1), without recursion."""
+    depth, level = 0, [value]
+    while containers := [v for v in level if isinstance(v, (dict, list))]:
+        depth += 1
+        level = [child for v in containers for child in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
+def has_lone_surrogate(value):
+    """Whether a string anywhere in a parsed JSON value, keys included, holds a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # the fastest exact test: UTF-8 has no encoding for a lone surrogate
+            return False
+        except UnicodeEncodeError:
+            return True
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    return False
+
+
+def replace_lone_surrogates(value):
+    """value with every lone surrogate, in keys and values at any depth, replaced by U+FFFD."""
+    if isinstance(value, str):
+        return LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {replace_lone_surrogates(k): replace_lone_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def printable(path):
+    """A path as text that can be written as UTF-8 (a file name may hold bytes that are not)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def bad_input_path(out_path):
+    """Where the bad lines of the input of output shard out_path are set aside."""
+    return Path(out_path).parent / "bad_input" / shard_name(out_path)
+
+
+MISNAMED = {"repaired:plain_text_named_gz": "named .gz but plain text: read as plain JSON Lines",
+            "repaired:gzip_not_named_gz": "gzip-compressed though not named .gz: read as gzip"}
+
+
+def open_lines(f, path):
+    """The lines of an open file, gzip or plain as its first bytes say, whatever its name, and a
+    'repaired:' key (MISNAMED) when the name says otherwise; ValueError for a file that is not JSON
+    Lines. The content decides, as for `zcat -f`: refusing a misnamed file would drop every document
+    in it over a naming slip, and reading it as what its name says loses them all."""
+    head = f.peek(64)[:64]
+    named_gz = str(path).endswith(".gz")
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=f), None if named_gz else "repaired:gzip_not_named_gz"
+    for magic, what in NOT_JSONL.items():
+        if head.startswith(magic):
+            raise ValueError(f"the file is {what}, not JSON Lines (first bytes {head[:8]!r})")
+    if named_gz and head and not head.removeprefix(BOM).lstrip().startswith(b"{"):
+        raise ValueError(f"named .gz but neither gzip nor JSON Lines (first bytes {head[:16]!r})")
+    return f, "repaired:plain_text_named_gz" if named_gz and head else None
+
+
+def read_documents(path, stats, warn=True, set_aside=None):
     """Yield (line_number, document) for each good document of a .jsonl or .jsonl.gz file.
 
-    Bad lines are counted in `stats` (a Counter) as 'bad_input:<reason>' and skipped, with a warning
-    naming the file and line for the first few (warn=False for a second pass over the same file).
-    A truncated gzip file keeps what was readable."""
+    Bad lines are counted in `stats` (a Counter) as 'bad_input:<reason>', warned about with file
+    and line for the first few (warn=False for a second pass over the same file), and, when
+    set_aside (or SET_ASIDE[path]) names a file, written there, one JSON line each: the file, line,
+    reason, detail and the line itself ('raw', or 'raw_base64' when it is not UTF-8). What is kept
+    with a change is counted as 'repaired:<what>': a lone surrogate becomes U+FFFD; a file is read as
+    gzip or plain text by its first bytes, not its name. A truncated or corrupt gzip file keeps what
+    was readable before the damage."""
+    set_aside = set_aside or SET_ASIDE.get(str(path))
     warned = 0
+    stack = contextlib.ExitStack()
+    write_aside = None
 
-    def bad(line_number, reason, detail=""):
+    def warning(line_number, what, detail=""):
         nonlocal warned
-        stats[f"bad_input:{reason}"] += 1
         if warn and warned < MAX_WARNINGS_PER_FILE:
-            print(f"warning: {path}:{line_number}: {reason}{': ' + detail if detail else ''}",
-                  file=sys.stderr)
+            where = f"{path}:{line_number}" if line_number else f"{path}"
+            print(f"warning: {where}: {what}{': ' + detail if detail else ''}", file=sys.stderr)
         warned += 1
 
-    opener = gzip.open if str(path).endswith(".gz") else open
-    line_number = 0
-    try:
-        with opener(path, "rb") as f:
-            for line_number, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue  # blank lines carry nothing: not worth a warning
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    bad(line_number, "bad_utf8", str(e))
-                    continue
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError as e:
-                    bad(line_number, "malformed_json", f"{e.msg} at column {e.colno}")
-                    continue
-                if not isinstance(doc, dict):
-                    bad(line_number, "not_an_object", f"expected a JSON object, got {type(doc).__name__}")
-                elif "text" not in doc:
-                    bad(line_number, "missing_text", "no 'text' key")
-                elif not isinstance(doc["text"], str):
-                    bad(line_number, "text_not_string", f"'text' is {type(doc['text']).__name__}")
-                elif not doc["text"].strip():
-                    bad(line_number, "empty_text")
-                elif "\x00" in doc["text"]:
-                    bad(line_number, "binary_text", "NUL bytes in 'text'")
-                else:
-                    if "id" not in doc:  # the id is required downstream; derive a stable one
-                        doc["id"] = f"{Path(path).name}:{line_number}"
+    def bad(line_number, reason, detail="", raw=None):
+        nonlocal write_aside
+        stats[f"bad_input:{reason}"] += 1
+        warning(line_number, reason, detail)
+        if set_aside is None:
+            return
+        if write_aside is None:  # opened at the first bad line, so a clean file leaves no empty file
+            write_aside = stack.enter_context(jsonl_writer(set_aside))
+        record = {"file": printable(path), "line": line_number, "reason": reason, "detail": detail}
+        if raw is not None:
+            raw = raw.rstrip(b"\r\n")
+            try:
+                record["raw"] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                record["raw_base64"] = base64.b64encode(raw).decode("ascii")
+        write_aside(record)
+
+    def parse(line_number, raw):
+        """The document on one line, or None (and the line set aside)."""
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return bad(line_number, "bad_utf8", str(e), raw)
+        try:
+            doc = JSON.decode(line)
+        except json.JSONDecodeError as e:
+            return bad(line_number, "malformed_json", f"{e.msg} (column {e.colno})", raw)
+        except RecursionError:
+            return bad(line_number, "too_deep", f"JSON nested more than {MAX_JSON_DEPTH} deep", raw)
+        except ValueError as e:  # a 5,000-digit integer, NaN, 1e999
+            detail = str(e).split(";")[0]  # not Python's advice to raise its limit: that is for programmers
+            return bad(line_number, "bad_number", detail[:200], raw)
+        # cheap tests first: a document nests only if it holds a list or an object, and a lone
+        # surrogate can only come from a \ud escape (strict UTF-8 decoding never makes one)
+        if (not isinstance(doc, dict) or any(isinstance(v, (dict, list)) for v in doc.values())) \
+                and nesting_depth(doc) > MAX_JSON_DEPTH:
+            return bad(line_number, "too_deep", f"JSON nested more than {MAX_JSON_DEPTH} deep", raw)
+        if (b"\\ud" in raw or b"\\uD" in raw) and has_lone_surrogate(doc):
+            # half of a UTF-16 pair (a string cut by a tool that counts UTF-16 units): valid JSON,
+            # but no UTF-8 encoder takes it, so one bad character would crash every later stage
+            doc = replace_lone_surrogates(doc)
+            stats["repaired:lone_surrogate"] += 1
+            warning(line_number, "lone surrogate", "replaced by U+FFFD, document kept")
+        if not isinstance(doc, dict):
+            return bad(line_number, "not_an_object", f"expected a JSON object, got {type(doc).__name__}", raw)
+        if "text" not in doc:
+            return bad(line_number, "missing_text", "no 'text' key", raw)
+        text = doc["text"]
+        if not isinstance(text, str):
+            return bad(line_number, "text_not_string", f"'text' is {type(text).__name__}", raw)
+        if not text.strip():
+            return bad(line_number, "empty_text", "", raw)
+        if "\x00" in text:
+            return bad(line_number, "binary_text", "NUL bytes in 'text'", raw)
+        if "id" not in doc:  # the id is required downstream; derive a stable one
+            doc["id"] = f"{printable(Path(path).name)}:{line_number}"
+        return doc
+
+    with stack:
+        line_number, lines = 0, ()
+        try:
+            f = stack.enter_context(open(path, "rb"))
+            lines, note = open_lines(f, path)
+        except OSError as e:
+            bad(0, "unreadable_file", str(e))
+        except ValueError as e:
+            bad(0, "not_jsonl_file", str(e))
+        else:
+            if note:
+                stats[note] += 1
+                print(f"warning: {path}: {MISNAMED[note]}", file=sys.stderr)
+        try:
+            for line_number, raw in enumerate(lines, start=1):
+                if raw.startswith(BOM):  # Windows tools start a file with one; `cat` puts it mid-stream
+                    raw = raw[len(BOM):]
+                if raw.strip() and (doc := parse(line_number, raw)) is not None:
                     yield line_number, doc
-    except (EOFError, gzip.BadGzipFile, OSError) as e:
-        # a shard cut short (a crashed writer, a partial download): keep what was read, say so
-        stats["bad_input:truncated_file"] += 1
-        print(f"warning: {path}: unreadable after line {line_number}: {e}", file=sys.stderr)
+        except EOFError as e:  # a shard cut short (a crashed writer, a partial download)
+            bad(line_number + 1, "truncated_file", f"unreadable after line {line_number}: {e}")
+        except (gzip.BadGzipFile, zlib.error) as e:  # damaged inside: the lines before the damage stay
+            bad(line_number + 1, "corrupt_gzip", f"unreadable after line {line_number}: {e}")
+        except OSError as e:
+            bad(line_number + 1, "unreadable_file", f"after line {line_number}: {e}")
+        if warn and warned > MAX_WARNINGS_PER_FILE:
+            print(f"warning: {path}: {warned - MAX_WARNINGS_PER_FILE:,} more warnings not shown"
+                  + (f"; every bad line is in {set_aside}" if set_aside else ""), file=sys.stderr)
+    if set_aside is not None and write_aside is None:
+        Path(set_aside).unlink(missing_ok=True)  # an earlier run's, from input that has changed since
 
 
 # -----------------------------------------------------------------------------------------------
-# writing atomically
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it to `path` only if the block completes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty file
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# writing document shards
 
 
 @contextlib.contextmanager
@@ -167,13 +326,8 @@ def jsonl_writer(path):
         # the final name, mtime=0 and a fixed level in the gzip header: the bytes depend on the documents alone
         with open(tmp, "wb") as raw, gzip.GzipFile(path.name, "wb", 6, raw, mtime=0) as f:
             def write(doc):
-                f.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
+                f.write(json_bytes(doc) + b"\n")
             yield write
-
-
-def write_json(path, obj):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 # -----------------------------------------------------------------------------------------------
@@ -260,12 +414,17 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
     bytes, 'bad_input:<reason>' counts, ...) over every input shard whose output is not done yet,
     then write the stage report beside the output.
 
-    A shard is done when its stats file exists: it is written after the shard itself is renamed into
-    place, so a crash between the two only costs redoing that shard. The report sums the stats of all
-    shards done so far, this run's and earlier runs', so a resumed run reports the whole output."""
+    The report says "complete": false from before the first shard until the end, when it is
+    rewritten with "complete": true and the shards made. A shard is done when its stats file exists:
+    it is written after the shard itself is renamed into place, so a crash between the two only costs
+    redoing that shard. The report sums the stats of all shards done so far, this run's and earlier
+    runs', so a resumed run reports the whole output. The bad lines of each input shard are set aside
+    in OUTPUT/bad_input/<shard>, and a killed run's temporary files are removed first."""
     output_dir = Path(output_dir)
     stats_dir = output_dir / ".stats"
     start = time.time()
+    remove_stale_temps(output_dir, recursive=True)
+    mark_in_progress(name, output_dir, args)
     done_before = 0
     for path in inputs:
         out_path = output_dir / shard_name(path)
@@ -274,19 +433,26 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
             done_before += 1
             continue
         print(f"{name}: {path} -> {out_path}", file=sys.stderr)
-        stats = process_shard(path, out_path)
+        SET_ASIDE[str(path)] = bad_input_path(out_path)
+        try:
+            stats = process_shard(path, out_path)
+        finally:
+            del SET_ASIDE[str(path)]
         write_json(stats_path, stats)
     totals = Counter()
     for path in inputs:
         for key, value in json.loads((stats_dir / (shard_name(path) + ".json")).read_text()).items():
             totals[key] += value
     seconds = time.time() - start
-    report = {"stage": name, "input": str(getattr(args, "input", "")), "output": str(output_dir),
+    set_aside = any(key.startswith("bad_input:") for key in totals)
+    report = {"stage": name, "complete": True, "input": str(getattr(args, "input", "")), "output": str(output_dir),
               "shards_processed": len(inputs) - done_before, "shards_skipped_done": done_before,
-              "seconds": round(seconds, 2), "totals": dict(sorted(totals.items()))}
+              "seconds": round(seconds, 2), "totals": dict(sorted(totals.items())),
+              "shards": [{"name": shard_name(path)} for path in inputs],
+              "bad_input": str(output_dir / "bad_input") if set_aside else None,
+              **last_input_check(getattr(args, "input", ""))}
     report.update(extra_report or {})
-    suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
-    report["report"] = str(output_dir / f"report{suffix}.json")
+    report["report"] = str(report_path(output_dir, args))
     write_json(report["report"], report)
     return report
 
@@ -299,7 +465,12 @@ def print_summary(name, report, keys):
     for key in keys:
         if key in totals:
             print(f"  {key:>28}: {totals[key]:,}")
-    bad = {k[len("bad_input:"):]: v for k, v in totals.items() if k.startswith("bad_input:")}
-    if bad:
-        print("  bad input skipped: " + ", ".join(f"{k}={v:,}" for k, v in sorted(bad.items())))
+    for prefix, what in (("repaired:", "input repaired and kept"), ("bad_input:", "bad input set aside")):
+        counts = {k[len(prefix):]: v for k, v in totals.items() if k.startswith(prefix)}
+        if counts:
+            print(f"  {what}: " + ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items())))
+    if report.get("bad_input"):
+        print(f"  bad lines, each with its file, line and reason: {report['bad_input']}/")
+    if report.get("input_complete") is False:
+        print(f"  warning: the input was not complete: {'; '.join(report['input_problems'])}")
     print(f"  report: {report['report']}")

@@ -3,7 +3,7 @@ Measure a model: loss, perplexity and bits per byte on text it has not seen, or 
 accuracy on HellaSwag.
 
     python eval.py --ckpt=out/ckpt.pt --data=data/tokens            # train.py's val windows: its val loss
-    python eval.py --ckpt=out/ckpt.pt --data=data/tokens --eval_iters=0   # every val token once
+    python eval.py --ckpt=out/ckpt.pt --data=data/tokens --windows=0      # every val token once
     python eval.py --ckpt=out/hf --data=some/docs/                  # an exported (or GPT-2) HF folder, on .jsonl.gz documents
     python eval.py --ckpt=out/ckpt.pt --task=hellaswag --task_file=hellaswag_val.jsonl
 
@@ -14,8 +14,9 @@ the UTF-8 bytes those tokens stand for (tokenizer.token_byte_lengths; <|endoftex
 so models with different tokenizers compare.
 
 On token shards (prepare.py's, or llm.c's) the default windows are the ones train.py evaluates
-(eval_iters * batch_size windows spread evenly over the val shards, with the checkpoint's own
-settings), scored by the same forward pass, so the loss is train.py's val loss. On documents each
+(loader.val_windows: as many as the checkpoint's run evaluates per source, spread evenly over the
+val shards), scored by the same forward pass, so the loss and bits per byte are train.py's for that
+folder. On documents each
 one is tokenized as in prepare.py (<|endoftext|> first) and the stream is cut into windows of
 block_size + 1 tokens that overlap by one, so every token after the first is predicted once.
 
@@ -43,27 +44,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import loader
 from checkpoint import load_model
 from common import SHARD_SUFFIXES, fail, list_shards, load_shard, progress, read_documents, write_json
 from tokenizer import same_tokenizer, token_byte_lengths, tokenizer_name
 
 # -----------------------------------------------------------------------------------------------
 # windows of tokens
-
-
-def val_windows(lengths, block_size, count):
-    """train.py's fixed val windows over shards of these lengths: `count` window starts spread evenly
-    over all the places a block_size + 1 window fits, as (shard, offset) pairs. (To be replaced by
-    loader.val_windows, the train developer's shared version, once it exists.)"""
-    starts = np.array([n - block_size - 1 for n in lengths]).cumsum()
-    where = np.linspace(0, starts[-1] - 1, count).astype(np.int64)
-    shard = np.searchsorted(starts, where, side="right")
-    return [(int(s), int(w - (starts[s - 1] if s else 0))) for s, w in zip(shard, where)]
-
-
-def every_window(lengths, block_size):
-    """Windows that cover each shard once: starts 0, block_size, 2 * block_size, ... (the last may be short)."""
-    return [(s, offset) for s, n in enumerate(lengths) for offset in range(0, n - 1, block_size)]
 
 
 def document_tokens(paths, enc, stats, max_tokens=0):
@@ -138,21 +125,17 @@ def loss_report(nats, n_tokens, n_bytes):
 
 
 def open_token_data(path, split):
-    """Shard paths and arrays at `path` (a folder's {split}_*.bin, or one .bin file), and the
-    tokenizer its report.json names (None when it has none)."""
+    """Shard paths and arrays at `path` (a folder's {split}_*.bin, or one .bin file), and the tokenizer
+    its prepare.py report names (None when it has none). A folder whose report says prepare.py did not
+    finish is refused, as train.py refuses it."""
     path = Path(path)
     paths = sorted(path.glob(f"{split}_*.bin")) if path.is_dir() else [path]
     if not paths:
         raise ValueError(f"{path}: no {split}_*.bin shards")
-    shards = [load_shard(p) for p in paths]
-    report = path / "report.json" if path.is_dir() else path.parent / "report.json"
-    tokenizer = None
-    if report.exists():
-        try:
-            tokenizer = json.loads(report.read_text()).get("tokenizer")
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{report}: unreadable ({e})") from None
-    return paths, shards, tokenizer
+    report = loader.read_report(str(path if path.is_dir() else path.parent))
+    if report is not None and report.get("complete") is False:
+        raise ValueError(f"{path}: report.json says prepare.py did not finish (killed?): rerun prepare.py")
+    return paths, [load_shard(p) for p in paths], (report or {}).get("tokenizer")
 
 
 def is_documents(path):
@@ -262,9 +245,9 @@ def get_args(argv=None):
     p.add_argument("--split", default="val", help="which shards of a token folder: val or train")
     p.add_argument("--task", default=None, choices=["hellaswag"], help="a multiple-choice task instead of --data")
     p.add_argument("--task_file", default=None, help="the task's .jsonl file (HellaSwag's published format)")
-    p.add_argument("--eval_iters", type=int, default=None,
-                   help="token shards: batches of train.py's val windows (default: the checkpoint's "
-                        "setting, else 200); 0 = every token once")
+    p.add_argument("--windows", type=int, default=None,
+                   help="token shards: how many of train.py's val windows (default: as many as the checkpoint's "
+                        "run evaluates, else 2400); 0 = all of them, every val token once")
     p.add_argument("--batch_size", type=int, default=None, help="windows per forward pass (default: the checkpoint's, else 12)")
     p.add_argument("--max_tokens", type=int, default=0, help="documents: stop after about this many tokens (0 = all)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or e.g. cuda:1")
@@ -277,8 +260,8 @@ def get_args(argv=None):
         fail("--task=hellaswag needs --task_file=FILE.jsonl (HellaSwag's hellaswag_val.jsonl, say)")
     if args.task and args.data:
         fail("give --data or --task, not both")
-    if (args.eval_iters or 0) < 0 or (args.batch_size is not None and args.batch_size < 1):
-        fail("need --eval_iters >= 0 and --batch_size >= 1")
+    if (args.windows or 0) < 0 or (args.batch_size is not None and args.batch_size < 1):
+        fail("need --windows >= 0 and --batch_size >= 1")
     return args
 
 
@@ -327,18 +310,17 @@ def main(argv=None):
                 if tokenizer is not None and not same_tokenizer(tokenizer, ckpt["tokenizer"]):
                     raise ValueError(f"{data} holds {tokenizer_name(tokenizer)} tokens, but the model was trained "
                                      f"with {tokenizer_name(ckpt['tokenizer'])}")
-                lengths = [len(s) for s in shards]
-                if min(lengths) <= block_size:
-                    raise ValueError(f"{paths[lengths.index(min(lengths))]}: {min(lengths)} tokens, fewer than "
-                                     f"block_size + 1 = {block_size + 1}")
-                eval_iters = args.eval_iters if args.eval_iters is not None else config.get("eval_iters", 200)
-                windows = val_windows(lengths, block_size, eval_iters * batch_size) if eval_iters else \
-                    every_window(lengths, block_size)
-                rows = (np.asarray(shards[s][o:o + block_size + 1], dtype=np.int64) for s, o in windows)
-                nats, n_tokens, n_bytes = score(scorer, rows, batch_size, byte_lengths, args.device, autocast,
-                                                total=len(windows) * block_size)
+                short = [p for p, s in zip(paths, shards) if len(s) <= block_size]
+                if short:
+                    raise ValueError(f"{short[0]}: fewer tokens than block_size + 1 = {block_size + 1}")
+                count = args.windows
+                if count is None:  # the run's own val set: train.py's val loss
+                    count = loader.val_window_count(config) if {"eval_iters", "batch_tokens"} <= config.keys() else 2400
+                windows = loader.val_windows(shards, block_size, count or sys.maxsize)
+                nats, n_tokens, n_bytes = score(scorer, windows.astype(np.int64), batch_size, byte_lengths,
+                                                args.device, autocast, total=len(windows) * block_size)
                 report.update(data=str(data), kind="token shards", shards=[p.name for p in paths],
-                              windows=len(windows), window_selection="train.py val windows" if eval_iters else "all")
+                              windows=len(windows), window_selection="all" if count == 0 else "train.py val windows")
         except ValueError as e:
             fail(str(e))
         report.update(loss_report(nats, n_tokens, n_bytes), block_size=block_size, batch_size=batch_size)

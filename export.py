@@ -39,7 +39,7 @@ import regex
 import torch
 
 from checkpoint import load_pretrained, token_text
-from common import atomic_path, fail
+from common import HOST, atomic_path, fail
 from model import GPTConfig
 from tokenizer import ENDOFTEXT, load_tokenizer, tokenizer_name
 
@@ -371,18 +371,22 @@ def gguf_kind(name, shape, dtype):
     return {"f32": kinds.F32, "f16": kinds.F16, "q8_0": kinds.Q8_0}[dtype]
 
 
-def clean_stale(out):
-    """Remove what killed runs left beside `out` (.NAME.tmpPID of a process that is gone)."""
-    for stale in out.parent.glob(f".{out.name}.tmp*"):
-        pid = stale.name.rsplit(".tmp", 1)[1]
+def partial_folder(out, pid=None):
+    """Where a Hugging Face folder is written before it is renamed to `out`. Not crashsafe's
+    .NAME.tmp-HOST-PID: that name is for files, which its cleanup unlinks."""
+    return out.with_name(f".{out.name}.partial-{HOST}-{pid or os.getpid()}")
+
+
+def remove_stale_partials(out):
+    """Remove the folders killed exports of `out` left on this machine (their process is gone)."""
+    for stale in out.parent.glob(f".{out.name}.partial-{HOST}-*"):
         try:
-            os.kill(int(pid), 0)
-            continue  # still running
-        except (ValueError, ProcessLookupError):
+            os.kill(int(stale.name.rsplit("-", 1)[1]), 0)  # signal 0 only asks whether it still runs
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+            print(f"note: removed {stale}, left by a killed export", file=sys.stderr)
+        except (ValueError, PermissionError):
             pass
-        except PermissionError:
-            continue
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
 def export(ckpt, fmt, out, dtype, force=False, log=print):
@@ -407,9 +411,9 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
     tensors = hf_tensors(pretrained["model"], model_args, enc.n_vocab)
     n_params = sum(t.numel() for t in tensors.values())
     log(f"writing {out}: {fmt}, {dtype}, {len(tensors)} tensors ...")
-    clean_stale(out)
     if fmt == "hf":
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        remove_stale_partials(out)
+        tmp = partial_folder(out)
         tmp.mkdir(parents=True)
         try:
             config = hf_config(model_args, arch, enc.n_vocab, enc.eot_token, dtype)

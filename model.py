@@ -191,6 +191,11 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith('c_proj.weight') else 0.02
                 nn.init.normal_(p, mean=0.0, std=std)
 
+    def head_weight(self):
+        """The output layer's weight (lm_head's, tied to wte); lora.py replaces this to add its low-rank
+        update, on every loss path (the fused ones take a weight, not a module)"""
+        return self.lm_head.weight
+
     def get_num_params(self, non_embedding=True):
         """Parameters (the tied wte/lm_head once); non_embedding leaves out the position embeddings."""
         n = sum(p.numel() for p in self.parameters())
@@ -239,8 +244,8 @@ class GPT(nn.Module):
         if targets is not None and impl in ('triton', 'chunked'):  # the fused paths (Part 2)
             x, targets = x.flatten(0, 1), targets.flatten()
             chunk = 2048 if impl == 'chunked' else x.shape[0]
-            return None, linear_cross_entropy(x, self.lm_head.weight, targets, chunk=chunk, **options)
-        logits = self.lm_head(x if targets is not None or all_logits else x[:, [-1], :])
+            return None, linear_cross_entropy(x, self.head_weight(), targets, chunk=chunk, **options)
+        logits = F.linear(x if targets is not None or all_logits else x[:, [-1], :], self.head_weight())
         if n_valid < self.config.vocab_size:
             logits[..., n_valid:] = float('-inf')  # padding: never predicted
         if targets is None:

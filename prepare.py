@@ -8,6 +8,10 @@ one long stream, cut into shards of --shard_size tokens: val_000000.bin first (-
 then train_000001.bin, train_000002.bin, ... A shard is a 1024-byte header of 256 int32
 (magic 20240520, version 1, token count) followed by the tokens, so llm.c and modded-nanogpt read our
 shards unchanged, and their published FineWeb shards load here.
+
+The folder says whether it is complete: report.json is written with "complete": false before the
+first shard and rewritten last with "complete": true and the shards made (name, tokens, max_token),
+so train.py can refuse what a killed run left. Bad input lines go to OUTPUT/bad_input/.
 """
 
 import sys
@@ -18,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import fail, list_shards, progress, read_documents, stage_arguments, write_json, write_shard
+from common import (bad_input_path, check_input, fail, list_shards, mark_in_progress, progress, read_documents,
+                    remove_stale_temps, report_path, shard_name, stage_arguments, write_json, write_shard)
 from tokenizer import load_tokenizer, tokenizer_spec
 
 # -----------------------------------------------------------------------------------------------
@@ -88,6 +93,15 @@ def main():
     machine = "" if args.num_shards == 1 else f"m{args.shard:04d}_"
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # shards of a run with another --num_shards would be mixed with ours, and named so neither run replaces them
+    mine = report_path(out_dir, args).name
+    others = [r.name for r in sorted([*out_dir.glob("report.json"), *out_dir.glob("report_*_of_*.json")])
+              if r.name != mine and (args.num_shards == 1 or r.name == "report.json"
+                                     or not r.name.endswith(f"_of_{args.num_shards:05d}.json"))]
+    if others:
+        fail(f"{out_dir} holds {others[0]} of a run with a different --num_shards: use a fresh --output, "
+             f"or delete that run's report*.json and *.bin")
+    remove_stale_temps(out_dir, recursive=True)
     print(f"prepare: {len(inputs)} input shards from {args.input}, tokenizer {args.tokenizer} "
           f"({enc.n_vocab:,} tokens), {args.workers} threads -> {out_dir}", file=sys.stderr)
 
@@ -95,12 +109,13 @@ def main():
 
     def documents():
         for path in inputs:
-            for _, doc in read_documents(path, stats):
+            for _, doc in read_documents(path, stats, set_aside=bad_input_path(out_dir / shard_name(path))):
                 stats["documents"] += 1
                 stats["bytes"] += len(doc["text"].encode("utf-8"))
                 yield doc["text"]
 
     start = time.time()
+    mark_in_progress("prepare", out_dir, args, tokenizer=tokenizer_spec(args.tokenizer))  # before the first shard
     names = shard_names(machine)
     written = []
     pending, pending_tokens = [], 0  # token arrays not yet written, and how many tokens they hold
@@ -111,7 +126,8 @@ def main():
         stream = np.concatenate(pending)
         name = next(names)
         write_shard(out_dir / name, stream[:count])
-        written.append({"name": name, "tokens": int(count)})
+        # the largest id, so train.py can check it against the model's vocabulary without reading the shard
+        written.append({"name": name, "tokens": int(count), "max_token": int(stream[:count].max())})
         pending, pending_tokens = [stream[count:]], len(stream) - count
         capacity = shard_size
 
@@ -137,19 +153,27 @@ def main():
             old.unlink()
 
     total = sum(s["tokens"] for s in written)
-    report = {"stage": "prepare", "input": args.input, "output": str(out_dir),
+
+    def counts(prefix):
+        return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix)}
+
+    report = {"stage": "prepare", "complete": True, "input": args.input, "output": str(out_dir),
+              "shard": args.shard, "num_shards": args.num_shards,
               "tokenizer": tokenizer_spec(args.tokenizer), "vocab_size": enc.n_vocab, "eot_token": enc.eot_token,
               "documents": stats["documents"], "bytes": stats["bytes"], "tokens": total,
               "seconds": round(seconds, 2), "tokens_per_second": round(total / max(seconds, 1e-9)),
-              "skipped": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("bad_input:")},
-              "shards": written}
-    suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
-    write_json(out_dir / f"report{suffix}.json", report)
+              "skipped": counts("bad_input:"), "repaired": counts("repaired:"),
+              "bad_input": str(out_dir / "bad_input") if counts("bad_input:") else None,
+              **check_input(args.input, inputs), "shards": written}
+    write_json(report_path(out_dir, args), report)  # last: only now is the folder complete
 
     print(f"\nprepare done in {seconds:.1f}s: {stats['documents']:,} documents, {total:,} tokens "
           f"({total / max(seconds, 1e-9):,.0f} tokens/s), {len(written)} shards in {out_dir}")
+    if report["repaired"]:
+        print("  input repaired and kept: " + ", ".join(f"{k}={v:,}" for k, v in report["repaired"].items()))
     if report["skipped"]:
-        print("  bad input skipped: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report["skipped"].items())))
+        print("  bad input set aside: " + ", ".join(f"{k}={v:,}" for k, v in report["skipped"].items()))
+        print(f"  bad lines, each with its file, line and reason: {report['bad_input']}/")
     if not written:
         print("  warning: no tokens written: the input held no usable documents", file=sys.stderr)
 

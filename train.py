@@ -6,17 +6,18 @@ Train a GPT on prepare.py's token shards: on one device, or on many under torchr
     torchrun --nproc_per_node=8 train.py config/gpt2_124m.py [--parallel=fsdp]
     python train.py config/tiny_cpu.py --init_from=resume    # continue exactly where it stopped
     python train.py config/tiny_cpu.py --init_from=other/ckpt.pt   # continued pretraining (weights only)
+    python train.py ... --init_from=other/ckpt.pt --lora_rank=16   # ... training LoRA adapters only
+    python train.py ... --data=data/web:0.85,data/code:0.15  # a mixture of shard folders
 
-Settings: the defaults below, then config files (Python, exec'd like nanoGPT's), then --key=value
-flags. Writes out_dir/ckpt.pt (all it takes to resume exactly), out_dir/log.jsonl (a JSON line per
-step and per eval) and out_dir/loss.png. SIGTERM or Ctrl-C: save a checkpoint, then exit.
+Settings: SETTINGS below, then config files (Python, exec'd like nanoGPT's), then --key=value flags.
+Writes out_dir/ckpt.pt (all it takes to resume exactly), out_dir/log.jsonl (a JSON line per step and
+per eval) and out_dir/loss.png. SIGTERM or Ctrl-C: save a checkpoint, then exit.
+main() runs the phases in order: config and processes, data (loader.py), model (and lora.py),
+optimizer, then the loop of steps, with an eval and a checkpoint every eval_interval steps.
 """
 
-import argparse
-import ast
 import dataclasses
 import functools
-import glob
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 
 def keep_freed_memory():
@@ -46,46 +48,81 @@ keep_freed_memory()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,  # noqa: E402
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
 
-from checkpoint import read_checkpoint
-from common import atomic_path, load_shard
-from model import GPT, GPTConfig
-from tokenizer import same_tokenizer, tokenizer_name
+import configurator  # noqa: E402
+import loader  # noqa: E402
+import lora  # noqa: E402
+from checkpoint import read_checkpoint  # noqa: E402
+from common import atomic_path, remove_stale_temps  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+from tokenizer import load_tokenizer, same_tokenizer, token_byte_lengths, tokenizer_name  # noqa: E402
 
 # -----------------------------------------------------------------------------------------------
-# default config: GPT-2 124M on data/tokens, as in nanoGPT. Presets in config/ override these.
-DEFAULTS = dict(
+# settings: name, default (GPT-2 124M on data/tokens, as in nanoGPT; presets in config/), what it does
+SETTINGS = [
     # I/O
-    out_dir='out',
-    data='data/tokens',        # folder of val_*.bin and train_*.bin shards written by prepare.py
-    init_from='scratch',       # 'scratch', 'resume' (out_dir/ckpt.pt, exactly), or a checkpoint's path
-    eval_interval=2000,        # evaluate, then checkpoint, every this many steps
-    eval_iters=200,            # val batches per eval: always the same ones, so evals compare
-    log_interval=1,
-    always_save_checkpoint=True,  # False: checkpoint at an eval only when the val loss improved
+    ('out_dir', 'out', "folder for ckpt.pt, log.jsonl and loss.png"),
+    ('data', 'data/tokens', "shard folder of prepare.py, or a mixture: 'data/web:0.85,data/code:0.15' or "
+                            "'web:0.85,code:0.15' with names from `sources`"),
+    ('sources', {}, "config files: a dict of source name -> shard folder, for the names in data and stages"),
+    ('stages', [], "config files: [(until_tokens, mixture), ...] in order, the last to the end of training "
+                   "(until None); replaces data; with --schedule=wsd the decay is the final stage"),
+    ('init_from', 'scratch', "'scratch', 'resume' (out_dir/ckpt.pt, exactly where it stopped), or a "
+                             "checkpoint or Hugging Face GPT-2 folder to start from (weights only)"),
+    ('eval_interval', 2000, "evaluate, then checkpoint, every this many steps"),
+    ('eval_iters', 20, "val tokens per eval and per source = eval_iters x batch_tokens, always the same "
+                       "windows (loader.val_windows), whatever batch_size and the number of processes"),
+    ('log_interval', 1, "print and log the train loss every this many steps"),
+    ('always_save_checkpoint', True, "false: checkpoint at an eval only when the val loss improved"),
     # data: one optimizer step sees batch_tokens tokens, reached by gradient accumulation
-    batch_size=12,             # sequences per forward pass, per process
-    block_size=1024,
-    batch_tokens=491520,       # 12 * 1024 * 40, nanoGPT's ~0.5M tokens per step
-    gradient_accumulation_steps=0,  # nanoGPT's knob (all processes together); if > 0 it sets batch_tokens
-    # model (model.py's GPTConfig switches are knobs too: n_kv_head, rope, norm, mlp, loss_impl, ...)
-    n_layer=12, n_head=12, n_embd=768, vocab_size=50304, dropout=0.0, bias=False,
-    # AdamW
-    learning_rate=6e-4, max_iters=600000, weight_decay=1e-1, beta1=0.9, beta2=0.95,
-    grad_clip=1.0,             # clip the global gradient norm to this; 0: no clipping
-    # learning rate: linear warmup, then 'cosine' down to min_lr at lr_decay_iters, or 'wsd'
+    ('batch_size', 12, "sequences per forward pass and process (lowered to share a step among processes)"),
+    ('block_size', 1024, "context length in tokens"),
+    ('batch_tokens', 491520, "tokens per optimizer step, all processes together (12 x 1024 x 40, nanoGPT's)"),
+    ('gradient_accumulation_steps', 0, "nanoGPT's knob (all processes together): if > 0 it sets batch_tokens "
+                                       "= it x batch_size x block_size"),
+    # model: nanoGPT's names, then model.py's GPTConfig switches
+    ('n_layer', 12, "transformer blocks"), ('n_head', 12, "attention heads"), ('n_embd', 768, "width"),
+    ('vocab_size', 50304, "embedding rows: the tokenizer's, padded to a multiple of 64 for speed"),
+    ('real_vocab_size', None, "ids below this are real tokens, the rest padding (default: the data's vocabulary)"),
+    ('dropout', 0.0, "dropout rate (0 for pretraining)"),
+    ('bias', False, "biases in Linears and LayerNorms (GPT-2 has them)"),
+    ('n_kv_head', None, "grouped-query attention: key/value heads (default: n_head)"),
+    ('rope', False, "rotary position embeddings instead of learned ones"),
+    ('rope_theta', 10000.0, "RoPE's base"),
+    ('norm', 'layernorm', "normalization"), ('mlp', 'gelu', "MLP kind"),
+    ('loss_impl', 'auto', "cross-entropy: auto = the fused Triton kernel on CUDA, torch elsewhere"),
+    ('z_loss', 0.0, "PaLM's z-loss weight (1e-4 there); 0 = off"),
+    # LoRA (lora.py): train low-rank adapters of a frozen model, e.g. from --init_from=PATH
+    ('lora_rank', 0, "rank r of the adapters; 0 = off (train every weight)"),
+    ('lora_alpha', 32.0, "the adapters' update is scaled by alpha / r"),
+    ('lora_dropout', 0.0, "dropout on the adapters' input"),
+    ('rslora', False, "scale by alpha / sqrt(r) instead (rank-stabilized LoRA)"),
+    ('lora_targets', 'all', "'all' or a comma list of c_attn, c_proj, c_fc, lm_head (= wte, the tied embedding)"),
+    ('embedding_lr', 0.0, "learning rate of the token embedding (tied to lm_head), or of its adapter; 0 = "
+                          "learning_rate (the LoRA guides use a tenth of it)"),
+    # AdamW and the learning rate: linear warmup, then 'cosine' down to min_lr at lr_decay_iters, or 'wsd'
     # (warmup-stable-decay): constant, then linear down to min_lr over the last decay_frac of max_iters
-    schedule='cosine', warmup_iters=2000, lr_decay_iters=600000, min_lr=6e-5, decay_frac=0.2,
+    ('learning_rate', 6e-4, "peak learning rate"), ('max_iters', 600000, "optimizer steps in all"),
+    ('weight_decay', 1e-1, "AdamW weight decay, on matrices and embeddings only"),
+    ('beta1', 0.9, "AdamW beta1"), ('beta2', 0.95, "AdamW beta2"),
+    ('grad_clip', 1.0, "clip the global gradient norm to this; 0 = no clipping"),
+    ('schedule', 'cosine', "learning-rate schedule after warmup"),
+    ('warmup_iters', 2000, "steps of linear warmup"), ('lr_decay_iters', 600000, "cosine: steps until min_lr"),
+    ('min_lr', 6e-5, "the learning rate at the end of the decay"),
+    ('decay_frac', 0.2, "wsd: the share of max_iters spent decaying (with stages: the final stage)"),
     # system
-    device='auto',             # 'auto': cuda, else mps, else cpu
-    dtype='auto',              # 'auto': bfloat16 on GPUs that have it, else float32
-    compile=True,
-    parallel='ddp',            # under torchrun: 'ddp' (replicate the model) or 'fsdp' (shard it)
-    seed=1337,
-    skip_nonfinite=False,      # a NaN/inf loss skips that step instead of stopping the run
-)
+    ('device', 'auto', "'auto' (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps"),
+    ('dtype', 'auto', "'auto' = bfloat16 on GPUs that have it, else float32"),
+    ('compile', True, "torch.compile the model"),
+    ('parallel', 'ddp', "under torchrun: replicate the model (ddp) or shard it (fsdp)"),
+    ('seed', 1337, "seeds the weights, the data order and dropout"),
+    ('skip_nonfinite', False, "a NaN/inf loss skips that step instead of stopping the run"),
+]
+CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'), parallel=('ddp', 'fsdp'),
+               loss_impl=('auto', 'triton', 'chunked', 'torch'), schedule=('cosine', 'wsd'),
+               dtype=('auto', 'float32', 'bfloat16'))
 
 
 def die(message):
@@ -93,115 +130,89 @@ def die(message):
 
 
 def get_config(argv):
-    """Defaults, then config files in order, then --key=value flags. Unknown keys and wrong types are
-    errors: a typo must not silently train with the default."""
-    config = dict(DEFAULTS)
-    for field in dataclasses.fields(GPTConfig):
-        config.setdefault(field.name, field.default)
-
-    def boolean(text):
-        if text.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        return text.lower() in ('1', 'true', 'yes')
-
-    def literal(text):  # for knobs whose default is None
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
-    parser.add_argument('config_files', nargs='*', help='config/PRESET.py files, applied in order')
-    for key, default in config.items():
-        kind = boolean if type(default) is bool else literal if default is None else type(default)
-        parser.add_argument(f'--{key}', type=kind, default=argparse.SUPPRESS, help=f'default: {default}')
-    flags = vars(parser.parse_intermixed_args(argv))
-    for path in flags.pop('config_files'):
-        if not path.endswith('.py') or not os.path.isfile(path):
-            die(f"{path}: expected a config file (config/PRESET.py) or a --key=value flag")
-        settings = {}
-        exec(compile(open(path).read(), path, 'exec'), settings)
-        for key, value in settings.items():
-            if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
-                continue
-            if key not in config:
-                die(f"{path}: unknown setting {key!r}; the settings are: {', '.join(sorted(config))}")
-            default = config[key]
-            if type(value) is not type(default) and default is not None \
-                    and not (type(default) is float and type(value) is int):
-                die(f"{path}: {key} = {value!r} is a {type(value).__name__}, expected {type(default).__name__}")
-            config[key] = float(value) if type(default) is float else value
-    config.update(flags)
+    """SETTINGS, then config files, then flags (configurator.py); a switch model.py adds is a setting at once."""
+    settings = SETTINGS + [(f.name, f.default, "model.py GPTConfig setting") for f in dataclasses.fields(GPTConfig)
+                           if f.name not in {k for k, _, _ in SETTINGS}]
+    config = configurator.get_config(argv, settings, CHOICES, __doc__.strip().splitlines()[0], die)
+    if config['stages'] and config['data'] != 'data/tokens':
+        die("both --data and stages are set: stages name the data of each stage")
     if config['gradient_accumulation_steps'] > 0:
         config['batch_tokens'] = config['gradient_accumulation_steps'] * config['batch_size'] * config['block_size']
     return config
 
 
 # -----------------------------------------------------------------------------------------------
-# data: the run reads non-overlapping windows of block_size+1 tokens in one fixed, seeded order
+# phase 1: processes and device. torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
 
 
-def open_data(config):
-    """Open and check every shard, and the vocabulary, before any training time is spent."""
-    folder = config['data']
-    if not os.path.isdir(folder):
-        die(f"data folder {folder} does not exist: run prepare.py first, or pass --data=FOLDER")
-    val_paths = sorted(glob.glob(os.path.join(folder, 'val_*.bin')))
-    train_paths = sorted(glob.glob(os.path.join(folder, 'train_*.bin')))
-    if not val_paths or not train_paths:
-        die(f"{folder} needs val_*.bin and train_*.bin shards (found {len(val_paths)} and {len(train_paths)})")
+def setup_processes(config):
+    run = SimpleNamespace(distributed='RANK' in os.environ, device=config['device'])
+    run.rank, run.local_rank, run.world = [int(os.environ.get(k, d)) for k, d in
+                                           (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1))]
+    if run.device == 'auto':
+        run.device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    if run.device.startswith('cuda') and not torch.cuda.is_available():
+        die(f"--device={run.device}: CUDA is not available on this machine (torch {torch.__version__}"
+            f"{', a build without CUDA' if torch.version.cuda is None else ''}); use --device=cpu")
+    if run.device == 'mps' and not torch.backends.mps.is_available():
+        die("--device=mps: Apple's MPS is not available on this machine; use --device=cpu")
+    if run.distributed and run.device.startswith('cuda'):
+        run.device = f'cuda:{run.local_rank}'
+        torch.cuda.set_device(run.device)
+    run.own_group = run.distributed and not dist.is_initialized()  # a caller's group is left to the caller
+    if run.own_group:
+        dist.init_process_group('nccl' if run.device.startswith('cuda') else 'gloo')
+    run.master, run.device_type = run.rank == 0, run.device.split(':')[0]
+    run.log = functools.partial(print, flush=True) if run.master else (lambda *args: None)
+    run.dtype = config['dtype']
+    if run.dtype == 'auto':
+        run.dtype = 'bfloat16' if run.device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    run.autocast = torch.autocast(run.device_type, dtype=torch.bfloat16) if run.dtype == 'bfloat16' else nullcontext()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return run
+
+
+def batch_layout(config, run):
+    """(sequences per forward pass, accumulation steps): batch_tokens = forward-pass sequences x block_size
+    x accumulation x processes. batch_size is lowered when that is what lets the processes share a step."""
+    per_step, remainder = divmod(config['batch_tokens'], config['block_size'])
+    if remainder or per_step < 1:
+        die(f"--batch_tokens={config['batch_tokens']:,} is not a multiple of --block_size={config['block_size']}")
+    if per_step % run.world:
+        die(f"a step of {per_step} sequences (--batch_tokens / --block_size) cannot be shared by {run.world} "
+            f"processes: set --batch_tokens to a multiple of {config['block_size'] * run.world:,}")
+    per_process = per_step // run.world
+    micro = max(d for d in range(1, min(config['batch_size'], per_process) + 1) if per_process % d == 0)
+    if micro != config['batch_size']:
+        run.log(f"note: {micro} sequences per forward pass instead of --batch_size={config['batch_size']}, so "
+                f"that {run.world} process(es) share the {per_step} sequences of a step")
+    return micro, per_process // micro
+
+
+# -----------------------------------------------------------------------------------------------
+# phase 2: data (loader.py): the sources, the mixture's stages, the fixed val windows
+
+
+def open_run_data(config, run):
     try:
-        val, train = [load_shard(p) for p in val_paths], [load_shard(p) for p in train_paths]
+        data = loader.open_data(config['data'], config['block_size'], config['batch_tokens'],
+                                config['sources'], config['stages'])
     except ValueError as e:
-        die(f"corrupt shard: {e}")
-    for path, shard in zip(val_paths + train_paths, val + train):
-        if len(shard) <= config['block_size']:
-            die(f"{path}: {len(shard)} tokens, fewer than block_size + 1 = {config['block_size'] + 1}")
-    reports = sorted(glob.glob(os.path.join(folder, 'report*.json')))
-    report = json.load(open(reports[0])) if reports else {}
-    if not reports:
-        print(f"warning: no report.json in {folder}: assuming the gpt2 tokenizer", file=sys.stderr)
-    vocab_size = max(report.get('vocab_size', 0), 1 + max(int(s.max()) for s in val))
-    return dict(val=val, train=train, tokenizer=report.get('tokenizer', 'gpt2'), vocab_size=vocab_size,
-                shards=[[os.path.basename(p), len(s)] for p, s in zip(train_paths, train)])
-
-
-@functools.lru_cache(maxsize=4)
-def epoch_layout(seed, epoch, counts):
-    """The shards in this epoch's (seeded) order, and where each one's windows end in it."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(counts))
-    return order, np.cumsum([counts[s] for s in order])
-
-
-@functools.lru_cache(maxsize=4)
-def window_order(seed, epoch, shard, count):
-    return np.random.default_rng([seed, epoch, shard]).permutation(count)
-
-
-def get_batch(shards, first, count, block_size, seed, device):
-    """Sequences first .. first+count-1 of the run's order, as (inputs, targets). Each epoch visits the
-    shards in a seeded order and each shard's windows in a seeded order: the order depends on the seed
-    and the data alone, not on the number of processes, so position `first` is all a resume needs."""
-    counts = tuple((len(s) - 1) // block_size for s in shards)
-    rows = []
-    for g in range(first, first + count):
-        epoch, i = divmod(g, sum(counts))
-        order, ends = epoch_layout(seed, epoch, counts)
-        k = int(np.searchsorted(ends, i, side='right'))
-        window = window_order(seed, epoch, int(order[k]), counts[order[k]])[i - (ends[k - 1] if k else 0)]
-        rows.append(shards[order[k]][window * block_size:(window + 1) * block_size + 1])
-    return to_device(np.stack(rows), device)
-
-
-def val_batch(val, index, config, device):
-    """Batch `index` of the fixed val set: eval_iters * batch_size windows spread evenly over the val shards."""
-    starts = np.array([len(s) - config['block_size'] - 1 for s in val]).cumsum()  # window starts per shard
-    where = np.linspace(0, starts[-1] - 1, config['eval_iters'] * config['batch_size']).astype(np.int64)
-    rows = []
-    for w in where[index * config['batch_size']:(index + 1) * config['batch_size']]:
-        shard = int(np.searchsorted(starts, w, side='right'))
-        offset = w - (starts[shard - 1] if shard else 0)
-        rows.append(val[shard][offset:offset + config['block_size'] + 1])
-    return to_device(np.stack(rows), device)
+        die(str(e))
+    for note in (n for s in data['sources'] for n in s['notes']):
+        run.log(note)
+    try:
+        lengths = token_byte_lengths(load_tokenizer(data['tokenizer']), data['vocab_size'])
+    except ValueError as e:
+        lengths = None
+        run.log(f"note: no bits per byte: cannot load the tokenizer {tokenizer_name(data['tokenizer'])} ({e})")
+    count = loader.val_window_count(config)
+    data['val_sets'] = {}
+    for source in data['sources']:
+        windows = loader.val_windows(source['val'], config['block_size'], count)
+        window_bytes = None if lengths is None else lengths[windows[:, 1:].astype(np.int64)].sum(axis=1)
+        data['val_sets'][source['name']] = (windows, window_bytes)
+    return data
 
 
 def to_device(rows, device):
@@ -212,15 +223,135 @@ def to_device(rows, device):
 
 
 # -----------------------------------------------------------------------------------------------
-# learning rate, evaluation, checkpoints, the loss plot
+# phase 3: where the model starts (scratch, resume, or pretrained weights), and the model itself
 
 
-def get_lr(step, config):
+def pretrained_weights(path):
+    """dict(model_args, model, tokenizer) of a checkpoint (LoRA merged) or Hugging Face GPT-2 folder."""
+    try:
+        from checkpoint import load_pretrained
+    except ImportError:  # an older checkpoint.py: our own checkpoints only
+        load_pretrained = None
+    try:
+        if load_pretrained is not None:
+            return load_pretrained(path)
+        if os.path.isdir(path):
+            die(f"--init_from={path}: a folder (Hugging Face?) needs checkpoint.load_pretrained, not in this version")
+        ckpt = read_checkpoint(path, mmap=True)  # mmap: the processes of one machine share the pages
+        weights = lora.merge_lora(ckpt['model'], ckpt['lora']) if 'lora' in ckpt else ckpt['model']
+        return dict(model_args=ckpt['model_args'], model=weights, tokenizer=ckpt['tokenizer'])
+    except ValueError as e:
+        die(str(e))
+
+
+def load_start(config, data, ckpt_path, log):
+    """dict(checkpoint (resume only), weights, model_args) after checking that the start, the data and
+    the model agree."""
+    if config['real_vocab_size'] is None and data['vocab_size'] < config['vocab_size']:
+        config['real_vocab_size'] = data['vocab_size']  # the padding ids are left out of the loss
+    model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
+    start = dict(checkpoint=None, weights=None, model_args=model_args, started_from='scratch')
+    if config['init_from'] == 'resume':
+        try:
+            checkpoint = read_checkpoint(ckpt_path, mmap=True)
+        except ValueError as e:
+            die(str(e))
+        old, keys = checkpoint['config'], ['seed', 'batch_tokens', 'lora_rank', 'lora_alpha', 'rslora', 'lora_targets']
+        start['started_from'] = checkpoint.get('started_from', 'scratch')
+        if start['started_from'] == 'scratch':
+            keys += list(model_args)
+        else:  # a continued run: the architecture is the checkpoint's, as when it started
+            model_args = {**checkpoint['model_args'], 'dropout': config['dropout']}
+            config.update(model_args)
+        changed = [f"{k}={old.get(k)} (now {config[k]})" for k in keys if old.get(k, config[k]) != config[k]]
+        if changed:
+            die(f"{ckpt_path} was trained with other settings: {', '.join(changed)}; resume with the same "
+                f"config and flags, or start a new run from its weights with --init_from={ckpt_path}")
+        for key in sorted(k for k in config if k in old and old[k] != config[k] and k != 'init_from'):
+            log(f"note: {key} was {old[key]} in the checkpoint, now {config[key]}")
+        start.update(checkpoint=checkpoint, weights=checkpoint['model'], tokenizer=checkpoint['tokenizer'],
+                     model_args=model_args)
+    elif config['init_from'] != 'scratch':  # continued pretraining: the architecture is the checkpoint's
+        pretrained = pretrained_weights(config['init_from'])
+        model_args = {**pretrained['model_args'], 'dropout': config['dropout']}
+        config.update(model_args)
+        start.update(weights=pretrained['model'], model_args=model_args, tokenizer=pretrained['tokenizer'],
+                     started_from=config['init_from'])
+    if 'tokenizer' in start and not same_tokenizer(start['tokenizer'], data['tokenizer']):
+        die(f"the checkpoint was trained with the {tokenizer_name(start['tokenizer'])} tokenizer, but "
+            f"{config['data']} holds {tokenizer_name(data['tokenizer'])} tokens")
+    if data['vocab_size'] > model_args['vocab_size']:
+        die(f"the data in {config['data']} has a vocabulary of {data['vocab_size']:,} tokens, more than the "
+            f"model's vocab_size={model_args['vocab_size']:,}")
+    return start
+
+
+def build_model(config, start, run):
+    """(the bare GPT, the model to call: compiled and/or wrapped for DDP, LoRA config or None)."""
+    torch.manual_seed(config['seed'])  # the same initial weights (and adapters) in every process
+    try:
+        gpt = GPT(GPTConfig(**start['model_args']))
+    except (ValueError, TypeError) as e:
+        die(str(e).split(' (got ')[0])
+    if start['weights'] is not None:
+        gpt.load_state_dict(start['weights'])
+    lora_config = None
+    if config['lora_rank'] > 0:
+        if config['init_from'] == 'scratch':
+            run.log("note: LoRA on a model trained from scratch: the frozen weights are random")
+        try:
+            lora_config = lora.add_lora(gpt, config['lora_rank'], config['lora_alpha'], config['lora_dropout'],
+                                        config['rslora'], config['lora_targets'])
+        except ValueError as e:
+            die(str(e))
+        if start['checkpoint'] is not None:  # resume: the adapters as they were
+            gpt.load_state_dict(start['checkpoint']['lora']['adapters'], strict=False)
+    gpt.to(run.device)
+    model = gpt
+    if run.distributed and config['parallel'] == 'fsdp':
+        # FSDP2: each block's weights are sharded across the processes and gathered only for its forward
+        # and backward, so a process holds 1/world of the weights, gradients and optimizer state
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if run.dtype == 'bfloat16' else MixedPrecisionPolicy()
+        for block in gpt.transformer.h:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(gpt, mp_policy=policy)
+    if config['compile']:
+        model = torch.compile(model)
+    if run.distributed and config['parallel'] == 'ddp':
+        # DDP: every process holds the whole model; backward averages the gradients by all-reduce
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == 'cuda' else None)
+    return gpt, model, lora_config
+
+
+# -----------------------------------------------------------------------------------------------
+# phase 4: the optimizer and the learning rate
+
+
+def build_optimizer(gpt, config, run):
+    """AdamW over the trainable parameters: weight decay on matrices and embeddings, not on biases and
+    norm gains; the token embedding (tied to lm_head), or its adapter, at embedding_lr."""
+    head = gpt.lm_head
+    embedding = {id(p) for p in (gpt.transformer.wte.weight, getattr(head, 'lora_A', None), getattr(head, 'lora_B', None))}
+    trainable = [p for p in gpt.parameters() if p.requires_grad]
+    scale = config['embedding_lr'] / config['learning_rate'] if config['embedding_lr'] else 1.0
+    groups = [dict(params=[p for p in trainable if p.dim() >= 2 and id(p) not in embedding], weight_decay=config['weight_decay'], lr_scale=1.0),
+              dict(params=[p for p in trainable if p.dim() < 2], weight_decay=0.0, lr_scale=1.0),
+              dict(params=[p for p in trainable if id(p) in embedding], weight_decay=config['weight_decay'], lr_scale=scale)]
+    fused = dict(fused=True) if run.device_type == 'cuda' else {}
+    return torch.optim.AdamW([g for g in groups if g['params']], lr=config['learning_rate'],
+                             betas=(config['beta1'], config['beta2']), **fused)
+
+
+def get_lr(step, config, decay_start=None):
+    """decay_start: where wsd's decay begins (default: the last decay_frac of max_iters)."""
     lr, min_lr, warmup = config['learning_rate'], config['min_lr'], config['warmup_iters']
     if step < warmup:
         return lr * (step + 1) / (warmup + 1)
     if config['schedule'] == 'wsd':
-        decay_start = config['max_iters'] * (1 - config['decay_frac'])
+        if decay_start is None:
+            decay_start = config['max_iters'] * (1 - config['decay_frac'])
         if step < decay_start:
             return lr
         return lr + (min_lr - lr) * (step - decay_start) / max(config['max_iters'] - decay_start, 1)
@@ -230,66 +361,103 @@ def get_lr(step, config):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
+# -----------------------------------------------------------------------------------------------
+# phase 6: evaluation, checkpoints, the loss plot
+
+
 @torch.no_grad()
-def evaluate(model, data, config, autocast, device, rank, world):
-    """Mean loss over the fixed val batches, shared among the processes. Each process runs the same
-    number of forward passes (FSDP gathers weights inside each one): surplus passes get weight 0."""
+def evaluate(model, val_sets, batch_size, run):
+    """{source: (val loss in nats per token, bits per byte or None)} and the same over all sources, on
+    the fixed val windows. The processes share the batches; each runs the same number of forward passes
+    (FSDP gathers weights inside each one): surplus passes count for nothing."""
     model.eval()
-    total = torch.zeros(2, device=device)
-    for i in range(rank, math.ceil(config['eval_iters'] / world) * world, world):
-        x, y = val_batch(data['val'], i % config['eval_iters'], config, device)
-        with autocast:
-            _, loss = model(x, y)
-        weight = float(i < config['eval_iters'])
-        total += torch.stack([loss.float() * weight, torch.tensor(weight, device=device)])
-    if world > 1:
-        dist.all_reduce(total)
+    totals = {}
+    for name, (windows, window_bytes) in val_sets.items():
+        batches = math.ceil(len(windows) / batch_size)
+        total = torch.zeros(3, dtype=torch.float32 if run.device_type == 'mps' else torch.float64, device=run.device)
+        for b in range(run.rank, math.ceil(batches / run.world) * run.world, run.world):
+            rows = slice((b % batches) * batch_size, (b % batches + 1) * batch_size)
+            x, y = to_device(windows[rows], run.device)
+            with run.autocast:
+                _, loss = model(x, y)
+            if b < batches:  # nats, target tokens, their UTF-8 bytes
+                total[0] += loss.to(total.dtype) * y.numel()
+                total[1] += y.numel()
+                total[2] += 0 if window_bytes is None else int(window_bytes[rows].sum())
+        if run.world > 1:
+            dist.all_reduce(total)
+        totals[name] = total.tolist()
     model.train()
-    return (total[0] / total[1]).item()
+    totals[None] = [sum(t[i] for t in totals.values()) for i in range(3)]  # all sources together
+    return {name: (nats / tokens, nats / math.log(2) / nbytes if nbytes else None)
+            for name, (nats, tokens, nbytes) in totals.items()}
 
 
-def save_checkpoint(path, model, optimizer, state, rank, world):
+def save_refusal(val_loss, initial, best):
+    """Why weights with this val loss must not replace the last good checkpoint, or None to save them:
+    a diverged run must not leave a worse model than the one it started from as ckpt.pt."""
+    if not math.isfinite(val_loss):
+        return "the val loss is not finite"
+    if initial is not None and val_loss > initial:
+        return f"the val loss is worse than at the start ({initial:.4f})"
+    if val_loss > best + 1.0:
+        return f"the val loss is more than 1 nat above the best so far ({best:.4f})"
+    return None
+
+
+def save_checkpoint(path, model, optimizer, state, lora_config, run):
     """Gather the full state on rank 0 and write it atomically (temp file, fsync, rename): a crash while
-    writing leaves the previous checkpoint whole. Every process must call this: FSDP gathers shards."""
+    writing leaves the previous checkpoint whole. Every process must call this: FSDP gathers shards.
+    With LoRA, ckpt['model'] is the frozen base and ckpt['lora'] the adapters and their config."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     # plain names ('transformer.h.0.attn...', no 'module.' or '_orig_mod.'): it loads into a bare GPT
     model_state = get_model_state_dict(model, options=options)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
     rng = dict(cpu=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}))
-    rngs = [rng] * world
-    if world > 1:
+    rngs = [rng] * run.world
+    if run.world > 1:
         dist.all_gather_object(rngs, rng)  # each process's dropout stream
-    if rank == 0:
-        checkpoint = dict(version=1, model=model_state, optimizer=optimizer_state,
-                          rng={k: [r[k] for r in rngs] for k in rng}, **state)
+    if run.master:
+        base, adapters = lora.split_state(model_state)
+        extra = {} if lora_config is None else dict(lora=dict(config=lora_config, adapters=adapters))
+        checkpoint = dict(version=1, model=base, optimizer=optimizer_state,
+                          rng={k: [r[k] for r in rngs] for k in rng}, **extra, **state)
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-    if world > 1:
+    if run.world > 1:
         dist.barrier()
 
 
-def load_checkpoint(path):
-    try:  # mmap: the processes of one machine share the pages
-        return read_checkpoint(path, mmap=True)
-    except ValueError as e:
-        die(str(e))
-
-
 def plot(history, path):
-    """Train and val loss against tokens seen, as a PNG beside the log. Without matplotlib there is no
-    picture; and no plotting trouble may ever stop a training run."""
+    """Loss and bits per byte against tokens seen (and, for a mixture, the tokens of each source), as a
+    PNG beside the log. Without matplotlib there is no picture; no plotting trouble stops a run."""
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for key, label, style in (('loss', 'train', '-'), ('val_loss', 'val', 'o-')):
-            points = [(h['tokens'], h[key]) for h in history if key in h]
+        steps, evals = [h for h in history if 'loss' in h], [h for h in history if 'val_loss' in h]
+        sources = sorted({s for h in evals for s in h.get('val_loss_by_source', {})})
+        fig, axes = plt.subplots(1, 3 if sources else 2, figsize=(15 if sources else 11, 4.5))
+
+        def line(ax, records, get, label, style):
+            points = [(h['tokens'], get(h)) for h in records if get(h) is not None]
             if points:
                 ax.plot(*zip(*points), style, label=label, markersize=3)
-        ax.set(xlabel='tokens', ylabel='loss (nats per token)', title=os.path.dirname(path))
-        ax.grid(alpha=0.3)
-        ax.legend()
+        line(axes[0], steps, lambda h: h['loss'], 'train', '-')
+        for key, ax in (('val_loss', axes[0]), ('val_bpb', axes[1])):
+            line(ax, evals, lambda h: h.get(key), 'val', 'o-')
+            for s in sources:
+                line(ax, evals, lambda h: h.get(f'{key}_by_source', {}).get(s), f'val {s}', '.--')
+        for s in sources:
+            line(axes[2], steps, lambda h: h.get('source_tokens', {}).get(s), s, '-')
+        labels = ['loss (nats per token)', 'val bits per byte', 'tokens read from each source']
+        for ax, label in zip(axes, labels):
+            ax.set(xlabel='tokens', ylabel=label)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend()
+        fig.suptitle(os.path.dirname(path))
+        fig.subplots_adjust(left=0.06, right=0.98, wspace=0.3)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=100, format='png')
         plt.close(fig)
@@ -299,241 +467,261 @@ def plot(history, path):
         print(f"warning: could not draw {path}: {e}", file=sys.stderr)
 
 
+def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, paths, write_log, history):
+    """Evaluate on every source's val windows, log it, and checkpoint unless the model is worse than
+    the one the run started from (a diverged run keeps its last good checkpoint). True if it saved."""
+    results = evaluate(model, data['val_sets'], micro, run)
+    val_loss, val_bpb = results[None]
+    if p.initial is None:  # the model the run starts from
+        p.initial = val_loss
+    improved, refusal = val_loss < p.best, save_refusal(val_loss, p.initial, p.best)
+    run.log(f"step {p.step}: val loss {val_loss:.4f}" + (f", {val_bpb:.4f} bits per byte" if val_bpb else '') +
+            f", perplexity {math.exp(min(val_loss, 50)):.2f}")
+    record = dict(step=p.step, tokens=p.step * config['batch_tokens'], val_loss=val_loss,
+                  val_ppl=math.exp(min(val_loss, 50)), val_bpb=val_bpb)
+    if len(data['sources']) > 1:
+        for name, (loss, bpb) in results.items():
+            if name is not None:
+                run.log(f"  {name}: val loss {loss:.4f}" + (f", {bpb:.4f} bits per byte" if bpb else ''))
+        record.update(val_loss_by_source={n: r[0] for n, r in results.items() if n is not None},
+                      val_bpb_by_source={n: r[1] for n, r in results.items() if n is not None})
+    if run.master:
+        write_log(record)
+        plot(history, paths.plot)
+    p.last_good = refusal is None
+    if refusal is None:
+        p.best = min(p.best, val_loss)
+    if p.step == p.start_step or not (improved or config['always_save_checkpoint']):
+        return False
+    if refusal is not None:
+        p.refused += 1
+        run.log(f"not saving {paths.ckpt}: {refusal}; it keeps the last good checkpoint"
+                + (f" (step {p.saved_step})" if p.saved_step is not None else ''))
+        return False
+    save_checkpoint(paths.ckpt, model, optimizer, checkpoint_state(config, data, p), lora_config, run)
+    p.saved_step = p.step
+    run.log(f"saved {paths.ckpt}")
+    return True
+
+
+def checkpoint_state(config, data, p):
+    """What a checkpoint holds besides the weights, optimizer and RNG states."""
+    names = [s['name'] for s in data['sources']]
+    return dict(model_args={f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}, config=config,
+                tokenizer=data['tokenizer'], iter_num=p.step, best_val_loss=p.best, initial_val_loss=p.initial,
+                started_from=str(p.started_from),
+                data_state=dict(positions={n: int(k) for n, k in zip(names, p.positions)},
+                                shards={s['name']: s['shards'] for s in data['sources']}))
+
+
 # -----------------------------------------------------------------------------------------------
+# phase 5: the training loop
 
 
-def check_start(config, data, ckpt_path, log):
-    """The checkpoint to start from (or None) and the model's arguments, after checking that the
-    checkpoint, the data and the model agree."""
-    if config['real_vocab_size'] is None and data['vocab_size'] < config['vocab_size']:
-        config['real_vocab_size'] = data['vocab_size']  # the padding ids are left out of the loss
-    model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
-    checkpoint = None
-    if config['init_from'] == 'resume':
-        checkpoint = load_checkpoint(ckpt_path)
-        old = checkpoint['config']
-        changed = [f"{k}={old.get(k)} (now {config[k]})" for k in [*model_args, 'seed', 'batch_tokens']
-                   if old.get(k) != config[k]]
-        if changed:
-            die(f"{ckpt_path} was trained with other settings: {', '.join(changed)}; resume with the same "
-                f"config and flags, or start a new run from its weights with --init_from={ckpt_path}")
-        if checkpoint['data_state']['shards'] != data['shards']:
-            die(f"the train shards in {config['data']} changed since {ckpt_path} was saved, so its data "
-                f"position means nothing; start a new run from its weights with --init_from={ckpt_path}")
-        for key in sorted(k for k in config if k in old and old[k] != config[k] and k != 'init_from'):
-            log(f"note: {key} was {old[key]} in the checkpoint, now {config[key]}")
-    elif config['init_from'] != 'scratch':  # continued pretraining: the architecture is the checkpoint's
-        checkpoint = load_checkpoint(config['init_from'])
-        model_args = {**checkpoint['model_args'], 'dropout': config['dropout']}
-        config.update(model_args)
-    if checkpoint is not None and not same_tokenizer(checkpoint['tokenizer'], data['tokenizer']):
-        die(f"the checkpoint was trained with the {tokenizer_name(checkpoint['tokenizer'])} tokenizer, but "
-            f"{config['data']} holds {tokenizer_name(data['tokenizer'])} tokens")
-    if data['vocab_size'] > model_args['vocab_size']:
-        die(f"the data in {config['data']} has a vocabulary of {data['vocab_size']:,} tokens, more than the "
-            f"model's vocab_size={model_args['vocab_size']:,}")
-    return checkpoint, model_args
-
-
-def main(argv):
-    config = get_config(argv)
-    # --- processes and device: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
-    distributed = 'RANK' in os.environ
-    rank, local_rank, world = [int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1))]
-    device = config['device']
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if distributed and device.startswith('cuda'):
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(device)
-    if distributed:
-        dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-    master, device_type = rank == 0, device.split(':')[0]
-    log = functools.partial(print, flush=True) if master else (lambda *args: None)
-    dtype = config['dtype']
-    if dtype == 'auto':
-        dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-    if dtype not in ('float32', 'bfloat16'):
-        die(f"--dtype={dtype}: use float32 or bfloat16 (float16 would need loss scaling)")
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if config['parallel'] not in ('ddp', 'fsdp') or config['schedule'] not in ('cosine', 'wsd'):
-        die("--parallel must be ddp or fsdp, and --schedule cosine or wsd")
-
-    # --- data, checkpoint and model checks: all before any training time is spent
-    data = open_data(config)
-    ckpt_path = os.path.join(config['out_dir'], 'ckpt.pt')
-    checkpoint, model_args = check_start(config, data, ckpt_path, log)
-    # batch_tokens = batch_size * block_size * accumulation steps * processes
-    accumulation, remainder = divmod(config['batch_tokens'], config['batch_size'] * config['block_size'] * world)
-    if remainder or accumulation < 1:
-        die(f"batch_tokens={config['batch_tokens']:,} is not a multiple of batch_size * block_size * processes "
-            f"= {config['batch_size'] * config['block_size'] * world:,}")
-    torch.manual_seed(config['seed'])  # the same initial weights in every process
-    gpt = GPT(GPTConfig(**model_args))
+def restore(start, model, optimizer, data, config, run, ckpt_path):
+    """Where the loop starts: step, sequences read from each source, best and initial val loss; on a
+    resume from the checkpoint, with the optimizer state and each process's RNG stream."""
+    p = SimpleNamespace(step=0, positions=np.zeros(len(data['sources']), dtype=np.int64), best=float('inf'),
+                        initial=None, last_good=True, refused=0, saved_step=None, started_from=start['started_from'])
+    checkpoint = start['checkpoint']
     if checkpoint is not None:
-        gpt.load_state_dict(checkpoint['model'])
-    gpt.to(device)
-    model = gpt
-    if distributed and config['parallel'] == 'fsdp':
-        # FSDP2: each block's weights are sharded across the processes and gathered only for its forward
-        # and backward, so a process holds 1/world of the weights, gradients and optimizer state
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if dtype == 'bfloat16' else MixedPrecisionPolicy()
-        for block in gpt.transformer.h:
-            fully_shard(block, mp_policy=policy)
-        fully_shard(gpt, mp_policy=policy)
-    if config['compile']:
-        model = torch.compile(model)
-    if distributed and config['parallel'] == 'ddp':
-        # DDP: every process holds the whole model; backward averages the gradients by all-reduce
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device_type == 'cuda' else None)
-    optimizer = gpt.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                         (config['beta1'], config['beta2']), device_type)
-    step, next_sequence, best_val_loss = 0, 0, float('inf')
-    torch.manual_seed(config['seed'] + rank)  # dropout: a different stream in each process
-    if config['init_from'] == 'resume':
         set_optimizer_state_dict(model, optimizer, checkpoint['optimizer'], options=StateDictOptions(full_state_dict=True))
-        step, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-        next_sequence = checkpoint['data_state']['next_sequence']
-        if len(checkpoint['rng']['cpu']) == world:  # as many processes as before: each continues its stream
-            torch.set_rng_state(checkpoint['rng']['cpu'][rank])
-            if 'cuda' in checkpoint['rng'] and device_type == 'cuda':
-                torch.cuda.set_rng_state(checkpoint['rng']['cuda'][rank])
-    start_step = step
-    del checkpoint
+        saved, first = checkpoint['data_state'], data['sources'][0]['name']
+        if 'positions' not in saved:  # an older train.py: one folder, one position
+            saved = dict(positions={first: saved['next_sequence']}, shards={first: saved['shards']})
+        for i, source in enumerate(data['sources']):
+            if saved['shards'].get(source['name'], source['shards']) != source['shards']:
+                die(f"the train shards in {source['folder']} changed since {ckpt_path} was saved, so its data "
+                    f"position means nothing; start a new run from its weights with --init_from={ckpt_path}")
+            p.positions[i] = saved['positions'].get(source['name'], 0)
+        p.step, p.best, p.initial = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('initial_val_loss')
+        p.saved_step = p.step
+        if len(checkpoint['rng']['cpu']) == run.world:  # as many processes as before: each continues its stream
+            torch.set_rng_state(checkpoint['rng']['cpu'][run.rank])
+            if 'cuda' in checkpoint['rng'] and run.device_type == 'cuda':
+                torch.cuda.set_rng_state(checkpoint['rng']['cuda'][run.rank])
+    p.start_step = p.step
+    return p
 
-    # --- logs: a resumed run drops log lines from after its checkpoint (a crash may have left some)
+
+def open_log(config, step, paths, run):
+    """The log so far (a resumed run drops lines from after its checkpoint: a crash may have left some),
+    and a function that appends a record to it."""
     os.makedirs(config['out_dir'], exist_ok=True)
-    log_path, plot_path = os.path.join(config['out_dir'], 'log.jsonl'), os.path.join(config['out_dir'], 'loss.png')
+    if run.master:  # temp files of saves killed mid-write (each as large as a checkpoint): free them now
+        remove_stale_temps(config['out_dir'])
     history = []
-    if master and config['init_from'] == 'resume' and os.path.exists(log_path):
-        history = [h for h in map(json.loads, open(log_path)) if h['step'] <= step]
-    if master:
-        with open(log_path, 'w') as f:
+    if run.master and config['init_from'] == 'resume' and os.path.exists(paths.log):
+        history = [h for h in map(json.loads, open(paths.log)) if h['step'] <= step]
+    if run.master:
+        with open(paths.log, 'w') as f:
             f.writelines(json.dumps(h) + '\n' for h in history)
-        if config['init_from'] != 'resume' and os.path.exists(ckpt_path):
-            log(f"note: the first save replaces {ckpt_path} (--init_from=resume would continue it)")
+        if config['init_from'] != 'resume' and os.path.exists(paths.ckpt):
+            run.log(f"note: the first save replaces {paths.ckpt} (--init_from=resume would continue it)")
 
     def write_log(record):
         history.append(record)
-        with open(log_path, 'a') as f:
+        with open(paths.log, 'a') as f:
             f.write(json.dumps(record) + '\n')
+    return history, write_log
 
-    stop_signal = []  # when SIGTERM or SIGINT came: finish the step, save, exit
+
+def catch_stop_signals():
+    """SIGTERM/SIGINT -> finish the step, save, exit. torchrun and cluster schedulers pass a signal on,
+    so it often arrives twice: a repeat is ignored, except Ctrl-C pressed again a few seconds later,
+    which stops at once. Returns (the list of signal times, a function restoring the old handlers)."""
+    stop_signal = []
 
     def request_stop(signum, frame):
-        # torchrun and cluster schedulers pass a signal on, so it often arrives twice: a repeat is
-        # ignored, except Ctrl-C pressed again a few seconds later, which stops at once
         if signum == signal.SIGINT and stop_signal and time.time() - stop_signal[0] > 3:
             raise KeyboardInterrupt
         stop_signal.append(time.time())
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    return stop_signal, lambda: [signal.signal(s, h) for s, h in previous.items()]
 
-    log(f"training {gpt.get_num_params() / 1e6:.2f}M parameters on {world} x {device}, {dtype}"
-        f"{', ' + config['parallel'] if distributed else ''}{', compiled' if config['compile'] else ''}; "
-        f"{sum(n for _, n in data['shards']):,} train tokens in {len(data['shards'])} shards, tokenizer "
-        f"{tokenizer_name(data['tokenizer'])}\n{config['batch_tokens']:,} tokens per step = {config['batch_size']} sequences "
-        f"x {config['block_size']} tokens x {accumulation} accumulation steps x {world} processes; "
-        f"steps {step} to {config['max_iters']}")
 
-    def state():  # what a checkpoint holds besides the weights, optimizer and RNG states
-        return dict(model_args=model_args, config=config, tokenizer=data['tokenizer'], iter_num=step,
-                    best_val_loss=best_val_loss, data_state=dict(next_sequence=next_sequence, shards=data['shards']))
+def train_step(model, gpt, optimizer, batch, fetch, accumulation, lr, config, run):
+    """One optimizer step: gradients accumulate over the micro-batches and are averaged across processes
+    on the last one only (no communication on the others). fetch(m) loads micro-batch m (m ==
+    accumulation: the next step's first) while the device computes. The step is taken only if the
+    loss and gradient norm are finite. Returns (loss, gradient norm, the next batch)."""
+    for group in optimizer.param_groups:
+        group['lr'] = lr * group['lr_scale']
+    loss_sum = torch.zeros((), device=run.device)
+    for micro in range(accumulation):
+        last = micro == accumulation - 1
+        if run.distributed and config['parallel'] == 'ddp':
+            model.require_backward_grad_sync = last
+        elif run.distributed:
+            gpt.set_requires_gradient_sync(last)
+        with run.autocast:
+            _, loss = model(*batch)
+        loss = loss / accumulation  # the mean over the step: every micro-batch has as many tokens
+        loss_sum += loss.detach()
+        batch = fetch(micro + 1)
+        loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config['grad_clip'] or float('inf'))
+    if hasattr(grad_norm, 'full_tensor'):  # a DTensor under FSDP
+        grad_norm = grad_norm.full_tensor()
+    if run.world > 1:
+        dist.all_reduce(loss_sum)
+        loss_sum /= run.world
+    loss_value, norm_value = loss_sum.item(), grad_norm.item()  # the same in every process
+    if math.isfinite(loss_value) and math.isfinite(norm_value):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value, norm_value, batch
 
-    sequences_per_step = config['batch_tokens'] // config['block_size']
 
-    def micro_batch(step_start, micro):  # this process's slice of a step's global batch
-        first = step_start + (micro * world + rank) * config['batch_size']
-        return get_batch(data['train'], first, config['batch_size'], config['block_size'], config['seed'], device)
+def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths):
+    history, write_log = open_log(config, p.step, paths, run)
+    stop_signal, restore_signals = catch_stop_signals()
+    per_step, block, seed = config['batch_tokens'] // config['block_size'], config['block_size'], config['seed']
+    decay_start = data['stages'][-1][0] if len(data['stages']) > 1 else None  # wsd: decay the final stage
 
-    x, y = micro_batch(next_sequence, 0)
-    step_time, skipped = None, 0
+    def fetch(plan, m):  # this process's slice of a step's sequences
+        sources, index, _ = plan
+        slots = slice((m * run.world + run.rank) * micro, (m * run.world + run.rank + 1) * micro)
+        return to_device(loader.read_windows(data, sources[slots], index[slots], block, seed), run.device)
+    plan = loader.plan_step(data, seed, p.step, per_step, p.positions)
+    batch, step_time, skipped = fetch(plan, 0), None, 0
     while True:
         # stop together: a signal may reach the processes at slightly different moments
-        flag = torch.tensor([float(bool(stop_signal))], device=device)
-        if world > 1:
+        flag = torch.tensor([float(bool(stop_signal))], device=run.device)
+        if run.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        stop, finished, saved = flag.item() > 0, step >= config['max_iters'], False
-        if (step % config['eval_interval'] == 0 or finished) and (step > start_step or step == 0):
-            val_loss = evaluate(model, data, config, autocast, device, rank, world)
-            improved, best_val_loss = val_loss < best_val_loss, min(best_val_loss, val_loss)
-            log(f"step {step}: val loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}")
-            if master:
-                write_log(dict(step=step, tokens=step * config['batch_tokens'], val_loss=val_loss,
-                               val_ppl=math.exp(min(val_loss, 50))))
-                plot(history, plot_path)
-            if step > start_step and (improved or config['always_save_checkpoint']):
-                save_checkpoint(ckpt_path, model, optimizer, state(), rank, world)
-                saved = True
-                log(f"saved {ckpt_path}")
-        if stop and step > start_step and not saved:  # preempted: save where we are, to resume from
-            save_checkpoint(ckpt_path, model, optimizer, state(), rank, world)
-            log(f"stopped by a signal: saved {ckpt_path} at step {step}")
+        stop, finished, saved = flag.item() > 0, p.step >= config['max_iters'], False
+        if (p.step % config['eval_interval'] == 0 or finished) and (p.step > p.start_step or p.step == 0):
+            saved = eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, paths, write_log, history)
+        if stop and p.step > p.start_step and not saved:  # preempted: save where we are, to resume from
+            if p.last_good:
+                save_checkpoint(paths.ckpt, model, optimizer, checkpoint_state(config, data, p), lora_config, run)
+            run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
+                                                "not saved: the last eval was refused (see above)"))
         if stop or finished:
             break
 
-        # --- one optimizer step: gradients accumulate over micro-batches and are averaged across
-        # processes on the last one only (no communication on the others)
-        t0 = time.time()
-        lr = get_lr(step, config)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(accumulation):
-            last = micro == accumulation - 1
-            if distributed and config['parallel'] == 'ddp':
-                model.require_backward_grad_sync = last
-            elif distributed:
-                gpt.set_requires_gradient_sync(last)
-            with autocast:
-                _, loss = model(x, y)
-            loss = loss / accumulation  # the mean over the step: every micro-batch has as many tokens
-            loss_sum += loss.detach()
-            # fetch the next micro-batch (the next step's first after the last) while the GPU computes
-            x, y = micro_batch(next_sequence + sequences_per_step * last, (micro + 1) % accumulation)
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config['grad_clip'] or float('inf'))
-        if hasattr(grad_norm, 'full_tensor'):  # a DTensor under FSDP
-            grad_norm = grad_norm.full_tensor()
-        if world > 1:
-            dist.all_reduce(loss_sum)
-            loss_sum /= world
-        loss_value, norm_value = loss_sum.item(), grad_norm.item()  # the same in every process
-        if math.isfinite(loss_value) and math.isfinite(norm_value):
-            optimizer.step()
-        elif config['skip_nonfinite']:
-            log(f"step {step}: loss {loss_value}, gradient norm {norm_value}: step skipped")
+        t0, lr = time.time(), get_lr(p.step, config, decay_start)
+        next_plan = loader.plan_step(data, seed, p.step + 1, per_step, plan[2])
+        loss, norm, batch = train_step(model, gpt, optimizer, batch, lambda m: fetch(plan, m) if m < accumulation
+                                       else fetch(next_plan, 0), accumulation, lr, config, run)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            if not config['skip_nonfinite']:
+                die(f"step {p.step}: loss {loss}, gradient norm {norm}: training diverged. Nothing was saved "
+                    f"after this; the last checkpoint ({paths.ckpt}) is intact. Lower --learning_rate or raise "
+                    f"--warmup_iters and resume, or pass --skip_nonfinite=true")
+            run.log(f"step {p.step}: loss {loss}, gradient norm {norm}: step skipped")
             skipped += 1
-        else:
-            die(f"step {step}: loss {loss_value}, gradient norm {norm_value}: training diverged. Nothing "
-                f"was saved after this; the last checkpoint ({ckpt_path}) is intact. Lower --learning_rate or "
-                f"raise --warmup_iters and resume, or pass --skip_nonfinite=true")
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        next_sequence += sequences_per_step
-
-        # --- logging (dt includes the .item() above, which waits for the GPU: it is the true step time)
+        for i, source in enumerate(data['sources']):  # a source read to its end starts over
+            per_epoch = sum(source['windows'])
+            if plan[2][i] // per_epoch > p.positions[i] // per_epoch:
+                run.log(f"source {source['name']}: epoch {plan[2][i] // per_epoch} read to its end at step "
+                        f"{p.step}; wrapping around to epoch {plan[2][i] // per_epoch + 1}")
+        p.step, p.positions, plan = p.step + 1, plan[2], next_plan
+        # dt includes the .item() in train_step, which waits for the GPU: the true step time
         dt = time.time() - t0
-        step_time = dt if step_time is None or step - start_step <= 2 else 0.9 * step_time + 0.1 * dt
-        if master and (step % config['log_interval'] == 0 or step == config['max_iters']):
-            tokens_per_second = config['batch_tokens'] / dt
-            mfu = gpt.estimate_mfu(tokens_per_second / world, device)
-            eta = step_time * (config['max_iters'] - step)
-            log(f"step {step}/{config['max_iters']} | loss {loss_value:.4f} | lr {lr:.2e} | norm {norm_value:.2f}"
-                f" | {tokens_per_second:,.0f} tok/s | mfu {f'{100 * mfu:.1f}%' if mfu else 'unknown'}"
-                f" | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
-            write_log(dict(step=step, tokens=step * config['batch_tokens'], loss=loss_value, lr=lr,
-                           grad_norm=norm_value, tokens_per_second=tokens_per_second, mfu=mfu, time=time.time()))
+        step_time = dt if step_time is None or p.step - p.start_step <= 2 else 0.9 * step_time + 0.1 * dt
+        if run.master and (p.step % config['log_interval'] == 0 or p.step == config['max_iters']):
+            log_step(gpt, data, config, run, p, loss, lr, norm, dt, step_time, write_log)
+    restore_signals()
+    return history, skipped
 
-    if master:
-        plot(history, plot_path)
-        log(f"done at step {step}: best val loss {best_val_loss:.4f}" +
-            (f", {skipped} steps skipped" if skipped else '') + f"; {ckpt_path}, {log_path}, {plot_path}")
-    for signum, handler in previous_handlers.items():
-        signal.signal(signum, handler)
-    if distributed:
+
+def log_step(gpt, data, config, run, p, loss, lr, norm, dt, step_time, write_log):
+    tokens_per_second = config['batch_tokens'] / dt
+    mfu = gpt.estimate_mfu(tokens_per_second / run.world, run.device)
+    eta = step_time * (config['max_iters'] - p.step)
+    run.log(f"step {p.step}/{config['max_iters']} | loss {loss:.4f} | lr {lr:.2e} | norm {norm:.2f}"
+            f" | {tokens_per_second:,.0f} tok/s | mfu {f'{100 * mfu:.1f}%' if mfu else 'unknown'}"
+            f" | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
+    record = dict(step=p.step, tokens=p.step * config['batch_tokens'], loss=loss, lr=lr, grad_norm=norm,
+                  tokens_per_second=tokens_per_second, mfu=mfu, time=time.time())
+    if len(data['sources']) > 1:  # tokens read from each source so far
+        record['source_tokens'] = {s['name']: int(k) * config['block_size'] for s, k in zip(data['sources'], p.positions)}
+    write_log(record)
+
+
+def describe(gpt, data, config, run, micro, accumulation, step):
+    trainable = sum(q.numel() for q in gpt.parameters() if q.requires_grad)
+    run.log(f"training {gpt.get_num_params() / 1e6:.2f}M parameters" +
+            (f" ({trainable / 1e6:.2f}M of them in LoRA adapters)" if config['lora_rank'] else '') +
+            f" on {run.world} x {run.device}, {run.dtype}{', ' + config['parallel'] if run.distributed else ''}"
+            f"{', compiled' if config['compile'] else ''}; tokenizer {tokenizer_name(data['tokenizer'])}")
+    for s in data['sources']:
+        run.log(f"  source {s['name']}: {s['folder']}, {sum(n for _, n in s['shards']):,} train tokens in "
+                f"{len(s['shards'])} shards")
+    if len(data['sources']) > 1:
+        for first, weights in data['stages']:
+            run.log(f"  from step {first}: " + ', '.join(f"{s['name']} {100 * w:.1f}%" for s, w in zip(data['sources'], weights) if w))
+    run.log(f"{config['batch_tokens']:,} tokens per step = {micro} sequences x {config['block_size']} tokens x "
+            f"{accumulation} accumulation steps x {run.world} processes; steps {step} to {config['max_iters']}")
+
+
+def main(argv):
+    started = time.time()
+    config = get_config(argv)  # phase 1: settings, processes, device
+    run = setup_processes(config)
+    data = open_run_data(config, run)  # phase 2: data, checked before any training time is spent
+    paths = SimpleNamespace(**{k: os.path.join(config['out_dir'], f) for k, f in
+                               (('ckpt', 'ckpt.pt'), ('log', 'log.jsonl'), ('plot', 'loss.png'))})
+    start = load_start(config, data, paths.ckpt, run.log)  # phase 3: the model
+    micro, accumulation = batch_layout(config, run)
+    gpt, model, lora_config = build_model(config, start, run)
+    optimizer = build_optimizer(gpt, config, run)  # phase 4: the optimizer
+    torch.manual_seed(config['seed'] + run.rank)  # dropout: a different stream in each process
+    p = restore(start, model, optimizer, data, config, run, paths.ckpt)
+    del start
+    describe(gpt, data, config, run, micro, accumulation, p.step)
+    history, skipped = loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths)
+    if run.master:
+        if history and 'val_loss' not in history[-1]:  # else the last eval drew it
+            plot(history, paths.plot)
+        elapsed = time.time() - started
+        run.log(f"done at step {p.step} in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s: best val loss {p.best:.4f}" +
+                (f", {skipped} steps skipped" if skipped else '') +
+                (f"; {p.refused} eval(s) worse than the start not saved, {paths.ckpt} is from step {p.saved_step}"
+                 if p.refused else '') + f"; {paths.ckpt}, {paths.log}, {paths.plot}")
+    if run.own_group:
         dist.destroy_process_group()
     return history
 

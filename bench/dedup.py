@@ -1,9 +1,12 @@
 """
-Benchmark dedup.py on real pages with planted near-duplicates: speed (docs/s per core), peak memory,
-and quality against a brute-force Jaccard over every pair of documents. Optionally the same corpus
-through datatrove's 4-stage MinHash pipeline (FineWeb's), for speed and quality side by side.
+Benchmark dedup.py's passes on real pages with planted near-duplicates, at several corpus sizes, as
+1 task and as 4 tasks per pass (the tasks of a pass run at once, as an array job's would): wall time,
+CPU seconds per document, peak memory per task, disk of the work files, and quality against a
+brute-force Jaccard over every pair of documents. Optionally the same corpus through datatrove's
+4-stage MinHash pipeline (FineWeb's) with the same numbers of tasks and workers; and, from the
+largest corpus, a projection to 1B documents.
 
-    python bench/dedup.py [--docs=3000] [--planted=400] [--datatrove_python=/path/to/venv/bin/python]
+    python bench/dedup.py [--sizes=1000,2000,4000] [--planted=0.12] [--datatrove_python=VENV/bin/python]
 
 The corpus: Debian's HTML documentation (python3.11-doc, postgresql-doc-15, git-doc, the Debian
 handbook in five languages), text taken with lxml, plus copies of some pages with a random
@@ -13,12 +16,14 @@ share of words replaced, so their Jaccard similarity to the original spreads ove
 import argparse
 import gzip
 import json
+import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +31,7 @@ from scipy import sparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import dedup  # noqa: E402
+import minhash  # noqa: E402
 
 SOURCES = ["/usr/share/doc/python3.11-doc/html", "/usr/share/doc/postgresql-doc-15/html", "/usr/share/doc/git-doc",
            "/usr/share/doc/debian-handbook/html/en-US", "/usr/share/doc/debian-handbook/html/fr-FR",
@@ -75,7 +80,7 @@ def brute_force_jaccard(docs, ngram=5):
     """Exact Jaccard of the word 5-gram sets of every pair that shares a shingle (a sparse product)."""
     vocabulary, rows, cols = {}, [], []
     for i, doc in enumerate(docs):
-        words = dedup.normalize(doc["text"]).split()
+        words = minhash.normalize(doc["text"]).split()
         grams = {" ".join(words[k:k + ngram]) for k in range(max(1, len(words) - ngram + 1))}
         cols += [vocabulary.setdefault(g, len(vocabulary)) for g in grams]
         rows += [i] * len(grams)
@@ -87,19 +92,27 @@ def brute_force_jaccard(docs, ngram=5):
 
 
 def timed(command):
-    """Run a command; wall seconds and the peak resident memory (MB) of its largest process."""
+    """Run a command: wall seconds, CPU seconds (user + system) and peak resident memory (MB) of its
+    largest process."""
     start = time.time()
-    result = subprocess.run(["/usr/bin/time", "-f", "PEAK_KB=%M", *command], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(["/usr/bin/time", "-f", "TIME=%U %S %M", *command], capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
         sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    peak_kb = int(result.stderr.rsplit("PEAK_KB=", 1)[1].split()[0])
-    return time.time() - start, peak_kb / 1024, result
+    user, system, peak_kb = result.stderr.rsplit("TIME=", 1)[1].split()[:3]
+    return {"wall": time.time() - start, "cpu": float(user) + float(system), "peak_mb": int(peak_kb) / 1024}
+
+
+def tasks_at_once(commands):
+    """The tasks of one pass, all at once: wall time of the pass, CPU summed, the largest task's peak."""
+    start = time.time()
+    with ThreadPoolExecutor(len(commands)) as pool:
+        runs = list(pool.map(timed, commands))
+    return {"wall": time.time() - start, "cpu": sum(r["cpu"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs)}
 
 
 def quality(docs, pairs, kept_ids):
     """The same measures for every run, from the brute-force Jaccard of all pairs:
     recall: of the pairs at J >= 0.8, the share where at least one of the two was removed;
-    removed without partner: removed documents with no other document at all above J = 0.7;
     removed, nothing similar kept: removed documents with no *kept* document above J = 0.7, so
     that their content is gone from the output."""
     index = {d["id"]: i for i, d in enumerate(docs)}
@@ -110,34 +123,46 @@ def quality(docs, pairs, kept_ids):
         if j > 0.7:
             partners[a].append(b)
             partners[b].append(a)
-    bins = {}
-    for low, high in ((0.8, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.01)):
-        true = [(a, b) for (a, b), j in pairs.items() if low <= j < high]
-        bins[f"{low:.2f}-{min(high, 1):.2f}"] = f"{sum(a in removed or b in removed for a, b in true)}/{len(true)}"
     true = [(a, b) for (a, b), j in pairs.items() if j >= 0.8]
     return {"removed": len(removed),
             "recall_at_0.8": round(sum(a in removed or b in removed for a, b in true) / max(1, len(true)), 4),
-            "recall_by_jaccard": bins,
-            "removed_without_partner_above_0.7": sum(not partners[r] for r in removed),
             "removed_with_nothing_similar_kept": sum(not kept.intersection(partners[r]) for r in removed)}
 
 
-def run_ours(folder, out, docs, pairs, workers, threshold, repeat):
-    """Best of `repeat` runs from scratch (the machine may be shared), quality from the last."""
-    seconds = peak = float("inf")
-    for attempt in range(repeat):
-        out = out.with_name(f"{out.name.split('.')[0]}.{attempt}")
-        s, p, _ = timed([sys.executable, "dedup.py", f"--input={folder}", f"--output={out}", f"--workers={workers}",
-                         f"--threshold={threshold}", f"--clusters={out}/clusters.jsonl"])
-        seconds, peak = min(seconds, s), min(peak, p)
-    kept = [json.loads(line)["id"] for p in sorted(out.glob("*.jsonl.gz")) for line in gzip.open(p, "rt")]
-    report = json.loads((out / "report.json").read_text())
-    return {"workers": workers, "threshold": threshold, "seconds": round(seconds, 2),
-            "docs_per_second": round(len(docs) / seconds, 1), "peak_memory_mb": round(peak),
-            "seconds_signatures": report["seconds_signatures"], "seconds_clustering": report["seconds_clustering"],
-            "seconds_writing": report["seconds"], "candidate_pairs": report["candidate_pairs_checked"],
-            "rejected": report["candidate_pairs_rejected"],
-            "clusters": report["all_shards"]["cluster_sizes"], **quality(docs, pairs, kept)}
+def read_ids(folder):
+    return [json.loads(line)["id"] for p in sorted(Path(folder).glob("*.jsonl*"))
+            for line in (gzip.open(p, "rt") if p.name.endswith(".gz") else open(p))]
+
+
+def summarize(steps, docs):
+    total = {"wall_s": round(sum(s["wall"] for s in steps.values()), 2),
+             "cpu_ms_per_doc": round(1000 * sum(s["cpu"] for s in steps.values()) / len(docs), 3),
+             "peak_mb_per_task": round(max(s["peak_mb"] for s in steps.values()))}
+    total["passes"] = {name: f"{s['wall']:.1f} s wall, {1000 * s['cpu'] / len(docs):.2f} ms CPU/doc, "
+                             f"{s['peak_mb']:.0f} MB" for name, s in steps.items()}
+    return total
+
+
+def run_ours(folder, out, docs, pairs, tasks):
+    """Each pass as `tasks` processes at once (clusters: one), as slurm/pipeline.sh submits them."""
+    steps = {}
+    for name in dedup_passes():
+        count = 1 if name == "clusters" else tasks
+        steps[name] = tasks_at_once([[sys.executable, "dedup.py", f"--pass={name}", f"--input={folder}",
+                                      f"--output={out}", "--workers=1", f"--shard={i}", f"--num_shards={count}"]
+                                     for i in range(count)])
+    work = out / ".dedup"
+    disk = {part: sum(p.stat().st_size for p in work.rglob(pattern)) / len(docs)
+            for part, pattern in (("signatures", "signatures.npy"), ("bands", "bands.npy"), ("exact", "exact.npy"),
+                                  ("pairs", "*.npz"))}
+    summary = json.loads((work / "clusters.json").read_text())
+    return steps, {**summarize(steps, docs), "disk_bytes_per_doc": {k: round(v) for k, v in disk.items()},
+            "kept_without_a_kept_near_copy": summary["all_shards"]["kept_without_a_kept_near_copy"],
+            **quality(docs, pairs, read_ids(out))}
+
+
+def dedup_passes():
+    return ["signatures", "buckets", "clusters", "write"]
 
 
 DATATROVE = """
@@ -147,60 +172,110 @@ from datatrove.pipeline.dedup import MinhashDedupSignature, MinhashDedupBuckets,
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers.jsonl import JsonlWriter
-data, work = sys.argv[1], sys.argv[2]
+data, work, stage, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 config = MinhashConfig()  # FineWeb's: 5-grams, 14 buckets x 8 hashes
-steps = [
-    ([JsonlReader(data), MinhashDedupSignature(output_folder=work + "/sigs", config=config)], 1),
-    ([MinhashDedupBuckets(input_folder=work + "/sigs", output_folder=work + "/buckets", config=config)], 14),
-    ([MinhashDedupCluster(input_folder=work + "/buckets", output_folder=work + "/remove", config=config)], 1),
-    ([JsonlReader(data), MinhashDedupFilter(input_folder=work + "/remove"), JsonlWriter(work + "/out")], 1),
-]
-for n, (pipeline, tasks) in enumerate(steps):
-    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=f"{work}/logs/{n}").run()
+steps = {
+    "signatures": ([JsonlReader(data), MinhashDedupSignature(output_folder=work + "/sigs", config=config)], workers),
+    "buckets": ([MinhashDedupBuckets(input_folder=work + "/sigs", output_folder=work + "/buckets", config=config)], 14),
+    "clusters": ([MinhashDedupCluster(input_folder=work + "/buckets", output_folder=work + "/remove", config=config)], 1),
+    "write": ([JsonlReader(data), MinhashDedupFilter(input_folder=work + "/remove"), JsonlWriter(work + "/out")],
+              workers),
+}
+pipeline, tasks = steps[stage]
+if __name__ == "__main__":  # its worker processes import this file again
+    # fork: the workers are children of this process, so /usr/bin/time counts their CPU and memory
+    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks), start_method="fork",
+                          logging_dir=f"{work}/logs/{stage}").run()
 """
 
 
-def run_datatrove(python, folder, work, docs, pairs):
+def run_datatrove(python, folder, work, docs, pairs, tasks):
+    """datatrove's stages, each as one run of its local executor with `tasks` workers (its buckets
+    stage needs one task per band: 14, run `tasks` at a time); the peak is its largest process's."""
     script = work / "datatrove_minhash.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(DATATROVE)
-    seconds, peak, _ = timed([python, str(script), str(folder), str(work)])
-    kept = [json.loads(line)["id"] for p in sorted((work / "out").glob("*.jsonl*"))
-            for line in (gzip.open(p, "rt") if p.name.endswith(".gz") else open(p))]
-    return {"workers": 1, "seconds": round(seconds, 2), "docs_per_second": round(len(docs) / seconds, 1),
-            "peak_memory_mb": round(peak), **quality(docs, pairs, kept)}
+    steps = {name: timed([python, str(script), str(folder), str(work), name, str(tasks)]) for name in dedup_passes()}
+    return {**summarize(steps, docs), **quality(docs, pairs, read_ids(work / "out"))}
+
+
+# bytes a task holds per unit of its share, from the arrays it builds (dedup.py): a signatures task
+# per document of its shard (the lists while computing, then signatures, text hashes, 15 band
+# hashes and the sorted band lists); a buckets task per band entry of its unit (the slices read,
+# merged, sorted) plus a signature per document in a bucket of two or more; the clusters task per
+# linked pair (the pairs, their nodes, union-find's arrays); a write task per removed row of its shard
+STATE_BYTES = {"signatures": 1500, "buckets": 56, "clusters": 100, "write": 100}
+
+
+def clusters_per_pair(pairs=1_000_000, seed=0):
+    """CPU seconds per linked pair of the clusters pass's work (union-find, then the kept-copy rule),
+    in this process on a million synthetic pairs: the corpora here have too few pairs to see it."""
+    sys.path.insert(0, str(ROOT))
+    import dedup
+    rng = np.random.default_rng(seed)
+    later = rng.integers(1, 3 * pairs // 2, pairs)
+    earlier = np.maximum(0, later - rng.integers(1, 4, pairs))  # clusters of a few pages
+    agree = rng.integers(84, 113, pairs).astype(np.uint16)
+    start = time.process_time()
+    dedup.union_find(earlier, later, 3 * pairs // 2)
+    dedup.keep_near_copies(earlier, later, agree, 3 * pairs // 2)
+    return (time.process_time() - start) / pairs
+
+
+def projection(measured, num_docs=1e9, shard_docs=1e6, tasks=1000):
+    """What the passes need at num_docs, from the 1-task runs: CPU per document as the slope between
+    the smallest and the largest corpus (so that starting Python is left out; clusters: per linked
+    pair, from clusters_per_pair), memory from the
+    state each task holds per unit of its share (STATE_BYTES) next to the peak measured here."""
+    (small_docs, _, small), (docs, removed, large) = measured[0], measured[-1]
+    pairs = num_docs * removed / docs
+    share = {"signatures": (shard_docs, "documents of its shard"), "buckets": (2**24, "band entries of its unit"),
+             "clusters": (pairs, "linked pairs"), "write": (shard_docs * removed / docs, "removed rows of its shard")}
+    lines = [f"projection to {num_docs:.0e} documents, {tasks} tasks per array pass, input shards of "
+             f"{shard_docs:.0e} documents ({15 * -(-int(num_docs) // 2**24)} bucket units of 2^24 entries), "
+             f"{removed / docs:.0%} removed as here:"]
+    for name, (units, what) in share.items():
+        cpu_hours = (large[name]["cpu"] - small[name]["cpu"]) / (docs - small_docs) * num_docs / 3600
+        if name == "clusters":  # what grows is the pairs' work; reading the pair files is the buckets' writing
+            cpu_hours = clusters_per_pair() * pairs / 3600
+        memory = 0.04 + STATE_BYTES[name] * units / 1e9  # + the interpreter and numpy, ~40 MB
+        lines.append(f"  {name:>10}: {cpu_hours:7,.1f} CPU hours ({cpu_hours / (1 if name == 'clusters' else tasks):,.2f} h "
+                     f"per task); memory per task ~{memory:.2f} GB ({STATE_BYTES[name]} bytes x {units:.2g} {what}; "
+                     f"measured peak here {large[name]['peak_mb']:.0f} MB)")
+    return "\n".join(lines)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--docs", type=int, default=3000, help="real pages in the corpus")
-    p.add_argument("--planted", type=int, default=400, help="edited copies added")
+    p.add_argument("--sizes", default="1000,2000,4000", help="real pages in each corpus, comma-separated")
+    p.add_argument("--planted", type=float, default=0.12, help="edited copies added, as a share of the pages")
+    p.add_argument("--tasks", default="1,4", help="tasks per pass, comma-separated")
     p.add_argument("--datatrove_python", default="", help="a python with datatrove installed, to compare")
-    p.add_argument("--repeat", type=int, default=2, help="time dedup.py as the best of this many runs")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_dedup_"))
-    docs = build_corpus(work / "in", args.docs, args.planted)
-    start = time.time()
-    pairs = brute_force_jaccard(docs)
-    megabytes = sum(len(d["text"]) for d in docs) / 1e6
-    print(f"corpus: {len(docs)} documents ({args.planted} planted copies), {megabytes:.1f} MB; "
-          f"brute-force Jaccard of all pairs in {time.time() - start:.1f}s: "
-          f"{sum(j >= 0.8 for j in pairs.values())} pairs at J >= 0.8, "
-          f"{sum(0.5 <= j < 0.8 for j in pairs.values())} in [0.5, 0.8)")
-    results = {"dedup.py": run_ours(work / "in", work / "ours1", docs, pairs, 1, 0.75, args.repeat),
-               "dedup.py --workers=2": run_ours(work / "in", work / "ours2", docs, pairs, 2, 0.75, args.repeat),
-               "dedup.py --threshold=0 (no check, as FineWeb)": run_ours(work / "in", work / "ours0", docs, pairs,
-                                                                         1, 0.0, 1)}
-    if args.datatrove_python:
-        results["datatrove MinHash (4 stages, 1 worker)"] = run_datatrove(args.datatrove_python, work / "in",
-                                                                          work / "datatrove", docs, pairs)
-    for name, result in results.items():
-        print(f"\n{name}\n  " + "\n  ".join(f"{k}: {v}" for k, v in result.items()))
-    if args.datatrove_python:
-        theirs = results["datatrove MinHash (4 stages, 1 worker)"]["docs_per_second"]
-        ratio = results["dedup.py"]["docs_per_second"] / theirs
-        print(f"\ndedup.py per core is {ratio:.1f}x datatrove's MinHash pipeline on the same documents")
-    print(f"\n(work folder: {work})")
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; work folder {work}")
+    measured = []
+    for size in map(int, args.sizes.split(",")):
+        folder = work / f"in{size}"
+        docs = build_corpus(folder, size, int(args.planted * size))
+        pairs = brute_force_jaccard(docs)
+        print(f"\n=== {len(docs)} documents ({int(args.planted * size)} planted copies, "
+              f"{sum(len(d['text']) for d in docs) / 1e6:.1f} MB): {sum(j >= 0.8 for j in pairs.values())} pairs at "
+              f"J >= 0.8 by brute force")
+        for tasks in map(int, args.tasks.split(",")):
+            steps, ours = run_ours(folder, work / f"ours{size}_{tasks}", docs, pairs, tasks)
+            if tasks == 1:
+                measured.append((len(docs), ours["removed"], steps))
+            runs = {f"dedup.py passes, {tasks} task(s)": ours}
+            if args.datatrove_python:
+                runs[f"datatrove MinHash, {tasks} worker(s)"] = run_datatrove(
+                    args.datatrove_python, folder, work / f"datatrove{size}_{tasks}", docs, pairs, tasks)
+            for name, result in runs.items():
+                print(f"{name}\n  " + "\n  ".join(f"{k}: {v}" for k, v in result.items()))
+        print(f"load now {os.getloadavg()[0]:.1f}")
+    disk = sum(ours["disk_bytes_per_doc"].values())
+    print("\n" + projection(measured) + f"\n  work files: {disk:.0f} bytes per document, {disk * 1e9 / 1e12:.2f} TB "
+          f"at 1e9 documents (band files {ours['disk_bytes_per_doc']['bands']} bytes per document)")
 
 
 if __name__ == "__main__":

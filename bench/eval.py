@@ -5,8 +5,8 @@ eval.py's scoring speed against train.py's own evaluation: same model, same val 
     python bench/eval.py --device=cuda --n_layer=12 --n_embd=768 --block_size=1024 --batch_size=64 --eval_iters=20
 
 The val shard is the built-in sample tokenized with GPT-2 (every document, <|endoftext|> first, as
-prepare.py does). train.py's evaluate() runs its fixed val batches; eval.py's score() runs the same
-windows (eval.val_windows) and also counts the bytes behind each target for bits per byte. Runs
+prepare.py does). train.py's evaluate() runs its fixed val windows; eval.py's score() runs the same
+windows (loader.val_windows) and also counts the bytes behind each target for bits per byte. Runs
 alternate (train, eval, eval, train, ...) so that a drifting shared machine hurts both alike; the
 median tokens/s of each is reported, with both losses (they must agree to float rounding).
 """
@@ -19,6 +19,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import eval as evaluate  # noqa: E402
+import loader  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import load_tokenizer, token_byte_lengths  # noqa: E402
@@ -60,21 +62,22 @@ def main():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
                           vocab_size=50304, real_vocab_size=50257)).to(device).eval()
-    config = dict(eval_iters=args.eval_iters, batch_size=args.batch_size, block_size=args.block_size)
-    n_tokens = args.eval_iters * args.batch_size * args.block_size
+    windows = loader.val_windows([val], args.block_size, args.eval_iters * args.batch_size)
+    n_tokens = windows.shape[0] * args.block_size
     byte_lengths = token_byte_lengths(enc, 50304)
+    window_bytes = byte_lengths[windows[:, 1:].astype(np.int64)].sum(axis=1)  # as train.py's val set
+    run = SimpleNamespace(device=device, device_type=device.split(":")[0], rank=0, world=1, autocast=autocast)
     print(f"{model.get_num_params() / 1e6:.1f}M parameters, {len(val):,} val tokens, {args.eval_iters} x "
           f"{args.batch_size} windows of {args.block_size} on {device}, torch threads {torch.get_num_threads()}")
 
-    def ours():
-        windows = evaluate.val_windows([len(val)], args.block_size, args.eval_iters * args.batch_size)
-        rows = (np.asarray(val[o:o + args.block_size + 1], dtype=np.int64) for _, o in windows)
-        nats, count, _ = evaluate.score(model, rows, args.batch_size, byte_lengths, device, autocast)
+    def ours():  # what eval.py runs on token shards
+        nats, count, _ = evaluate.score(model, windows.astype(np.int64), args.batch_size, byte_lengths, device,
+                                        autocast)
         assert count == n_tokens
         return nats / count
 
     def reference():
-        loss = train.evaluate(model, {"val": [val]}, config, autocast, device, 0, 1)
+        loss, _ = train.evaluate(model, {"val": (windows, window_bytes)}, args.batch_size, run)[None]
         model.eval()  # train.py's evaluate() leaves the model in training mode
         return loss
 

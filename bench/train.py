@@ -28,13 +28,17 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import loader  # noqa: E402
+import lora  # noqa: E402
 import train  # noqa: E402
+from common import load_shard, write_shard  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 
@@ -46,10 +50,13 @@ def ours(config_argv, out_dir, steps):
     return statistics.median(rates), [h['val_loss'] for h in log if 'val_loss' in h][-1]
 
 
+CPU_RUN = SimpleNamespace(rank=0, world=1, device='cpu', device_type='cpu', autocast=nullcontext(), log=print)
+
+
 def nanogpt(config, data_dir, steps):
     """nanoGPT's train.py loop, single process, no GradScaler (float32), eval excluded from timing."""
-    data = train.open_data(config)
-    _, model_args = train.check_start(config, data, None, print)  # the same model train.py builds
+    data = train.open_run_data(config, CPU_RUN)
+    model_args = train.load_start(config, data, None, print)['model_args']  # the same model train.py builds
     torch.manual_seed(config['seed'])
     model = GPT(GPTConfig(**model_args)).to('cpu')
     optimizer = model.configure_optimizers(config['weight_decay'], config['learning_rate'],
@@ -88,7 +95,7 @@ def nanogpt(config, data_dir, steps):
         t1 = time.time()
         dt, t0 = t1 - t0, t1
         rates.append(config['batch_tokens'] / dt)
-    val = train.evaluate(model, data, config, nullcontext(), 'cpu', 0, 1)
+    val = train.evaluate(model, data['val_sets'], batch_size, CPU_RUN)[None][0]
     return statistics.median(rates[3:]), val, lossf
 
 
@@ -104,6 +111,95 @@ def gpu(args, data_dir, tmp):
           f"step, bf16, compiled: {rate:,.0f} tokens/s, MFU {100 * mfu:.1f}% (median of {len(steps)} steps)")
 
 
+def split_sources(data_dir, tmp, names=('web', 'code', 'math')):
+    """The sample's train tokens cut into 3 source folders (each with the val shard), for a 3-source mixture."""
+    val = load_shard(next(Path(data_dir).glob('val_*.bin')))
+    train_tokens = np.concatenate([load_shard(p) for p in sorted(Path(data_dir).glob('train_*.bin'))])
+    folders = {}
+    for name, part in zip(names, np.array_split(train_tokens, len(names))):
+        folders[name] = os.path.join(tmp, name)
+        write_shard(os.path.join(folders[name], 'val_000000.bin'), val)
+        write_shard(os.path.join(folders[name], 'train_000001.bin'), part)
+    return folders
+
+
+def loading_seconds(config, steps):
+    """Seconds per step of train.py's data path alone: the step's plan (mixture sampler), reading its
+    windows and making the input and target tensors, for every micro-batch of a step."""
+    data = train.open_run_data(config, CPU_RUN)
+    micro, accumulation = train.batch_layout(config, CPU_RUN)
+    per_step, positions = config['batch_tokens'] // config['block_size'], np.zeros(len(data['sources']), np.int64)
+    start = time.perf_counter()
+    for step in range(steps):
+        sources, index, positions = loader.plan_step(data, config['seed'], step, per_step, positions)
+        for m in range(accumulation):
+            rows = slice(m * micro, (m + 1) * micro)
+            train.to_device(loader.read_windows(data, sources[rows], index[rows], config['block_size'], config['seed']), 'cpu')
+    return (time.perf_counter() - start) / steps
+
+
+def mixture(args, data_dir, tmp):
+    folders = split_sources(data_dir, tmp)
+    mix = ','.join(f'{folder}:{w}' for folder, w in zip(folders.values(), (0.6, 0.3, 0.1)))
+    results = {}
+    for r in range(args.repeats):
+        for name, spec in (('one folder', data_dir), ('3-source mixture', mix))[::1 if r % 2 == 0 else -1]:
+            argv = [args.preset, f'--data={spec}', '--eval_iters=1']
+            rate, _ = ours(argv, os.path.join(tmp, f'mix{r}{len(name)}'), args.steps)
+            config = train.get_config(argv)
+            load = loading_seconds(config, 200)
+            results.setdefault(name, []).append((config['batch_tokens'] / rate, load))
+    print(f"\nData loading on the CPU demo model ({args.preset}), {args.steps} training steps per run, best of {args.repeats}:")
+    for name, runs in results.items():
+        step, load = min(s for s, _ in runs), min(l for _, l in runs)
+        print(f"  {name:17s} step {1000 * step:7.1f} ms, data path {1000 * load:6.3f} ms per step = {100 * load / step:.3f}% of the step")
+
+
+def run_child(argv):
+    """train.main(argv) in a fresh process: (median step seconds, peak resident memory in MB)."""
+    code = ("import resource, sys, json; sys.path.insert(0, %r); import train; train.main(%r); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)" % (str(ROOT), argv))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    out_dir = next(a.split('=', 1)[1] for a in argv if a.startswith('--out_dir='))
+    log = [json.loads(line) for line in open(os.path.join(out_dir, 'log.jsonl'))]
+    steps = [h for h in log if 'loss' in h][3:]
+    step = statistics.median(1 / h['tokens_per_second'] for h in steps) * train.get_config(argv)['batch_tokens']
+    return step, int(out.split('MAXRSS')[-1]) / 1024
+
+
+def lora_cpu(args, data_dir, tmp):
+    base_dir = os.path.join(tmp, 'base')
+    run_child([args.preset, f'--data={data_dir}', f'--out_dir={base_dir}', '--max_iters=5', '--eval_iters=1'])
+    results = {}
+    for r in range(args.repeats):
+        runs = [('full training', []), ('LoRA r=16', ['--lora_rank=16'])]
+        for name, extra in runs[::1 if r % 2 == 0 else -1]:
+            argv = [args.preset, f'--data={data_dir}', f'--out_dir={os.path.join(tmp, f"lora{r}{len(name)}")}',
+                    f'--init_from={base_dir}/ckpt.pt', f'--max_iters={args.steps}', f'--eval_interval={args.steps}',
+                    '--eval_iters=1', *extra]
+            results.setdefault(name, []).append(run_child(argv))
+    print(f"\nLoRA vs full training on the CPU demo model ({args.preset}), {args.steps} steps, best of {args.repeats}:")
+    for name, runs in results.items():
+        print(f"  {name:14s} step {1000 * min(s for s, _ in runs):7.1f} ms, peak memory {min(m for _, m in runs):6.0f} MB")
+
+
+def lora_table():
+    """Trainable parameters and AdamW state of GPT-2 124M, full and LoRA, counted on the meta device."""
+    config = train.get_config([str(ROOT / 'config' / 'gpt2_124m.py')])
+    args = {f: config[f] for f in GPTConfig.__dataclass_fields__}
+    print("\nGPT-2 124M (config/gpt2_124m.py): what trains, and AdamW's state (two float32 moments per trained number)")
+    for name, rank, targets in (('full', 0, ''), ('LoRA r=16, all', 16, 'all'), ('LoRA r=16, no lm_head', 16, 'c_attn,c_proj,c_fc'),
+                                ('LoRA r=256, all', 256, 'all'), ('LoRA r=256, no lm_head', 256, 'c_attn,c_proj,c_fc')):
+        with torch.device('meta'):
+            model = GPT(GPTConfig(**args))
+            if rank:
+                lora.add_lora(model, rank, 2 * rank, targets=targets)
+        total = sum(p.numel() for n, p in model.named_parameters() if not lora.is_adapter(n))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"  {name:22s} {trainable:>12,} trainable ({100 * trainable / total:5.2f}% of {total:,}), "
+              f"AdamW state {8 * trainable / 2**20:8.1f} MiB, gradients {4 * trainable / 2**20:7.1f} MiB")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument('--steps', type=int, default=60)
@@ -113,7 +209,12 @@ def main():
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     p.add_argument('--gpu', action='store_true', help='GPT-2 124M on one GPU instead of the CPU comparison')
     p.add_argument('--batch_size', type=int, default=64, help='with --gpu: sequences per forward pass')
+    p.add_argument('--mode', default='nanogpt', choices=['nanogpt', 'mixture', 'lora', 'lora_table'],
+                   help='nanogpt: tokens/s vs the nanoGPT loop; mixture: data-loading share of the step, one folder vs '
+                        '3 sources; lora: LoRA r=16 step time and peak memory vs full; lora_table: 124M memory counts')
     args = p.parse_args()
+    if args.mode == 'lora_table':
+        return lora_table()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +225,8 @@ def main():
                             f'--output={data_dir}'], check=True, capture_output=True)
         if args.gpu:
             return gpu(args, data_dir, tmp)
+        if args.mode != 'nanogpt':
+            return {'mixture': mixture, 'lora': lora_cpu}[args.mode](args, data_dir, tmp)
         argv = [args.preset, f'--data={data_dir}', f'--lr_decay_iters={args.steps}',
                 f'--warmup_iters={max(1, args.steps // 10)}']
         config = train.get_config(argv + [f'--max_iters={args.steps}'])

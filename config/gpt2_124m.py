@@ -21,5 +21,5 @@ min_lr = 0.0  # llm.c decays to zero
 weight_decay = 0.1
 grad_clip = 1.0
 eval_interval = 500  # evaluate and checkpoint (~1.5 GB) every 262M tokens
-eval_iters = 160  # 160 x 64 x 1024 = 10.5M tokens: the whole default val shard
+eval_iters = 20  # 20 x 524,288 = 10.5M val tokens per eval: prepare.py's whole default val shard
 compile = True

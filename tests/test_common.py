@@ -41,6 +41,17 @@ def test_list_shards_splits_files_across_machines(tmp_path):
         common.list_shards(str(tmp_path / "missing"))
 
 
+def test_list_shards_refuses_inputs_that_would_overwrite_each_other(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for name in ["a.jsonl", "a.jsonl.gz", "x/b.jsonl.gz", "y/b.jsonl"]:
+        (tmp_path / name).write_text("")
+    for pattern in [str(tmp_path), str(tmp_path / "*" / "b.jsonl*")]:  # a folder, and a glob over two
+        with pytest.raises(SystemExit):
+            common.list_shards(pattern)
+        assert "would both be written as" in capsys.readouterr().err
+
+
 def test_run_stage_skips_done_shards_and_reports_all(tmp_path):
     inputs = []
     for k in range(3):

@@ -1,15 +1,13 @@
 """dedup.py against a brute-force reference: planted duplicates at known Jaccard similarity on the
-same word 5-grams, the chaining trap, worker counts, machines, Redis, bad input and the shipped sample."""
+same word 5-grams, the chaining trap, planted chains of edits (every removed page keeps a near copy),
+worker counts, the passes run as separate tasks, bad input and the shipped sample."""
 
+import functools
 import gzip
 import json
-import os
 import random
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +15,16 @@ import pytest
 from datasketch import MinHash
 
 import dedup
+import minhash
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 
 
+@functools.lru_cache(maxsize=None)
 def shingles(text, n=5):
     """The reference: the set of word n-grams of the normalized text, computed the slow, obvious way."""
-    words = dedup.normalize(text).split()
+    words = minhash.normalize(text).split()
     return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
 
@@ -139,11 +139,11 @@ def test_every_cluster_keeps_its_first_document(corpus, deduped):
     removed = set(text) - kept
     assert sum(len(c["removed"]) for c in clusters) == len(removed)
     for c in clusters:
-        assert c["kept"]["id"] in kept
+        first = min((d["id"] for d in c["kept"] + c["removed"]), key=position.get)
+        assert c["kept"][0]["id"] == first and {d["id"] for d in c["kept"]} <= kept  # the first in input order stays
         for r in c["removed"]:
-            assert r["id"] in removed
-            assert position[c["kept"]["id"]] < position[r["id"]]  # the first in input order stays
-            assert jaccard(text[c["kept"]["id"]], text[r["id"]]) > 0.7  # a true partner, not a chain
+            assert r["id"] in removed and r["partner"] in {d["id"] for d in c["kept"]}
+            assert jaccard(text[r["partner"]], text[r["id"]]) > 0.7  # a true partner, not a chain
     report = json.loads((out / "report.json").read_text())
     totals = report["totals"]
     assert totals["documents_in"] == len(docs) and totals["documents_out"] == len(kept)
@@ -152,46 +152,82 @@ def test_every_cluster_keeps_its_first_document(corpus, deduped):
 
 
 def test_signatures_are_datasketch_minhashes():
-    text = "The quick brown fox, 42 times — jumps over the lazy dog; Ünïcödé too!\n" * 3 + "end"
-    words = dedup.normalize(text).split()
+    text = "The quick brown fox, 42 times \u2014 jumps over the lazy dog; \u00dcn\u00efc\u00f6d\u00e9 too!\n" * 3 + "end"
+    words = minhash.normalize(text).split()
     grams = [" ".join(words[i:i + 5]).encode() for i in range(len(words) - 4)]
-    reference = MinHash(num_perm=112, seed=7, hashfunc=dedup.shingle_hash)
+    reference = MinHash(num_perm=112, seed=7, hashfunc=minhash.shingle_hash)
     reference.update_batch(grams)
-    _, signature = dedup.document_signature(text, 5, dedup.permutations(112, 7))
+    _, signature = minhash.document_signature(text, 5, minhash.permutations(112, 7))
     assert np.array_equal(signature, reference.hashvalues)
-    assert np.array_equal(dedup.shingle_hashes(" ".join(words).encode(), 5), [dedup.shingle_hash(g) for g in grams])
+    assert np.array_equal(minhash.shingle_hashes(" ".join(words).encode(), 5), [minhash.shingle_hash(g) for g in grams])
     # a text shorter than one n-gram is a single shingle, not an empty set
-    assert len(dedup.shingle_hashes(b"two words", 5)) == 1
+    assert len(minhash.shingle_hashes(b"two words", 5)) == 1
 
 
 def test_normalize():
-    assert dedup.normalize("  Hello,\tWORLD!! 2024\n") == "hello world 0000"
-    assert dedup.normalize("Caf\u00e9 na\u00efve") == dedup.normalize("Cafe\u0301 nai\u0308ve") == "cafe naive"
-    assert dedup.normalize("end.Start \u201cquoted\u201d \u00a0x\u2014y") == "end start quoted x y"
-    assert dedup.normalize("\u0414\u041e\u041c \u0663") == "\u0434\u043e\u043c 0"
+    assert minhash.normalize("  Hello,\tWORLD!! 2024\n") == "hello world 0000"
+    assert minhash.normalize("Caf\u00e9 na\u00efve") == minhash.normalize("Cafe\u0301 nai\u0308ve") == "cafe naive"
+    assert minhash.normalize("end.Start \u201cquoted\u201d \u00a0x\u2014y") == "end start quoted x y"
+    assert minhash.normalize("\u0414\u041e\u041c \u0663") == "\u0434\u043e\u043c 0"
+    assert dedup.normalize is minhash.normalize  # other scripts normalize as dedup does
 
 
 def test_chain_through_one_shared_band_is_not_merged():
     """A shares one LSH band with B, B another with C: candidates, but nothing alike. Union-find on
-    raw candidates would make one cluster of all three; the Jaccard check keeps them apart."""
+    raw candidates would make one cluster of all three; the Jaccard check keeps them apart. Without
+    the check (threshold 0, as FineWeb runs it) the chain forms, and the kept-copy rule still keeps C,
+    which is nothing like A, the one union-find keeps."""
     rng = np.random.default_rng(0)
     signatures = rng.integers(0, 2**32, (3, 112), dtype=np.uint64).astype(np.uint32)
     signatures[1, 0:8] = signatures[0, 0:8]
     signatures[1, 8:16] = signatures[2, 8:16]
     keys = np.array([1, 2, 3], np.int64)
     exact = np.arange(48, dtype=np.uint8).reshape(3, 16)
-    args = type("Args", (), dict(bands=14, rows=8, seed=1, threshold=0.75, redis=""))()
+    args = type("Args", (), dict(bands=14, rows=8, threshold=0.75))()
     stats = {"candidate_pairs": 0, "candidate_pairs_rejected": 0}
-    assert dedup.cluster_in_memory(keys, exact, signatures, args, stats) == []
+    assert dedup.checked_pairs(0, keys[:2], signatures[:2], exact[:2], args, stats) == []
+    assert dedup.checked_pairs(1, keys[1:], signatures[1:], exact[1:], args, stats) == []
     assert stats == {"candidate_pairs": 2, "candidate_pairs_rejected": 2}
-    args.threshold = 0.0  # no check, as FineWeb runs it: the chain forms
-    edges = dedup.cluster_in_memory(keys, exact, signatures, args, stats)
-    assert dedup.clusters_from_edges(edges) == {2: 1, 3: 1}
+    args.threshold = 0.0
+    pairs = np.array(dedup.checked_pairs(0, keys[:2], signatures[:2], exact[:2], args, stats) +
+                     dedup.checked_pairs(1, keys[1:], signatures[1:], exact[1:], args, stats), dedup.PAIR)
+    assert [(int(a), int(b)) for a, b, _ in pairs] == [(1, 2), (2, 3)]
+    earlier, later = pairs["earlier"] - 1, pairs["later"] - 1
+    assert dedup.union_find(earlier, later, 3).tolist() == [0, 0, 0]
+    kept, partner, _ = dedup.keep_near_copies(earlier, later, pairs["agree"], 3)
+    assert kept.tolist() == [True, False, True] and partner[1] == 0
 
 
-def test_union_find_keeps_the_smallest_key():
-    edges = [(5, 9, False), (2, 9, False), (7, 8, True), (3, 7, False)]
-    assert dedup.clusters_from_edges(edges) == {5: 2, 9: 2, 7: 3, 8: 3}
+def test_a_pair_sharing_several_bands_is_checked_once():
+    rng = np.random.default_rng(1)
+    signatures = rng.integers(0, 2**32, (2, 112), dtype=np.uint64).astype(np.uint32)
+    signatures[1, 16:40] = signatures[0, 16:40]  # bands 2, 3 and 4 agree
+    args = type("Args", (), dict(bands=14, rows=8, threshold=0.1))()
+    stats = {"candidate_pairs": 0, "candidate_pairs_rejected": 0}
+    found = [dedup.checked_pairs(band, np.array([5, 9]), signatures, np.arange(32, dtype=np.uint8).reshape(2, 16),
+                                 args, stats) for band in (2, 3, 4)]
+    assert found == [[(5, 9, 24)], [], []] and stats["candidate_pairs"] == 1
+
+
+def test_union_find_against_breadth_first_search():
+    rng = np.random.default_rng(2)
+    for n, m in [(1, 0), (2, 1), (50, 30), (400, 350), (1000, 2000)]:
+        earlier, later = rng.integers(0, n, m), rng.integers(0, n, m)
+        root = dedup.union_find(earlier, later, n)
+        neighbours = [[] for _ in range(n)]
+        for a, b in zip(earlier, later):
+            neighbours[a].append(b)
+            neighbours[b].append(a)
+        expected = [-1] * n
+        for start in range(n):  # visiting nodes in order, the first of a component is its smallest
+            if expected[start] < 0:
+                expected[start], todo = start, [start]
+                while todo:
+                    for b in neighbours[todo.pop()]:
+                        if expected[b] < 0:
+                            expected[b] = start
+                            todo.append(b)
+        assert root.tolist() == expected
 
 
 def test_same_result_for_any_worker_count_and_resume(corpus, deduped, tmp_path):
@@ -206,67 +242,104 @@ def test_same_result_for_any_worker_count_and_resume(corpus, deduped, tmp_path):
     assert report["shards_skipped_done"] == 3 and "3 already done" in again.stdout
 
 
-def test_machines_sharing_a_folder_agree(corpus, deduped, tmp_path):
-    """--num_shards=2 without Redis: each machine waits for the other's signatures, then both
-    compute the same global clustering."""
+def dedup_in_process(monkeypatch, *flags):
+    monkeypatch.setattr(sys, "argv", ["dedup.py", *map(str, flags)])
+    dedup.main()
+
+
+def test_passes_as_separate_tasks_equal_one_process(corpus, deduped, tmp_path, monkeypatch):
+    """Each pass as an array of tasks, one after the other, as slurm/pipeline.sh runs them, with the
+    hash range cut into slices: the same bytes as one process. Then a buckets task whose output was
+    lost (and a stale temporary file beside it) is rerun alone, and the result is the same again."""
     folder, _, _ = corpus
     out, _ = deduped
-    machines = [subprocess.Popen([sys.executable, str(ROOT / "dedup.py"), f"--input={folder}", f"--output={tmp_path}",
-                                  "--workers=1", f"--shard={i}", "--num_shards=2"], cwd=ROOT,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for m in machines:
-        _, err = m.communicate(timeout=300)
-        assert m.returncode == 0, err
-    assert output_ids(tmp_path) == output_ids(out)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.path.exists(binary):
-        if os.environ.get("REQUIRE_REDIS"):  # CI sets it: there the test must run, not skip
-            pytest.fail("REQUIRE_REDIS is set but redis-server is not installed")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def test_redis_index_shared_by_two_machines_equals_memory(corpus, deduped, tmp_path, redis_server):
-    folder, _, _ = corpus
-    out, _ = deduped
-    machines = [subprocess.Popen([sys.executable, str(ROOT / "dedup.py"), f"--input={folder}",
-                                  f"--output={tmp_path / 'machine'}", "--workers=1", f"--redis={redis_server}",
-                                  f"--shard={i}", "--num_shards=2", f"--clusters={tmp_path / 'clusters.jsonl'}"],
-                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for m in machines:
-        _, err = m.communicate(timeout=300)
-        assert m.returncode == 0, err
-    assert output_ids(tmp_path / "machine") == output_ids(out)
-    reports = [json.loads(p.read_text()) for p in (tmp_path / "machine").glob("report_*.json")]
-    assert len(reports) == 2
-    expected = json.loads((out / "report.json").read_text())
-    shard_stats = [json.loads(p.read_text()) for p in (tmp_path / "machine" / ".stats").glob("*.json")]
-    for key in ("removed_exact_duplicates", "removed_near_duplicates", "documents_out"):
-        assert sum(s.get(key, 0) for s in shard_stats) == expected["totals"][key]
-    assert all(r["all_shards"] == expected["all_shards"] for r in reports)
+    common = [f"--input={folder}", f"--output={tmp_path}", "--workers=1", "--range_docs=100"]
+    for task in range(2):
+        dedup_in_process(monkeypatch, *common, "--pass=signatures", f"--shard={task}", "--num_shards=2")
+    for task in range(4):
+        dedup_in_process(monkeypatch, *common, "--pass=buckets", f"--shard={task}", "--num_shards=4")
+    units = sorted((tmp_path / ".dedup" / "pairs").glob("*.npz"))
+    assert len(units) == 15 * 5  # (14 bands + the text hash) x 5 slices of the hash range
+    dedup_in_process(monkeypatch, *common, "--pass=clusters", f"--clusters={tmp_path / 'clusters.jsonl'}")
+    for task in range(3):
+        dedup_in_process(monkeypatch, *common, "--pass=write", f"--shard={task}", "--num_shards=3")
+    for p in sorted(out.glob("*.jsonl.gz")):
+        assert (tmp_path / p.name).read_bytes() == p.read_bytes()
     assert (tmp_path / "clusters.jsonl").read_text() == (out / "clusters.jsonl").read_text()
+    reports = [json.loads(p.read_text()) for p in tmp_path.glob("report_*_of_00003.json")]
+    expected = json.loads((out / "report.json").read_text())
+    assert len(reports) == 3 and all(r["all_shards"] == expected["all_shards"] for r in reports)
+    assert sum(r["totals"]["documents_out"] for r in reports) == expected["totals"]["documents_out"]
+    assert sum(r["candidate_pairs"] for r in reports) == 3 * expected["candidate_pairs"]
+
+    signatures = tmp_path / ".dedup" / "shards" / "part-0.jsonl.gz" / "signatures.npy"
+    written = signatures.stat().st_mtime_ns
+    dedup_in_process(monkeypatch, *common, "--pass=signatures")  # done: skipped
+    assert signatures.stat().st_mtime_ns == written
+    lost = units[7]
+    lost.unlink()
+    (lost.parent / f".{lost.name}.tmp12345").write_bytes(b"half a file")
+    for p in [tmp_path / ".dedup" / "clusters.json", *tmp_path.glob("*.jsonl.gz"), *(tmp_path / ".stats").glob("*")]:
+        p.unlink()
+    with pytest.raises(SystemExit):  # the clusters pass names what is missing rather than guess
+        dedup_in_process(monkeypatch, *common, "--pass=clusters")
+    dedup_in_process(monkeypatch, *common, "--pass=buckets", f"--shard={7 % 4}", "--num_shards=4")
+    dedup_in_process(monkeypatch, *common, "--pass=clusters")
+    dedup_in_process(monkeypatch, *common, "--pass=write")
+    for p in sorted(out.glob("*.jsonl.gz")):
+        assert (tmp_path / p.name).read_bytes() == p.read_bytes()
+
+
+def chained_pages(rng, pages, length, step):
+    """A chain of edits of each page: A, an edit of A, an edit of the edit, ... Each edit replaces
+    words at fresh places at least 5 words from any earlier edit, so it breaks its own 5-grams only
+    and the Jaccard similarity of A_i and A_j falls with |i - j| as (1 - step|i-j|) / (1 + step|i-j|)."""
+    chains = []
+    for c, page in enumerate(pages):
+        words = page["text"].split()
+        places = list(range(2, len(words) - 2, 5))
+        rng.shuffle(places)
+        per_edit = int(step * len(words) / 5)
+        chain = [dict(page, id=f"chain{c}-0")]
+        for i in range(1, length):
+            for p in places[(i - 1) * per_edit: i * per_edit]:
+                words[p] = f"zq{c}x{i}x{p}"
+            chain.append(dict(page, id=f"chain{c}-{i}", url=f"{page['url']}#edit{i}", text=" ".join(words)))
+        chains.append(chain)
+    return chains
+
+
+def test_no_page_removed_without_a_kept_near_copy(tmp_path, monkeypatch):
+    """Real pages with planted chains of edits. Union-find links each edit to the next and keeps one
+    page per chain, far from its end; the kept-copy rule must leave every removed page a kept
+    partner: at estimated J >= the threshold (the rule itself), and at exact J >= the threshold less
+    0.1, about 2 standard deviations of a 112-hash estimate (the edits are sized so that no pair
+    lies in between)."""
+    rng = random.Random(5)
+    sample = [d for d in read_shard(SAMPLE / "docs.jsonl.gz") if len(d["text"].split()) >= 600]
+    chains = chained_pages(rng, sample[:12], length=8, step=0.064)  # J: 0.88, 0.77, 0.68, 0.60, ...
+    docs = [d for chain in chains for d in chain] + sample[12:40]
+    rng.shuffle(docs)
+    write_shard(tmp_path / "in" / "a.jsonl.gz", docs[::2])
+    write_shard(tmp_path / "in" / "b.jsonl.gz", docs[1::2])
+    dedup_in_process(monkeypatch, f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", "--workers=1")
+    kept = {i for ids in output_ids(tmp_path / "out").values() for i in ids}
+    text = {d["id"]: d["text"] for d in docs}
+    perms = minhash.permutations(112, 1)
+    signature = {i: minhash.document_signature(t, 5, perms)[1] for i, t in text.items()}
+    removed = set(text) - kept
+    assert len(removed) >= 3 * len(chains)  # the rule keeps what it must, not everything
+    for r in removed:
+        assert max(minhash.estimated_jaccard(signature[r], signature[k]) for k in kept) >= 0.75
+        assert max(jaccard(text[r], text[k]) for k in kept) >= 0.65
+    # the test has teeth: keeping only the first page of each chain, as union-find alone does,
+    # removes pages whose closest kept page is far below the threshold
+    first = {d["id"].split("-")[0]: d["id"] for d in [d for p in sorted((tmp_path / "in").glob("*")) for d in read_shard(p)]
+             if d["id"].startswith("chain")}
+    assert any(jaccard(text[r], text[first[r.split("-")[0]]]) < 0.65 for r in removed | (kept - set(first.values()))
+               if r.startswith("chain"))
+    found = json.loads((tmp_path / "out" / "report.json").read_text())["all_shards"]
+    assert found["kept_without_a_kept_near_copy"] == len(kept & {d["id"] for c in chains for d in c}) - len(chains)
 
 
 def test_bad_input_is_counted_not_fatal(tmp_path, monkeypatch, capsys):
@@ -280,7 +353,9 @@ def test_bad_input_is_counted_not_fatal(tmp_path, monkeypatch, capsys):
     assert totals["bad_input:malformed_json"] == 1 and totals["bad_input:empty_text"] == 1
     assert totals["bad_input:not_an_object"] == 1 and totals["removed_exact_duplicates"] == 1
     for flags, message in [([f"--input={tmp_path / 'nothing'}"], "no .jsonl"), (["--threshold=1.5"], "threshold"),
-                           (["--redis=localhost"], "HOST:PORT")]:
+                           (["--num_shards=2"], "needs --pass"), (["--pass=clusters", "--num_shards=2"], "one task"),
+                           (["--pass=buckets", f"--output={tmp_path / 'new'}"], "signatures of 1 shard"),
+                           (["--pass=write", f"--output={tmp_path / 'new'}"], "run --pass=clusters first")]:
         monkeypatch.setattr(sys, "argv", ["dedup.py", f"--input={tmp_path / 'in'}", *flags])
         with pytest.raises(SystemExit) as stopped:
             dedup.main()

@@ -42,25 +42,30 @@ def docs_folder(tmp_path_factory):
 
 
 def test_token_shards_give_train_val_loss(tmp_path, capsys):
-    rng = np.random.default_rng(0)
+    """train.py continues pretraining from a Hugging Face GPT-2 folder (--init_from=FOLDER, through
+    checkpoint.load_pretrained) and logs its val loss; eval.py on the saved checkpoint gives the same."""
+    # repetitive text, so that two steps lower the val loss (train.py keeps a checkpoint only then)
+    tokens = np.array(load_tokenizer("gpt2").encode_ordinary(" ".join(DOCS) * 12))
     data = tmp_path / "tokens"
-    write_shard(data / "val_000000.bin", rng.integers(0, 50257, 3000))
-    write_shard(data / "train_000001.bin", rng.integers(0, 50257, 5000))
+    write_shard(data / "val_000000.bin", tokens[:3000])  # no report.json: llm.c-style shards
+    write_shard(data / "train_000001.bin", tokens[3000:])
+    path, _ = tiny.checkpoint(tmp_path / "base.pt", "gpt2", bias=True)  # block_size 64
+    export.export(path, "hf", tmp_path / "hf", "f32", log=lambda msg: None)
     out = tmp_path / "out"
-    train.main([f"--data={data}", f"--out_dir={out}", "--n_layer=1", "--n_head=2", "--n_embd=32",
-                "--block_size=32", "--batch_size=3", "--batch_tokens=96", "--max_iters=2", "--eval_interval=2",
-                "--eval_iters=4", "--warmup_iters=1", "--learning_rate=1e-2", "--compile=false",
-                "--device=cpu", "--dtype=float32"])
+    # (--block_size: train.py opens the data before it reads the folder's architecture)
+    train.main([f"--data={data}", f"--out_dir={out}", f"--init_from={tmp_path / 'hf'}", "--block_size=64",
+                "--batch_size=3", "--batch_tokens=192", "--max_iters=2", "--eval_interval=2", "--eval_iters=4",
+                "--warmup_iters=1", "--learning_rate=1e-2", "--compile=false", "--device=cpu", "--dtype=float32"])
     capsys.readouterr()
-    logged = [json.loads(line) for line in open(out / "log.jsonl")]
-    val_loss = [h["val_loss"] for h in logged if "val_loss" in h][-1]  # step 2: the saved weights
+    logged = [h for h in map(json.loads, open(out / "log.jsonl")) if "val_loss" in h][-1]  # the saved weights
     report = run_eval(capsys, f"--ckpt={out / 'ckpt.pt'}", f"--data={data}")
-    assert report["windows"] == 4 * 3 and report["tokens"] == 4 * 3 * 32  # the checkpoint's eval settings
-    assert report["loss"] == pytest.approx(val_loss, rel=1e-6)
-    assert report["perplexity"] == pytest.approx(math.exp(val_loss), rel=1e-6)
-    # every val token once: another number, over all 3000 - 1 targets
-    everything = run_eval(capsys, f"--ckpt={out / 'ckpt.pt'}", f"--data={data}", "--eval_iters=0")
-    assert everything["tokens"] == 2999 and everything["loss"] != report["loss"]
+    assert report["windows"] == 4 * 192 // 64  # train.py's count: eval_iters x batch_tokens / block_size
+    assert report["loss"] == pytest.approx(logged["val_loss"], rel=1e-6)
+    assert report["bits_per_byte"] == pytest.approx(logged["val_bpb"], rel=1e-6)
+    assert report["perplexity"] == pytest.approx(math.exp(logged["val_loss"]), rel=1e-6)
+    # every val window: another number, over all 46 windows of 64 predictions in 3000 tokens
+    everything = run_eval(capsys, f"--ckpt={out / 'ckpt.pt'}", f"--data={data}", "--windows=0")
+    assert everything["tokens"] == 46 * 64 and everything["loss"] != report["loss"]
 
 
 def test_documents_loss_and_bits_per_byte_equal_a_hand_computation(tmp_path, docs_folder, capsys):

@@ -292,11 +292,11 @@ def test_existing_output_is_refused_unless_force(checkpoints, tmp_path, capsys):
         assert f"{out} already exists: pass --force" in capsys.readouterr().err
         export.main([f"--ckpt={path}", f"--format={fmt}", f"--out={out}", "--force"])
         assert (sorted(os.listdir(out)) if out.is_dir() else out.stat().st_size) == before
-        assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # no temporaries left
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
 
 
 def test_a_killed_runs_temporary_folder_is_removed(checkpoints, tmp_path):
-    stale = tmp_path / ".hf.tmp999999999"  # a pid that is not running
+    stale = export.partial_folder(tmp_path / "hf", pid=999999999)  # a process that is not running
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half written")
     export.export(checkpoints["gpt2"][0], "hf", tmp_path / "hf", "f32", log=quiet)
@@ -326,9 +326,20 @@ def test_inputs_that_are_not_a_model_get_one_clear_line(tmp_path, capsys):
 
 
 def lora_checkpoint(tmp_path):
-    path, model = tiny.checkpoint(tmp_path / "base.pt", "llama")
+    """A LoRA checkpoint as train.py --lora_rank writes it: the frozen base in 'model', the adapters and
+    their config in 'lora' (lora.split_state), with the B matrices moved off zero as training would.
+    Returns (path, the LoRA model itself, whose forward adds the adapters through hooks)."""
+    import lora
+
+    path, model = tiny.checkpoint(tmp_path / "base.pt", "llama", tokenizer=tiny.trained_tokenizer())
+    config = lora.add_lora(model, rank=2, alpha=4.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.5)
+    base, adapters = lora.split_state(model.state_dict())
     ckpt = torch.load(path, weights_only=True)
-    ckpt["lora"] = {"rank": 2, "adapters": {"transformer.h.0.attn.c_attn.weight": torch.ones(3)}}
+    ckpt.update(model=base, lora=dict(config=config, adapters=adapters))
     torch.save(ckpt, path)
     return path, model
 
@@ -340,17 +351,16 @@ def test_lora_checkpoint_without_lora_module_says_so(tmp_path, monkeypatch):
         load_pretrained(path)
 
 
-def test_lora_adapters_are_merged_before_export(tmp_path, monkeypatch):
-    path, model = lora_checkpoint(tmp_path)
-    seen = []
-
-    def merge_lora(state, lora):  # stands in for lora.py: adds 1 to one weight
-        seen.append(lora["rank"])
-        name = "transformer.h.0.mlp.c_proj.weight"
-        return {**state, name: state[name] + 1.0}
-    monkeypatch.setitem(sys.modules, "lora", type(sys)("lora"))
-    monkeypatch.setattr(sys.modules["lora"], "merge_lora", merge_lora, raising=False)
+def test_lora_adapters_are_merged_into_the_export(tmp_path, enc):
+    path, lora_model = lora_checkpoint(tmp_path)
     export.export(path, "hf", tmp_path / "hf", "f32", log=quiet)
-    back = load_pretrained(str(tmp_path / "hf"))["model"]
-    expected = model.state_dict()["transformer.h.0.mlp.c_proj.weight"] + 1.0
-    assert seen == [2] and torch.equal(back["transformer.h.0.mlp.c_proj.weight"], expected)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    idx = torch.randint(0, enc.n_vocab, (2, 30), generator=torch.Generator().manual_seed(3))
+    ckpt = torch.load(path, weights_only=True)
+    base = GPT(GPTConfig(**ckpt["model_args"])).eval()
+    base.load_state_dict(ckpt["model"])  # the frozen weights alone
+    with torch.no_grad():
+        theirs, ours = hf(idx).logits, lora_model(idx, all_logits=True)[0][..., :enc.n_vocab]
+        without = base(idx, all_logits=True)[0][..., :enc.n_vocab]
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)  # the plain export computes the LoRA model
+    assert (without - ours).abs().max() > 0.1  # which the base alone does not

@@ -73,6 +73,10 @@ def test_token_stream_equals_tiktoken_on_real_text(tmp_path):
     report = json.loads((tmp_path / "tok" / "report.json").read_text())
     assert report["documents"] == len(texts) and report["tokens"] == len(expected)
     assert report["tokenizer"] == "gpt2" and report["vocab_size"] == 50257 and report["eot_token"] == 50256
+    # the completeness contract train.py reads: every shard listed, in order, with its size and largest id
+    assert report["complete"] is True and report["bad_input"] is None
+    assert report["shards"] == [{"name": p.name, "tokens": size, "max_token": int(np.max(common.load_shard(p)))}
+                                for p, size in zip(shards, sizes)]
 
 
 def test_header_layout(tmp_path):
@@ -193,6 +197,10 @@ def test_machines_split_the_input_and_together_cover_it(tmp_path):
     enc = tokenizer.load_tokenizer("gpt2")
     assert tokens == sum(1 + len(enc.encode_ordinary(t)) for t in texts)
     assert tokens == len(read_stream(tmp_path / "tok")[0])
+    # one machine over the same folder would mix its shards with theirs: refused before any is written
+    result = run_prepare(f"--input={tmp_path}/in", f"--output={tmp_path}/tok")
+    assert result.returncode == 1 and "report_00000_of_00002.json of a run with a different --num_shards" in result.stderr
+    assert not (tmp_path / "tok" / "report.json").exists() and not (tmp_path / "tok" / "val_000000.bin").exists()
 
 
 def test_vocabulary_over_uint16_is_refused(tmp_path):

@@ -3,6 +3,7 @@ safety while saving, continued pretraining, bad input, NaN handling, and one pro
 DDP / FSDP (gloo) on the same global batch."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import loader
 import train
 from common import write_shard
 
@@ -57,8 +59,8 @@ def data(tmp_path_factory):
     return folder
 
 
-def run(data, out, *flags):
-    train.main(TINY + [f'--data={data}', f'--out_dir={out}', *flags])
+def run(data, out, *flags):  # data None: the default, or what a config file's stages say
+    train.main(TINY + ([] if data is None else [f'--data={data}']) + [f'--out_dir={out}', *flags])
     return read_log(out)
 
 
@@ -107,13 +109,19 @@ def test_lr_schedules():
 
 
 def test_data_order_depends_only_on_seed_and_position(data):
-    shards = train.open_data(dict(data=str(data), block_size=32))['train']
-    whole = train.get_batch(shards, 10, 8, 32, 7, 'cpu')[0]
-    halves = torch.cat([train.get_batch(shards, 10 + i, 4, 32, 7, 'cpu')[0] for i in (0, 4)])
-    assert torch.equal(whole, halves)
-    epoch = torch.cat([train.get_batch(shards, i, 1, 32, 7, 'cpu')[0] for i in range(265)])  # 156 + 109 windows
-    assert len({tuple(row.tolist()) for row in epoch}) == 265  # each window once per epoch
-    assert not torch.equal(whole, train.get_batch(shards, 10, 8, 32, 8, 'cpu')[0])  # another seed
+    source = loader.open_source(str(data), 32)
+    one = dict(sources=[source], stages=[(0, np.array([1.0]))])
+
+    def windows(first, count, seed):
+        return loader.read_windows(one, np.zeros(count, dtype=np.int64), np.arange(first, first + count), 32, seed)
+    whole = windows(10, 8, 7)
+    assert np.array_equal(whole, np.concatenate([windows(10, 4, 7), windows(14, 4, 7)]))
+    epoch = windows(0, 265, 7)  # 156 + 109 windows
+    assert len({tuple(row) for row in epoch}) == 265  # each window once per epoch
+    assert not np.array_equal(whole, windows(10, 8, 8))  # another seed
+    # a step's plan: one source reads its order straight on, so step s holds sequences s*8 .. s*8+7
+    sources, index, after = loader.plan_step(one, 7, 3, 8, [24])
+    assert index.tolist() == list(range(24, 32)) and after.tolist() == [32]
 
 
 def test_accumulation_equals_one_big_batch(data, tmp_path):
@@ -131,11 +139,11 @@ def test_interrupt_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
     whole = run(data, tmp_path / 'whole', *flags)
     get_lr = train.get_lr
 
-    def interrupt_at_step_2(step, config):  # a real SIGTERM in the middle of step 2, delivered twice
+    def interrupt_at_step_2(step, config, *rest):  # a real SIGTERM in the middle of step 2, delivered twice
         if step == 2:                             # (as torchrun passes it on to its workers)
             signal.raise_signal(signal.SIGTERM)
             signal.raise_signal(signal.SIGTERM)
-        return get_lr(step, config)
+        return get_lr(step, config, *rest)
     monkeypatch.setattr(train, 'get_lr', interrupt_at_step_2)
     run(data, tmp_path / 'cut', *flags)
     saved = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
@@ -159,6 +167,7 @@ def test_killed_while_saving_leaves_previous_checkpoint(data, tmp_path):
     script = f"""
 import os, signal, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
+import loader
 import train
 saves = []
 real_save = torch.save
@@ -176,7 +185,9 @@ train.main({TINY!r} + ['--data={data}', '--out_dir={tmp_path}', '--eval_interval
     assert result.returncode == -signal.SIGKILL, result.stderr
     saved = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert saved['iter_num'] == 2
+    assert len(list(tmp_path.glob('.ckpt.pt.tmp*'))) == 1  # the half-written temp of the killed save
     resumed = run(data, tmp_path, '--init_from=resume')
+    assert not list(tmp_path.glob('.ckpt.pt.tmp*'))  # a rerun removes it
     assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4]  # the log was cut back to the checkpoint
 
 
@@ -189,6 +200,9 @@ def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
     assert second[0]['val_loss'] == pytest.approx(losses(first, 'val_loss')[-1][1], rel=1e-6)
     assert losses(second)[0][0] == 1 and losses(second, 'val_loss')[-1][1] < losses(first, 'val_loss')[0][1]
     assert torch.load(tmp_path / 'second' / 'ckpt.pt', weights_only=True)['model_args']['n_layer'] == 2
+    # resumed with the same flags, it keeps the checkpoint's architecture (not the flags' n_layer=5)
+    again = run(data, tmp_path / 'second', '--init_from=resume', '--n_layer=5', '--max_iters=4', '--warmup_iters=0')
+    assert losses(again)[-1][0] == 4
 
 
 def test_bad_input_is_refused_before_training(data, tmp_path):
@@ -231,26 +245,175 @@ def test_nonfinite_loss_stops_and_never_saves_poison(data, tmp_path, monkeypatch
     assert all(t.isfinite().all() for t in saved['model'].values())
 
 
-def test_ddp_and_fsdp_match_one_process(data, tmp_path):
-    # the same global batch of 8 sequences per step: 4 passes of 2 in one process, or 2 ranks x 2 passes
-    reference = run(data, tmp_path / 'one', '--batch_size=2', '--max_iters=3')
+@pytest.fixture(scope='module')
+def second(tmp_path_factory):
+    """A second source for mixtures: the same kind of stream, other tokens."""
+    folder = tmp_path_factory.mktemp('second')
+    write_shard(folder / 'val_000000.bin', markov_tokens(2000, 10))
+    write_shard(folder / 'train_000001.bin', markov_tokens(4000, 11))
+    (folder / 'report.json').write_text(json.dumps({'tokenizer': 'gpt2', 'vocab_size': VOCAB}))
+    return folder
+
+
+DISTRIBUTED = """
+import json, sys
+sys.path.insert(0, {root!r})
+import torch.distributed as dist
+import train
+dist.init_process_group('gloo')  # one group for all the runs of this launch (torchrun starts are slow)
+for flags in json.loads(sys.argv[1]):
+    train.main(flags)
+"""
+
+
+def test_ddp_and_fsdp_match_one_process(data, second, tmp_path):
+    # the same global batch of 8 sequences per step: 4 passes of 2 in one process, or 2 ranks x 1 pass of
+    # 4 (--batch_size=8 is lowered to share the step), on a mixture of two sources; full training, then
+    # LoRA from the full run's checkpoint
+    mixture, base = f'{data}:0.7,{second}:0.3', tmp_path / 'one' / 'full' / 'ckpt.pt'
+    lora_flags = [f'--init_from={base}', '--lora_rank=4', '--embedding_lr=1e-3']
+    reference = {'full': run(mixture, tmp_path / 'one' / 'full', '--batch_size=2', '--max_iters=3'),
+                 'lora': run(mixture, tmp_path / 'one' / 'lora', '--batch_size=2', '--max_iters=3', *lora_flags)}
+    script = tmp_path / 'runs.py'
+    script.write_text(DISTRIBUTED.format(root=str(ROOT)))
     jobs = {}
     for parallel in ('ddp', 'fsdp'):
-        out = tmp_path / parallel
+        flags = TINY + [f'--data={mixture}', f'--parallel={parallel}', '--batch_size=8', '--max_iters=3']
+        runs = [flags + [f'--out_dir={tmp_path / parallel / "full"}'],
+                flags + [f'--out_dir={tmp_path / parallel / "lora"}', *lora_flags]]
         command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                   str(ROOT / 'train.py'), *TINY, f'--data={data}', f'--out_dir={out}',
-                   f'--parallel={parallel}', '--batch_size=2', '--max_iters=3']
+                   str(script), json.dumps(runs)]
         jobs[parallel] = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True)
     for parallel, job in jobs.items():
         output = job.communicate(timeout=300)[0]
         assert job.returncode == 0, output
-        log = read_log(tmp_path / parallel)
-        for key in ('loss', 'val_loss'):
-            assert [s for s, _ in losses(log, key)] == [s for s, _ in losses(reference, key)]
-            np.testing.assert_allclose([l for _, l in losses(log, key)], [l for _, l in losses(reference, key)],
-                                       rtol=1e-5, err_msg=f'{parallel} {key}')
-        a, b = params(tmp_path / 'one' / 'ckpt.pt'), params(tmp_path / parallel / 'ckpt.pt')
-        assert a.keys() == b.keys()  # plain names: no 'module.' or '_orig_mod.' prefixes
-        for name in a:
-            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+        assert 'instead of --batch_size=8, so that 2 process(es) share the 8 sequences' in output
+        for kind in ('full', 'lora'):
+            log = read_log(tmp_path / parallel / kind)
+            for key in ('loss', 'val_loss'):
+                assert [s for s, _ in losses(log, key)] == [s for s, _ in losses(reference[kind], key)]
+                np.testing.assert_allclose([l for _, l in losses(log, key)], [l for _, l in losses(reference[kind], key)],
+                                           rtol=1e-5, err_msg=f'{parallel} {kind} {key}')
+            a = torch.load(tmp_path / 'one' / kind / 'ckpt.pt', weights_only=True)
+            b = torch.load(tmp_path / parallel / kind / 'ckpt.pt', weights_only=True)
+            assert a['model'].keys() == b['model'].keys()  # plain names: no 'module.' or '_orig_mod.' prefixes
+            tensors = [(a['model'], b['model'])] + ([(a['lora']['adapters'], b['lora']['adapters'])] if kind == 'lora' else [])
+            for x, y in tensors:
+                assert x.keys() == y.keys()
+                for name in x:  # (Adam divides tiny gradients by their own size: rounding shows)
+                    torch.testing.assert_close(x[name], y[name], rtol=1e-4, atol=5e-5, msg=lambda m: f'{parallel} {kind} {name}: {m}')
+
+
+def test_help_typos_and_bad_settings(capsys):
+    with pytest.raises(SystemExit):
+        train.get_config(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for key, default, help_text in train.SETTINGS:  # every flag says what it does, its default and choices
+        assert f'--{key} ' in text and f"{' '.join(help_text.split())} (default: {default!r}" in text, key
+    assert "(default: 'layernorm'; one of layernorm, rmsnorm)" in text
+    with pytest.raises(SystemExit, match="unknown setting 'n_layers'; did you mean 'n_layer'"):
+        train.get_config(['--n_layers=3'])
+    with pytest.raises(SystemExit, match='^train.py: error: --norm=batchnorm: expected one of layernorm, rmsnorm$'):
+        train.get_config(['--norm=batchnorm'])
+
+
+def test_a_step_is_shared_among_processes():
+    from types import SimpleNamespace
+    config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
+
+    def layout(world):
+        return train.batch_layout(config, SimpleNamespace(world=world, log=lambda *a: None))
+    assert layout(1) == (16, 1) and layout(2) == (8, 1) and layout(16) == (1, 1)
+    with pytest.raises(SystemExit, match='cannot be shared by 3 processes: set --batch_tokens to a multiple of 384'):
+        layout(3)
+    gpt2 = train.get_config([str(ROOT / 'config' / 'gpt2_124m.py')])
+    assert train.batch_layout(gpt2, SimpleNamespace(world=4, log=print)) == (64, 2)
+
+
+def test_val_loss_and_bits_per_byte_do_not_depend_on_the_batch(tmp_path):
+    # GPT-2 token ids 0..511: bytes, then merges of 2-3 bytes, so bytes and tokens differ
+    import torch.nn.functional as F
+    from model import GPT, GPTConfig
+    from tokenizer import load_tokenizer
+    folder = tmp_path / 'tokens'
+    write_shard(folder / 'val_000000.bin', markov_tokens(3000, 3) * 2 + 1)
+    write_shard(folder / 'train_000001.bin', markov_tokens(3000, 4) * 2)
+    flags = ['--max_iters=0', '--vocab_size=512']
+    at = {b: run(folder, tmp_path / str(b), *flags, f'--batch_size={b}')[0] for b in (8, 3)}
+    assert at[8]['val_loss'] == pytest.approx(at[3]['val_loss'], rel=1e-6)
+    assert at[8]['val_bpb'] == pytest.approx(at[3]['val_bpb'], rel=1e-6)
+    config = train.get_config(TINY + flags)  # the reference: the same initial model, on the same windows
+    torch.manual_seed(config['seed'])
+    gpt = GPT(GPTConfig(**{**{f: config[f] for f in GPTConfig.__dataclass_fields__}, 'real_vocab_size': 512}))
+    windows = torch.from_numpy(loader.val_windows(loader.open_source(str(folder), 32)['val'], 32, 24).astype(np.int64))
+    assert len(windows) == 24 and len({tuple(w.tolist()) for w in windows}) == 24
+    targets = windows[:, 1:].flatten()
+    with torch.no_grad():
+        nats = F.cross_entropy(gpt(windows[:, :-1], all_logits=True)[0].flatten(0, 1), targets, reduction='sum').item()
+    enc = load_tokenizer('gpt2')
+    n_bytes = sum(len(enc.decode_single_token_bytes(t)) for t in targets.tolist())
+    assert n_bytes > 1.2 * len(targets)
+    assert at[8]['val_loss'] == pytest.approx(nats / len(targets), rel=1e-5)
+    assert at[8]['val_bpb'] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-5)
+
+
+def test_token_folders_are_checked_before_training(data, tmp_path, capsys):
+    val, tokens = markov_tokens(3000, 0), markov_tokens(5000, 1)
+
+    def folder(name, report, shards=None, report_name='report.json'):
+        path = tmp_path / name
+        for shard, t in (shards or {'val_000000.bin': val, 'train_000001.bin': tokens}).items():
+            write_shard(path / shard, t)
+        if report is not None:
+            (path / report_name).write_text(report if isinstance(report, str) else json.dumps(report))
+        return path
+
+    def listed(top=255, **report):
+        return dict(tokenizer='gpt2', vocab_size=50257, complete=True, **report,
+                    shards=[dict(name='val_000000.bin', tokens=3000, max_token=255),
+                            dict(name='train_000001.bin', tokens=5000, max_token=top)])
+    out = tmp_path / 'out'
+    with_60000 = tokens.copy()
+    with_60000[1234] = 60000
+    cases = [  # the report's max_token is trusted (no 10B-token read at start-up): this shard has no 60000
+             (folder('listed', listed(top=60000)), 'train_000001.bin: token id 60,000, but the tokenizer has 50,257'),
+             # no max_token: the shards are read; 50300 is in GPT-2's padded part (50257..50303)
+             (folder('scanned', {'tokenizer': 'gpt2', 'vocab_size': 50257}, {'val_000000.bin': val, 'train_000001.bin':
+                     np.where(np.arange(5000) == 99, 50300, tokens)}), 'token id 50,300, but the tokenizer has 50,257'),
+             (folder('no_report', None, {'val_000000.bin': val, 'train_000001.bin': with_60000}),
+              "vocabulary of 60,001 tokens, more than the model's vocab_size=256"),
+             (folder('corrupt', '{"complete": tru'), r'report.json: not a readable prepare.py report .*rerun prepare.py'),
+             (folder('killed', {**listed(), 'complete': False}), 'prepare.py did not finish .*rerun prepare.py'),
+             (folder('mixed', listed(), {'val_000000.bin': val, 'train_000001.bin': tokens, 'train_000002.bin': tokens}),
+              r'not the ones report.json lists \(not listed: train_000002.bin\).*rerun prepare.py'),
+             (folder('one_of_two', listed(), report_name='report_00000_of_00002.json'), '1 report files for a prepare.py run on 2')]
+    for path, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            run(path, out)
+    assert not out.exists()
+    run(folder('llm_c', None), out, '--max_iters=1')  # shards of another tool train, with a note
+    assert 'no report.json of prepare.py: completeness not checked' in capsys.readouterr().out
+
+
+def test_bad_checkpoints_and_devices(data, tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    for content in (b'', os.urandom(4096)):
+        (out / 'ckpt.pt').write_bytes(content)
+        with pytest.raises(SystemExit, match='ckpt.pt: not a PyTorch checkpoint'):
+            run(data, out, '--init_from=resume')
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='--device=cuda: CUDA is not available on this machine'):
+            run(data, out, '--device=cuda')
+
+
+def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
+    run(data, tmp_path, '--max_iters=2', '--eval_interval=2')
+    good = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    run(data, tmp_path, '--init_from=resume', '--max_iters=4', '--eval_interval=1', '--learning_rate=1e3',
+        '--skip_nonfinite=true')
+    text = capsys.readouterr().out
+    assert f'not saving {tmp_path / "ckpt.pt"}: the val loss is' in text and 'it keeps the last good checkpoint' in text
+    kept = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert kept['iter_num'] == 2 and all(torch.equal(kept['model'][k], v) for k, v in good['model'].items())

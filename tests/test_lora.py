@@ -1,0 +1,106 @@
+"""LoRA (lora.py, train.py --lora_rank): at step 0 the model is the base exactly; only the adapters
+train (and the tied embedding's adapter only when targeted); merged weights give the unmerged
+logits within float32 rounding; a LoRA run's checkpoint holds the frozen base under plain names plus
+the adapters, resumes bit-identically, and starts a new run as one merged GPT. (LoRA under DDP and
+FSDP: test_train.py's distributed test.)"""
+
+import copy
+import signal
+
+import pytest
+import torch
+
+import lora
+import train
+from model import GPT, GPTConfig
+from test_train import data, losses, one_thread, read_log, run  # noqa: F401 (fixtures)
+
+CONFIG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=96, bias=True)
+
+
+def models(targets='all', rslora=False, loss_impl='torch'):
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(**CONFIG, loss_impl=loss_impl))
+    adapted = copy.deepcopy(base)
+    config = lora.add_lora(adapted, rank=4, alpha=8, rslora=rslora, targets=targets)
+    return base, adapted, config
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 96, (3, 16), generator=g), torch.randint(0, 96, (3, 16), generator=g)
+
+
+@pytest.mark.parametrize('loss_impl', ['torch', 'chunked'])  # lm_head as a module, or its weight fused in the loss
+def test_step_0_is_the_base_and_only_adapters_train(loss_impl):
+    x, y = batch()
+    base, adapted, _ = models(loss_impl=loss_impl)
+    assert torch.equal(base(x, all_logits=True)[0], adapted(x, all_logits=True)[0])
+    assert torch.equal(base(x, y)[1], adapted(x, y)[1])
+    adapted(x, y)[1].backward()
+    trained = {n for n, p in adapted.named_parameters() if p.grad is not None}
+    assert trained == {n for n, _ in adapted.named_parameters() if lora.is_adapter(n)}
+    assert 'lm_head.lora_B' in trained and len(trained) == 2 * (2 * 4 + 1)  # 4 Linears per block, + lm_head
+    assert all(adapted.get_parameter(n).grad.abs().sum() > 0 for n in trained if n.endswith('lora_B'))
+    # not targeted: the embedding (tied to lm_head) gets neither an adapter nor a gradient
+    _, attention_only, config = models(targets='c_attn', loss_impl=loss_impl)
+    attention_only(x, y)[1].backward()
+    trained = {n for n, p in attention_only.named_parameters() if p.grad is not None}
+    assert trained == {f'transformer.h.{i}.attn.c_attn.lora_{m}' for i in range(2) for m in 'AB'}
+    assert config['targets'] == ('c_attn',) and attention_only.transformer.wte.weight.grad is None
+
+
+@pytest.mark.parametrize('rslora', [False, True])
+def test_merged_equals_unmerged(rslora):
+    x, y = batch()
+    _, adapted, config = models(rslora=rslora)
+    for name, p in adapted.named_parameters():
+        if name.endswith('lora_B'):
+            torch.nn.init.normal_(p, std=0.05)  # as after training: the update is not zero
+    base_state, adapters = lora.split_state(adapted.state_dict())
+    merged = GPT(GPTConfig(**CONFIG))
+    merged.load_state_dict(lora.merge_lora(base_state, dict(config=config, adapters=adapters)))
+    assert torch.equal(merged.lm_head.weight, merged.transformer.wte.weight)  # still one tied matrix
+    unmerged_logits, merged_logits = adapted(x, all_logits=True)[0], merged(x, all_logits=True)[0]
+    torch.testing.assert_close(merged_logits, unmerged_logits, rtol=1e-5, atol=1e-5)
+    base = GPT(GPTConfig(**CONFIG))
+    base.load_state_dict(base_state)
+    assert (base(x, all_logits=True)[0] - unmerged_logits).abs().max() > 1e-2  # the adapters do change the model
+
+
+def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch):
+    run(data, tmp_path / 'base', '--max_iters=3')
+    base_path = tmp_path / 'base' / 'ckpt.pt'
+    base = torch.load(base_path, weights_only=True)
+    flags = [f'--init_from={base_path}', '--lora_rank=4', '--lora_targets=c_attn,c_fc,wte', '--embedding_lr=3e-4',
+             '--max_iters=5', '--eval_interval=3']
+    whole = run(data, tmp_path / 'whole', *flags)
+    assert whole[0]['val_loss'] == losses(read_log(tmp_path / 'base'), 'val_loss')[-1][1]  # step 0: the base, exactly
+    ckpt = torch.load(tmp_path / 'whole' / 'ckpt.pt', weights_only=True)
+    assert ckpt['model'].keys() == base['model'].keys()  # the frozen base, plain names, unchanged
+    assert all(torch.equal(ckpt['model'][k], base['model'][k]) for k in base['model'])
+    assert ckpt['lora']['config']['targets'] == ('c_attn', 'c_fc', 'lm_head') and ckpt['lora']['config']['rank'] == 4
+    assert set(ckpt['lora']['adapters']) == {f'transformer.h.{i}.{m}.lora_{ab}' for i in range(2) for m in
+                                             ('attn.c_attn', 'mlp.c_fc') for ab in 'AB'} | {'lm_head.lora_A', 'lm_head.lora_B'}
+    assert len(ckpt['optimizer']['state']) == 10  # AdamW state for the adapters only
+    assert sorted(g['lr_scale'] for g in ckpt['optimizer']['param_groups']) == pytest.approx([0.1, 1.0])  # embedding_lr / learning_rate
+
+    get_lr = train.get_lr
+
+    def interrupt_at_step_1(step, config, *rest):
+        if step == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return get_lr(step, config, *rest)
+    monkeypatch.setattr(train, 'get_lr', interrupt_at_step_1)
+    run(data, tmp_path / 'cut', *flags)
+    monkeypatch.setattr(train, 'get_lr', get_lr)
+    resumed = run(data, tmp_path / 'cut', *flags[1:], '--init_from=resume')
+    assert losses(resumed) == losses(whole) and losses(resumed, 'val_loss') == losses(whole, 'val_loss')
+    again = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    assert all(torch.equal(again['lora']['adapters'][k], v) for k, v in ckpt['lora']['adapters'].items())
+
+    # a new run from the LoRA checkpoint starts from the merged model: its val loss at step 0 is the
+    # LoRA run's last (to float32 rounding: merging sums in another order)
+    merged = run(data, tmp_path / 'merged', f'--init_from={tmp_path / "whole" / "ckpt.pt"}', '--max_iters=0')
+    assert merged[0]['val_loss'] == pytest.approx(losses(whole, 'val_loss')[-1][1], rel=1e-5)
+

@@ -1,0 +1,94 @@
+"""Data mixtures and stages (loader.py's mixture sampler, train.py's --data=A:w,B:w and `stages`):
+the realized proportions equal the weights, a resume across a stage boundary is bit-identical to an
+uninterrupted run, a source that runs out wraps around and says so, and bad mixtures are refused
+before any training. (DDP and FSDP with a mixture: test_train.py's distributed test.)"""
+
+import json
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import loader
+import train
+from common import write_shard
+from test_train import VOCAB, data, losses, markov_tokens, one_thread, run, second  # noqa: F401 (fixtures)
+
+
+def test_realized_proportions_equal_the_weights():
+    weights, per_step, steps = np.array([0.85, 0.12, 0.03]), 16, 3000
+    counts = np.array([np.bincount(loader.mixture_sources(5, step, weights, per_step), minlength=3)
+                       for step in range(steps)])
+    assert (counts.sum(axis=1) == per_step).all()
+    # every step gets each source's share to within one sequence (13.6 -> 13 or 14, 0.48 -> 0 or 1) ...
+    assert (np.abs(counts - per_step * weights) < 1).all()
+    # ... and over many steps the proportions equal the weights within sampling error (3 sigma of
+    # independent draws, an upper bound for this stratified sampler)
+    n = steps * per_step
+    assert (np.abs(counts.sum(axis=0) / n - weights) < 3 * np.sqrt(weights * (1 - weights) / n)).all()
+    assert np.array_equal(loader.mixture_sources(5, 7, weights, 16), loader.mixture_sources(5, 7, weights, 16))
+    assert not np.array_equal(loader.mixture_sources(5, 7, weights, 16), loader.mixture_sources(5, 8, weights, 16))
+
+
+@pytest.fixture(scope='module')
+def small(tmp_path_factory):
+    """A source of only 4 windows of 32 tokens: it runs out within a step or two."""
+    folder = tmp_path_factory.mktemp('small')
+    write_shard(folder / 'val_000000.bin', markov_tokens(100, 20))
+    write_shard(folder / 'train_000001.bin', markov_tokens(150, 21))
+    (folder / 'report.json').write_text(json.dumps({'tokenizer': 'gpt2', 'vocab_size': VOCAB}))
+    return folder
+
+
+def test_stages_resume_across_the_boundary_bit_identical(data, second, small, tmp_path, monkeypatch, capsys):
+    # stage 1: source a alone for 4 steps of 256 tokens; stage 2: a mixture with the small source; the
+    # wsd decay runs over stage 2. Cut at step 2 (checkpoint at 3), resume across the boundary at 4.
+    preset = tmp_path / 'stages.py'
+    preset.write_text(f"sources = {{'a': {str(data)!r}, 'b': {str(second)!r}, 'c': {str(small)!r}}}\n"
+                      f"stages = [(4 * 256, 'a'), (None, 'a:0.5,b:0.25,c:0.25')]\n")
+    flags = [str(preset), '--max_iters=7', '--schedule=wsd']
+    whole = run(None, tmp_path / 'whole', *flags)
+    assert 'source c: epoch 1 read to its end at step 5; wrapping around to epoch 2' in capsys.readouterr().out
+    get_lr = train.get_lr
+
+    def interrupt_at_step_2(step, config, *rest):
+        if step == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return get_lr(step, config, *rest)
+    monkeypatch.setattr(train, 'get_lr', interrupt_at_step_2)
+    run(None, tmp_path / 'cut', *flags)
+    monkeypatch.setattr(train, 'get_lr', get_lr)
+    assert torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)['iter_num'] == 3
+    resumed = run(None, tmp_path / 'cut', *flags, '--init_from=resume')
+    assert losses(resumed) == losses(whole) and losses(resumed, 'val_loss') == losses(whole, 'val_loss')
+    a = torch.load(tmp_path / 'whole' / 'ckpt.pt', weights_only=True)
+    b = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert a['data_state'] == b['data_state']
+    # tokens per source: a alone in stage 1, then a, b, c at 4, 2, 2 sequences of 32 per step
+    steps = {h['step']: h for h in whole if 'loss' in h}
+    assert steps[4]['source_tokens'] == {'a': 4 * 256, 'b': 0, 'c': 0}
+    assert steps[7]['source_tokens'] == {'a': 4 * 256 + 3 * 128, 'b': 3 * 64, 'c': 3 * 64}
+    evals = [h for h in whole if 'val_loss' in h]
+    assert set(evals[-1]['val_loss_by_source']) == {'a', 'b', 'c'} and evals[-1]['val_bpb_by_source']['c'] > 0
+    # warmup 2, constant, then the decay over the final stage from step 4 to min_lr at step 7
+    lr = {h['step'] - 1: h['lr'] for h in whole if 'lr' in h}
+    assert lr[2] == lr[3] == 3e-3 and lr[4] == pytest.approx(3e-3) and lr[6] == pytest.approx(3e-3 - 2 / 3 * 2.7e-3)
+
+
+def test_bad_mixtures_are_refused_before_training(data, second, tmp_path):
+    cases = [(f'{data}:0,{second}:0', 'sum to 0.0, expected a positive number'),
+             (f'{data}:-1,{second}:2', 'weight -1.0, expected a number >= 0'),
+             (f'{data}:0.5,web:0.5', "unknown source 'web'"),
+             (f'{data}:0.5,{tmp_path}:0.5', 'needs val_\\*.bin and train_\\*.bin shards')]
+    for mixture, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            run(mixture, tmp_path / 'out')
+    preset = tmp_path / 'stages.py'
+    preset.write_text(f"stages = [(2048, {str(data)!r}), (1024, {str(second)!r})]\n")
+    with pytest.raises(SystemExit, match='stage 2: until_tokens=1024 must be a number above'):
+        run(None, tmp_path / 'out', str(preset))
+    with pytest.raises(SystemExit, match='both --data and stages are set'):
+        run(data, tmp_path / 'out', str(preset))
+    assert not (tmp_path / 'out').exists()

@@ -1,0 +1,148 @@
+"""
+Reading WARC and WET files (Common Crawl's formats) with fastwarc, for scrape.py: the records of a
+stream as extraction tasks, and a local .warc.gz cut into chunks that the workers read themselves.
+
+A .warc.gz is one gzip member per record. So a file can be cut anywhere, by byte offset: the chunk
+[start, end) holds the records whose member starts in it, and its reader finds its first member
+by looking for gzip's magic bytes at or after `start` and checking that a whole member (CRC
+included) that begins with 'WARC/' starts there. The same search resumes reading after a damaged
+stretch. Chunk boundaries depend on the file alone, so the output does not depend on --workers.
+"""
+
+import contextlib
+import zlib
+
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from fetch import HTML_TYPES, failure, now_iso
+
+CHUNK_BYTES = 2_000_000  # of compressed WARC per chunk: ~300 documentation pages, ~80 Common Crawl records
+
+
+def warc_chunks(path, size, source, max_bytes):
+    """A local .warc.gz as chunks for the workers to read, numbered in order."""
+    return [{"warc": path, "start": start, "end": start + CHUNK_BYTES, "source": source, "max_bytes": max_bytes,
+             "batch": number, "failed": {}} for number, start in enumerate(range(0, size, CHUNK_BYTES))]
+
+
+def read_chunk(chunk):
+    """The tasks of a chunk, read in the worker; pages marked failed on an earlier try keep that."""
+    with open(chunk["warc"], "rb") as f:
+        # the first record that starts here, whole or not: a damaged one is this chunk's to report
+        begin = 0 if chunk["start"] == 0 else next_warc_member(f, chunk["start"], whole=False)
+        if begin is None or begin >= chunk["end"]:
+            return []
+        f.seek(begin)
+        tasks = list(warc_pages(f, chunk["warc"], chunk["source"], chunk["max_bytes"], begin, chunk["end"]))
+    for page, result in chunk["failed"].items():
+        if page < len(tasks):
+            tasks[page]["result"] = result
+    return tasks
+
+
+PAGE_RECORDS = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
+
+
+def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
+    """One extraction task per page of a WARC stream, record by record: HTML responses (and
+    resources), and WET conversion records, whose text is already extracted; with `end`, the pages
+    of the records that start before it (a chunk). A record cut short is a 'warc_truncated' error,
+    never a document. A local .warc.gz that turns unreadable is read again from its next whole
+    record, and the bytes lost are a 'warc_unreadable' error."""
+    remote = path.startswith(("http://", "https://"))
+    while True:
+        position = offset
+        try:
+            # every record type, so that a chunk stops at the first record of the next one
+            for rec in ArchiveIterator(stream, parse_http=True):
+                position = rec.stream_pos  # from the start of the file, wherever reading began
+                if end is not None and position >= end:
+                    return
+                if not rec.record_type & PAGE_RECORDS:
+                    continue  # requests, metadata, warcinfo, revisits: not pages
+                task = {"url": rec.headers.get("WARC-Target-URI"), "source": source, "warc_pos": position,
+                        "fetched_at": rec.headers.get("WARC-Date") or now_iso()}
+                if rec.record_type == WarcRecordType.conversion:
+                    task["text"] = rec.reader.read().decode("utf-8", errors="replace")
+                    yield task
+                    continue
+                headers = rec.http_headers if rec.record_type == WarcRecordType.response else rec.headers
+                if headers is None:
+                    continue  # a response record that is not HTTP (dns:, ftp:)
+                status = headers.status_code if rec.record_type == WarcRecordType.response else 200
+                mime = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+                if status != 200:
+                    task["result"] = failure("status", f"HTTP {status}")
+                elif mime not in HTML_TYPES:
+                    task["result"] = failure("not_html", mime)
+                else:
+                    body = rec.reader.read(max_bytes + 1)
+                    if len(body) > max_bytes:
+                        task["result"] = failure("too_large", f"over {max_bytes} bytes")
+                    elif len(body) < rec.content_length:
+                        task["result"] = failure("warc_truncated", f"record cut after {len(body)} of "
+                                                 f"{rec.content_length} bytes, at byte {position} of {path}")
+                    else:
+                        task.update(body=body, content_type=headers.get("Content-Type"))
+                yield task
+            return
+        except OSError as e:
+            if remote:
+                raise  # over the network: the download is retried whole
+            # lost: from the end of the last good record to the next whole one (gzip members only)
+            lost_from = (member_end(stream, position) or position) if path.endswith(".gz") else position
+            if end is not None and lost_from >= end:
+                return  # the damage starts in the next chunk: it is that chunk's to report
+            resume = next_warc_member(stream, max(lost_from, position + 1)) if path.endswith(".gz") else None
+            lost = f"bytes {lost_from} to {resume if resume is not None else 'the end'}"
+            yield {"url": path, "source": source, "pages": 0, "warc_pos": lost_from,
+                   "result": failure("warc_unreadable", f"{lost} of {path} unreadable ({e})")}
+            if resume is None:
+                return
+            stream.seek(resume)
+            offset = resume
+
+
+def next_warc_member(f, start, whole=True):
+    """Where the first gzip member holding a WARC record starts, at or after `start`, or None. A
+    candidate (gzip's magic bytes) must inflate to bytes that begin with 'WARC/'; with `whole`, to
+    its end with a good CRC too, so that a damaged member is passed over. (The magic bytes occur by
+    chance inside compressed data; inflating to 'WARC/' from there does not.)"""
+    while True:
+        f.seek(start)
+        window = f.read(1 << 20)
+        if len(window) < 3:
+            return None
+        i = window.find(b"\x1f\x8b\x08")
+        while i >= 0:
+            if (member_end(f, start + i) if whole else member_head(f, start + i)) is not None:
+                return start + i
+            i = window.find(b"\x1f\x8b\x08", i + 1)
+        start += len(window) - 2
+
+
+def member_head(f, offset):
+    """The first bytes of the gzip member at `offset`, if they begin a WARC record; else None."""
+    f.seek(offset)
+    with contextlib.suppress(zlib.error):
+        head = zlib.decompressobj(wbits=31).decompress(f.read(4096), 8)
+        return head if head.startswith(b"WARC/") else None
+    return None
+
+
+def member_end(f, offset):
+    """Where the gzip member at `offset` ends, if it is whole and holds a WARC record; else None."""
+    f.seek(offset)
+    inflate, head, read = zlib.decompressobj(wbits=31), b"", 0  # 31: one gzip member, CRC checked
+    while not inflate.eof:
+        data = f.read(65536)
+        if not data:
+            return None
+        read += len(data)
+        try:
+            while data and not inflate.eof:  # at most 1 MB out at a time: a gzip bomb stays small
+                head = head or inflate.decompress(data, 1 << 20)[:8]
+                data = inflate.unconsumed_tail
+        except zlib.error:
+            return None
+    return offset + read - len(inflate.unused_data) if head.startswith(b"WARC/") else None
