@@ -93,9 +93,9 @@ def test_hf_logits_and_greedy_tokens_equal_ours(checkpoints, hf_folders, enc, la
         assert generated == our_greedy(model, tokens), text
 
 
-@pytest.mark.parametrize("which", ["gpt2", "trained"])
+@pytest.mark.parametrize("which", ["gpt2", "trained", "trained_nanochat_pattern"])
 def test_hf_tokenizer_encodes_like_ours(tmp_path, which):
-    spec = "gpt2" if which == "gpt2" else tiny.trained_tokenizer()
+    spec = tiny.tokenizer_spec(which)
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", tokenizer=spec)
     export.export(path, "hf", tmp_path / "hf", "f32", log=quiet)
     enc = load_tokenizer(spec)
@@ -219,9 +219,9 @@ def test_gguf_q8_0_loads_and_runs(checkpoints, gguf_files, enc, layout):
     assert os.path.getsize(gguf_files[layout, "q8_0"]) < 0.4 * os.path.getsize(gguf_files[layout, "f32"])
 
 
-@pytest.mark.parametrize("which", ["gpt2", "trained"])
+@pytest.mark.parametrize("which", ["gpt2", "trained", "trained_nanochat_pattern"])
 def test_gguf_tokenizer_encodes_like_ours(tmp_path, which):
-    spec = "gpt2" if which == "gpt2" else tiny.trained_tokenizer()
+    spec = tiny.tokenizer_spec(which)
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", tokenizer=spec)
     out = export.export(path, "gguf", tmp_path / "model.gguf", "f32", log=quiet)["out"]
     enc = load_tokenizer(spec)

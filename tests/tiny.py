@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
                 r"""\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 
+# nanochat's (rustbpe's) spelling of it, which tokenizer.py trains with: no possessive \p{L}++, no \s++$
+NANOCHAT_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"
+                    r"|\s*[\r\n]|\s+(?!\S)|\s+")
+
 GPT2_ARGS = dict(n_layer=2, n_head=4, n_embd=64, block_size=64, dropout=0.0, bias=False)
 LLAMA_ARGS = dict(GPT2_ARGS, rope=True, rope_theta=50000.0, norm="rmsnorm", mlp="swiglu", n_kv_head=2)
 LAYOUTS = {"gpt2": GPT2_ARGS, "llama": LLAMA_ARGS}
@@ -60,6 +64,14 @@ def checkpoint(path, layout="gpt2", tokenizer="gpt2", seed=0, scale=1.0, **overr
 def sample_texts(n=20):
     with gzip.open(ROOT / "data" / "sample" / "docs.jsonl.gz", "rt", encoding="utf-8") as f:
         return [json.loads(line)["text"] for _, line in zip(range(n), f)] + TEST_STRINGS[1:5]
+
+
+def tokenizer_spec(which):
+    """'gpt2', or the trained tokenizer with its split pattern as tiktoken or nanochat spells GPT-4's."""
+    if which == "gpt2":
+        return "gpt2"
+    spec = trained_tokenizer()
+    return spec if which == "trained" else dict(spec, pattern=NANOCHAT_PATTERN)
 
 
 @functools.lru_cache(maxsize=1)
