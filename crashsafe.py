@@ -35,7 +35,7 @@ _swept = set()  # folders this process has cleaned up
 def is_stale_temp(path):
     """Whether path is one of our temporary files whose writer is gone."""
     match = TEMP_NAME.fullmatch(path.name)
-    if not match or path in _writing:
+    if not match or path in _writing or path.is_dir():  # we never write folders under such names
         return False
     host, pid = match["host"], int(match["pid"])
     if host not in (None, HOST):  # another machine's: only it can tell, unless it is long dead

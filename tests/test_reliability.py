@@ -176,12 +176,14 @@ def test_a_rerun_removes_the_temporary_files_of_killed_writers(tmp_path):
     long_dead = out / ".log.tmp-othermachine-2"
     for path in (legacy, alive, elsewhere, long_dead):
         path.write_bytes(b"x")
+    folder = out / f".runs.tmp-{common.HOST}-{dead_pid()}"  # a user's folder named like ours: not ours to delete
+    folder.mkdir()
     os.utime(long_dead, (time.time() - 3 * 86400,) * 2)
     write = f"import common; common.write_json({str(out / 'ckpt.pt')!r}, {{'step': 2}})"
     result = subprocess.run([sys.executable, "-c", write], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "removed 3 temporary file(s) left by killed runs" in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(["ckpt.pt", alive.name, elsewhere.name])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["ckpt.pt", alive.name, elsewhere.name, folder.name])
 
 
 def open_fifo_for_writing(fifo, process, timeout=60):
