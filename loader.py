@@ -207,7 +207,7 @@ def open_data(data, block_size, batch_tokens, sources=None, stages=None):
             start = math.ceil(stages[i][0] / batch_tokens)
             if i + 1 < len(stages) and start <= plan[-1][0]:
                 raise ValueError(f"stage {i + 1} is shorter than one step of {batch_tokens:,} tokens")
-    return dict(sources=list(opened.values()), stages=plan, tokenizer=first['tokenizer'],
+    return dict(sources=list(opened.values()), stages=plan, tokenizer=first['tokenizer'], block_size=block_size,
                 vocab_size=max(s['vocab_size'] for s in opened.values()))
 
 

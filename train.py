@@ -11,14 +11,14 @@ Train a GPT on prepare.py's token shards: on one device, or on many under torchr
 
 Settings: SETTINGS below, then config files (Python, exec'd like nanoGPT's), then --key=value flags.
 Writes out_dir/ckpt.pt (all it takes to resume exactly), out_dir/log.jsonl (a JSON line per step and
-per eval) and out_dir/loss.png. SIGTERM or Ctrl-C: save a checkpoint, then exit.
+per eval) and out_dir/loss.png (run_files.py: those files, and the checks before a resume). SIGTERM or
+Ctrl-C: save a checkpoint, then exit.
 main() runs the phases in order: config and processes, data (loader.py), model (and lora.py),
 optimizer, then the loop of steps, with an eval and a checkpoint every eval_interval steps.
 """
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import signal
@@ -48,16 +48,13 @@ keep_freed_memory()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,  # noqa: E402
-                                                     get_optimizer_state_dict, set_optimizer_state_dict)
 
 import configurator  # noqa: E402
 import loader  # noqa: E402
 import lora  # noqa: E402
-from checkpoint import read_checkpoint  # noqa: E402
-from common import atomic_path, remove_stale_temps  # noqa: E402
+import run_files  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
-from tokenizer import load_tokenizer, same_tokenizer, token_byte_lengths, tokenizer_name  # noqa: E402
+from tokenizer import load_tokenizer, token_byte_lengths, tokenizer_name  # noqa: E402
 
 # -----------------------------------------------------------------------------------------------
 # settings: name, default (GPT-2 124M on data/tokens, as in nanoGPT; presets in config/), what it does
@@ -223,67 +220,7 @@ def to_device(rows, device):
 
 
 # -----------------------------------------------------------------------------------------------
-# phase 3: where the model starts (scratch, resume, or pretrained weights), and the model itself
-
-
-def pretrained_weights(path):
-    """dict(model_args, model, tokenizer) of a checkpoint (LoRA merged) or Hugging Face GPT-2 folder."""
-    try:
-        from checkpoint import load_pretrained
-    except ImportError:  # an older checkpoint.py: our own checkpoints only
-        load_pretrained = None
-    try:
-        if load_pretrained is not None:
-            return load_pretrained(path)
-        if os.path.isdir(path):
-            die(f"--init_from={path}: a folder (Hugging Face?) needs checkpoint.load_pretrained, not in this version")
-        ckpt = read_checkpoint(path, mmap=True)  # mmap: the processes of one machine share the pages
-        weights = lora.merge_lora(ckpt['model'], ckpt['lora']) if 'lora' in ckpt else ckpt['model']
-        return dict(model_args=ckpt['model_args'], model=weights, tokenizer=ckpt['tokenizer'])
-    except ValueError as e:
-        die(str(e))
-
-
-def load_start(config, data, ckpt_path, log):
-    """dict(checkpoint (resume only), weights, model_args) after checking that the start, the data and
-    the model agree."""
-    if config['real_vocab_size'] is None and data['vocab_size'] < config['vocab_size']:
-        config['real_vocab_size'] = data['vocab_size']  # the padding ids are left out of the loss
-    model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
-    start = dict(checkpoint=None, weights=None, model_args=model_args, started_from='scratch')
-    if config['init_from'] == 'resume':
-        try:
-            checkpoint = read_checkpoint(ckpt_path, mmap=True)
-        except ValueError as e:
-            die(str(e))
-        old, keys = checkpoint['config'], ['seed', 'batch_tokens', 'lora_rank', 'lora_alpha', 'rslora', 'lora_targets']
-        start['started_from'] = checkpoint.get('started_from', 'scratch')
-        if start['started_from'] == 'scratch':
-            keys += list(model_args)
-        else:  # a continued run: the architecture is the checkpoint's, as when it started
-            model_args = {**checkpoint['model_args'], 'dropout': config['dropout']}
-            config.update(model_args)
-        changed = [f"{k}={old.get(k)} (now {config[k]})" for k in keys if old.get(k, config[k]) != config[k]]
-        if changed:
-            die(f"{ckpt_path} was trained with other settings: {', '.join(changed)}; resume with the same "
-                f"config and flags, or start a new run from its weights with --init_from={ckpt_path}")
-        for key in sorted(k for k in config if k in old and old[k] != config[k] and k != 'init_from'):
-            log(f"note: {key} was {old[key]} in the checkpoint, now {config[key]}")
-        start.update(checkpoint=checkpoint, weights=checkpoint['model'], tokenizer=checkpoint['tokenizer'],
-                     model_args=model_args)
-    elif config['init_from'] != 'scratch':  # continued pretraining: the architecture is the checkpoint's
-        pretrained = pretrained_weights(config['init_from'])
-        model_args = {**pretrained['model_args'], 'dropout': config['dropout']}
-        config.update(model_args)
-        start.update(weights=pretrained['model'], model_args=model_args, tokenizer=pretrained['tokenizer'],
-                     started_from=config['init_from'])
-    if 'tokenizer' in start and not same_tokenizer(start['tokenizer'], data['tokenizer']):
-        die(f"the checkpoint was trained with the {tokenizer_name(start['tokenizer'])} tokenizer, but "
-            f"{config['data']} holds {tokenizer_name(data['tokenizer'])} tokens")
-    if data['vocab_size'] > model_args['vocab_size']:
-        die(f"the data in {config['data']} has a vocabulary of {data['vocab_size']:,} tokens, more than the "
-            f"model's vocab_size={model_args['vocab_size']:,}")
-    return start
+# phase 3: the model, from where it starts (run_files.load_start: scratch, resume or pretrained weights)
 
 
 def build_model(config, start, run):
@@ -362,208 +299,7 @@ def get_lr(step, config, decay_start=None):
 
 
 # -----------------------------------------------------------------------------------------------
-# phase 6: evaluation, checkpoints, the loss plot
-
-
-@torch.no_grad()
-def evaluate(model, val_sets, batch_size, run):
-    """{source: (val loss in nats per token, bits per byte or None)} and the same over all sources, on
-    the fixed val windows. The processes share the batches; each runs the same number of forward passes
-    (FSDP gathers weights inside each one): surplus passes count for nothing."""
-    model.eval()
-    totals = {}
-    for name, (windows, window_bytes) in val_sets.items():
-        batches = math.ceil(len(windows) / batch_size)
-        total = torch.zeros(3, dtype=torch.float32 if run.device_type == 'mps' else torch.float64, device=run.device)
-        for b in range(run.rank, math.ceil(batches / run.world) * run.world, run.world):
-            rows = slice((b % batches) * batch_size, (b % batches + 1) * batch_size)
-            x, y = to_device(windows[rows], run.device)
-            with run.autocast:
-                _, loss = model(x, y)
-            if b < batches:  # nats, target tokens, their UTF-8 bytes
-                total[0] += loss.to(total.dtype) * y.numel()
-                total[1] += y.numel()
-                total[2] += 0 if window_bytes is None else int(window_bytes[rows].sum())
-        if run.world > 1:
-            dist.all_reduce(total)
-        totals[name] = total.tolist()
-    model.train()
-    totals[None] = [sum(t[i] for t in totals.values()) for i in range(3)]  # all sources together
-    return {name: (nats / tokens, nats / math.log(2) / nbytes if nbytes else None)
-            for name, (nats, tokens, nbytes) in totals.items()}
-
-
-def save_refusal(val_loss, initial, best):
-    """Why weights with this val loss must not replace the last good checkpoint, or None to save them:
-    a diverged run must not leave a worse model than the one it started from as ckpt.pt."""
-    if not math.isfinite(val_loss):
-        return "the val loss is not finite"
-    if initial is not None and val_loss > initial:
-        return f"the val loss is worse than at the start ({initial:.4f})"
-    if val_loss > best + 1.0:
-        return f"the val loss is more than 1 nat above the best so far ({best:.4f})"
-    return None
-
-
-def save_checkpoint(path, model, optimizer, state, lora_config, run):
-    """Gather the full state on rank 0 and write it atomically (temp file, fsync, rename): a crash while
-    writing leaves the previous checkpoint whole. Every process must call this: FSDP gathers shards.
-    With LoRA, ckpt['model'] is the frozen base and ckpt['lora'] the adapters and their config."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    # plain names ('transformer.h.0.attn...', no 'module.' or '_orig_mod.'): it loads into a bare GPT
-    model_state = get_model_state_dict(model, options=options)
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
-    rng = dict(cpu=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}))
-    rngs = [rng] * run.world
-    if run.world > 1:
-        dist.all_gather_object(rngs, rng)  # each process's dropout stream
-    if run.master:
-        base, adapters = lora.split_state(model_state)
-        extra = {} if lora_config is None else dict(lora=dict(config=lora_config, adapters=adapters))
-        checkpoint = dict(version=1, model=base, optimizer=optimizer_state,
-                          rng={k: [r[k] for r in rngs] for k in rng}, **extra, **state)
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
-    if run.world > 1:
-        dist.barrier()
-
-
-def plot(history, path):
-    """Loss and bits per byte against tokens seen (and, for a mixture, the tokens of each source), as a
-    PNG beside the log. Without matplotlib there is no picture; no plotting trouble stops a run."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        steps, evals = [h for h in history if 'loss' in h], [h for h in history if 'val_loss' in h]
-        sources = sorted({s for h in evals for s in h.get('val_loss_by_source', {})})
-        fig, axes = plt.subplots(1, 3 if sources else 2, figsize=(15 if sources else 11, 4.5))
-
-        def line(ax, records, get, label, style):
-            points = [(h['tokens'], get(h)) for h in records if get(h) is not None]
-            if points:
-                ax.plot(*zip(*points), style, label=label, markersize=3)
-        line(axes[0], steps, lambda h: h['loss'], 'train', '-')
-        for key, ax in (('val_loss', axes[0]), ('val_bpb', axes[1])):
-            line(ax, evals, lambda h: h.get(key), 'val', 'o-')
-            for s in sources:
-                line(ax, evals, lambda h: h.get(f'{key}_by_source', {}).get(s), f'val {s}', '.--')
-        for s in sources:
-            line(axes[2], steps, lambda h: h.get('source_tokens', {}).get(s), s, '-')
-        labels = ['loss (nats per token)', 'val bits per byte', 'tokens read from each source']
-        for ax, label in zip(axes, labels):
-            ax.set(xlabel='tokens', ylabel=label)
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend()
-        fig.suptitle(os.path.dirname(path))
-        fig.subplots_adjust(left=0.06, right=0.98, wspace=0.3)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format='png')
-        plt.close(fig)
-    except ImportError:
-        pass
-    except Exception as e:
-        print(f"warning: could not draw {path}: {e}", file=sys.stderr)
-
-
-def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, paths, write_log, history):
-    """Evaluate on every source's val windows, log it, and checkpoint unless the model is worse than
-    the one the run started from (a diverged run keeps its last good checkpoint). True if it saved."""
-    results = evaluate(model, data['val_sets'], micro, run)
-    val_loss, val_bpb = results[None]
-    if p.initial is None:  # the model the run starts from
-        p.initial = val_loss
-    improved, refusal = val_loss < p.best, save_refusal(val_loss, p.initial, p.best)
-    run.log(f"step {p.step}: val loss {val_loss:.4f}" + (f", {val_bpb:.4f} bits per byte" if val_bpb else '') +
-            f", perplexity {math.exp(min(val_loss, 50)):.2f}")
-    record = dict(step=p.step, tokens=p.step * config['batch_tokens'], val_loss=val_loss,
-                  val_ppl=math.exp(min(val_loss, 50)), val_bpb=val_bpb)
-    if len(data['sources']) > 1:
-        for name, (loss, bpb) in results.items():
-            if name is not None:
-                run.log(f"  {name}: val loss {loss:.4f}" + (f", {bpb:.4f} bits per byte" if bpb else ''))
-        record.update(val_loss_by_source={n: r[0] for n, r in results.items() if n is not None},
-                      val_bpb_by_source={n: r[1] for n, r in results.items() if n is not None})
-    if run.master:
-        write_log(record)
-        plot(history, paths.plot)
-    p.last_good = refusal is None
-    if refusal is None:
-        p.best = min(p.best, val_loss)
-    if p.step == p.start_step or not (improved or config['always_save_checkpoint']):
-        return False
-    if refusal is not None:
-        p.refused += 1
-        run.log(f"not saving {paths.ckpt}: {refusal}; it keeps the last good checkpoint"
-                + (f" (step {p.saved_step})" if p.saved_step is not None else ''))
-        return False
-    save_checkpoint(paths.ckpt, model, optimizer, checkpoint_state(config, data, p), lora_config, run)
-    p.saved_step = p.step
-    run.log(f"saved {paths.ckpt}")
-    return True
-
-
-def checkpoint_state(config, data, p):
-    """What a checkpoint holds besides the weights, optimizer and RNG states."""
-    names = [s['name'] for s in data['sources']]
-    return dict(model_args={f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}, config=config,
-                tokenizer=data['tokenizer'], iter_num=p.step, best_val_loss=p.best, initial_val_loss=p.initial,
-                started_from=str(p.started_from),
-                data_state=dict(positions={n: int(k) for n, k in zip(names, p.positions)},
-                                shards={s['name']: s['shards'] for s in data['sources']}))
-
-
-# -----------------------------------------------------------------------------------------------
 # phase 5: the training loop
-
-
-def restore(start, model, optimizer, data, config, run, ckpt_path):
-    """Where the loop starts: step, sequences read from each source, best and initial val loss; on a
-    resume from the checkpoint, with the optimizer state and each process's RNG stream."""
-    p = SimpleNamespace(step=0, positions=np.zeros(len(data['sources']), dtype=np.int64), best=float('inf'),
-                        initial=None, last_good=True, refused=0, saved_step=None, started_from=start['started_from'])
-    checkpoint = start['checkpoint']
-    if checkpoint is not None:
-        set_optimizer_state_dict(model, optimizer, checkpoint['optimizer'], options=StateDictOptions(full_state_dict=True))
-        saved, first = checkpoint['data_state'], data['sources'][0]['name']
-        if 'positions' not in saved:  # an older train.py: one folder, one position
-            saved = dict(positions={first: saved['next_sequence']}, shards={first: saved['shards']})
-        for i, source in enumerate(data['sources']):
-            if saved['shards'].get(source['name'], source['shards']) != source['shards']:
-                die(f"the train shards in {source['folder']} changed since {ckpt_path} was saved, so its data "
-                    f"position means nothing; start a new run from its weights with --init_from={ckpt_path}")
-            p.positions[i] = saved['positions'].get(source['name'], 0)
-        p.step, p.best, p.initial = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('initial_val_loss')
-        p.saved_step = p.step
-        if len(checkpoint['rng']['cpu']) == run.world:  # as many processes as before: each continues its stream
-            torch.set_rng_state(checkpoint['rng']['cpu'][run.rank])
-            if 'cuda' in checkpoint['rng'] and run.device_type == 'cuda':
-                torch.cuda.set_rng_state(checkpoint['rng']['cuda'][run.rank])
-    p.start_step = p.step
-    return p
-
-
-def open_log(config, step, paths, run):
-    """The log so far (a resumed run drops lines from after its checkpoint: a crash may have left some),
-    and a function that appends a record to it."""
-    os.makedirs(config['out_dir'], exist_ok=True)
-    if run.master:  # temp files of saves killed mid-write (each as large as a checkpoint): free them now
-        remove_stale_temps(config['out_dir'])
-    history = []
-    if run.master and config['init_from'] == 'resume' and os.path.exists(paths.log):
-        history = [h for h in map(json.loads, open(paths.log)) if h['step'] <= step]
-    if run.master:
-        with open(paths.log, 'w') as f:
-            f.writelines(json.dumps(h) + '\n' for h in history)
-        if config['init_from'] != 'resume' and os.path.exists(paths.ckpt):
-            run.log(f"note: the first save replaces {paths.ckpt} (--init_from=resume would continue it)")
-
-    def write_log(record):
-        history.append(record)
-        with open(paths.log, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-    return history, write_log
 
 
 def catch_stop_signals():
@@ -614,7 +350,7 @@ def train_step(model, gpt, optimizer, batch, fetch, accumulation, lr, config, ru
 
 
 def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths):
-    history, write_log = open_log(config, p.step, paths, run)
+    history, write_log = run_files.open_log(config, p.step, paths, run)
     stop_signal, restore_signals = catch_stop_signals()
     per_step, block, seed = config['batch_tokens'] // config['block_size'], config['block_size'], config['seed']
     decay_start = data['stages'][-1][0] if len(data['stages']) > 1 else None  # wsd: decay the final stage
@@ -635,7 +371,8 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
             saved = eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, paths, write_log, history)
         if stop and p.step > p.start_step and not saved:  # preempted: save where we are, to resume from
             if p.last_good:
-                save_checkpoint(paths.ckpt, model, optimizer, checkpoint_state(config, data, p), lora_config, run)
+                state = run_files.checkpoint_state(config, data, p)
+                run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
             run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
                                                 "not saved: the last eval was refused (see above)"))
         if stop or finished:
@@ -681,6 +418,76 @@ def log_step(gpt, data, config, run, p, loss, lr, norm, dt, step_time, write_log
     write_log(record)
 
 
+# -----------------------------------------------------------------------------------------------
+# phase 6: evaluation, then a checkpoint (run_files.py writes it, and the log and the plot)
+
+
+@torch.no_grad()
+def evaluate(model, val_sets, batch_size, run):
+    """{source: (val loss in nats per token, bits per byte or None)} and the same over all sources, on
+    the fixed val windows. The processes share the batches; each runs the same number of forward passes
+    (FSDP gathers weights inside each one): surplus passes count for nothing."""
+    model.eval()
+    totals = {}
+    for name, (windows, window_bytes) in val_sets.items():
+        batches = math.ceil(len(windows) / batch_size)
+        total = torch.zeros(3, dtype=torch.float32 if run.device_type == 'mps' else torch.float64, device=run.device)
+        for b in range(run.rank, math.ceil(batches / run.world) * run.world, run.world):
+            rows = slice((b % batches) * batch_size, (b % batches + 1) * batch_size)
+            x, y = to_device(windows[rows], run.device)
+            with run.autocast:
+                _, loss = model(x, y)
+            if b < batches:  # nats, target tokens, their UTF-8 bytes
+                total[0] += loss.to(total.dtype) * y.numel()
+                total[1] += y.numel()
+                total[2] += 0 if window_bytes is None else int(window_bytes[rows].sum())
+        if run.world > 1:
+            dist.all_reduce(total)
+        totals[name] = total.tolist()
+    model.train()
+    totals[None] = [sum(t[i] for t in totals.values()) for i in range(3)]  # all sources together
+    return {name: (nats / tokens, nats / math.log(2) / nbytes if nbytes else None)
+            for name, (nats, tokens, nbytes) in totals.items()}
+
+
+def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, paths, write_log, history):
+    """Evaluate on every source's val windows, log it, and checkpoint unless the model is worse than
+    the one the run started from (a diverged run keeps its last good checkpoint). True if it saved."""
+    results = evaluate(model, data['val_sets'], micro, run)
+    val_loss, val_bpb = results[None]
+    if p.initial is None:  # the model the run starts from
+        p.initial = val_loss
+    improved, refusal = val_loss < p.best, run_files.save_refusal(val_loss, p.initial, p.best)
+    run.log(f"step {p.step}: val loss {val_loss:.4f}" + (f", {val_bpb:.4f} bits per byte" if val_bpb else '') +
+            f", perplexity {math.exp(min(val_loss, 50)):.2f}")
+    record = dict(step=p.step, tokens=p.step * config['batch_tokens'], val_loss=val_loss,
+                  val_ppl=math.exp(min(val_loss, 50)), val_bpb=val_bpb)
+    if len(data['sources']) > 1:
+        for name, (loss, bpb) in results.items():
+            if name is not None:
+                run.log(f"  {name}: val loss {loss:.4f}" + (f", {bpb:.4f} bits per byte" if bpb else ''))
+        record.update(val_loss_by_source={n: r[0] for n, r in results.items() if n is not None},
+                      val_bpb_by_source={n: r[1] for n, r in results.items() if n is not None})
+    if run.master:
+        write_log(record)
+        run_files.plot(history, paths.plot)
+    p.last_good = refusal is None
+    if refusal is None:
+        p.best = min(p.best, val_loss)
+    if p.step == p.start_step or not (improved or config['always_save_checkpoint']):
+        return False
+    if refusal is not None:
+        p.refused += 1
+        run.log(f"not saving {paths.ckpt}: {refusal}; it keeps the last good checkpoint"
+                + (f" (step {p.saved_step})" if p.saved_step is not None else ''))
+        return False
+    state = run_files.checkpoint_state(config, data, p)
+    run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+    p.saved_step = p.step
+    run.log(f"saved {paths.ckpt}")
+    return True
+
+
 def describe(gpt, data, config, run, micro, accumulation, step):
     trainable = sum(q.numel() for q in gpt.parameters() if q.requires_grad)
     run.log(f"training {gpt.get_num_params() / 1e6:.2f}M parameters" +
@@ -704,18 +511,26 @@ def main(argv):
     data = open_run_data(config, run)  # phase 2: data, checked before any training time is spent
     paths = SimpleNamespace(**{k: os.path.join(config['out_dir'], f) for k, f in
                                (('ckpt', 'ckpt.pt'), ('log', 'log.jsonl'), ('plot', 'loss.png'))})
-    start = load_start(config, data, paths.ckpt, run.log)  # phase 3: the model
+    try:  # phase 3: the model
+        start = run_files.load_start(config, data, paths.ckpt, run.log)
+    except ValueError as e:
+        die(str(e))
+    if config['block_size'] != data['block_size']:  # pretrained weights bring their own context length
+        data = open_run_data(config, run)
     micro, accumulation = batch_layout(config, run)
     gpt, model, lora_config = build_model(config, start, run)
     optimizer = build_optimizer(gpt, config, run)  # phase 4: the optimizer
     torch.manual_seed(config['seed'] + run.rank)  # dropout: a different stream in each process
-    p = restore(start, model, optimizer, data, config, run, paths.ckpt)
+    try:
+        p = run_files.restore(start, model, optimizer, data, config, run, paths.ckpt)
+    except ValueError as e:
+        die(str(e))
     del start
     describe(gpt, data, config, run, micro, accumulation, p.step)
     history, skipped = loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths)
     if run.master:
         if history and 'val_loss' not in history[-1]:  # else the last eval drew it
-            plot(history, paths.plot)
+            run_files.plot(history, paths.plot)
         elapsed = time.time() - started
         run.log(f"done at step {p.step} in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s: best val loss {p.best:.4f}" +
                 (f", {skipped} steps skipped" if skipped else '') +

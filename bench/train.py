@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import loader  # noqa: E402
 import lora  # noqa: E402
+import run_files  # noqa: E402
 import train  # noqa: E402
 from common import load_shard, write_shard  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -56,7 +57,7 @@ CPU_RUN = SimpleNamespace(rank=0, world=1, device='cpu', device_type='cpu', auto
 def nanogpt(config, data_dir, steps):
     """nanoGPT's train.py loop, single process, no GradScaler (float32), eval excluded from timing."""
     data = train.open_run_data(config, CPU_RUN)
-    model_args = train.load_start(config, data, None, print)['model_args']  # the same model train.py builds
+    model_args = run_files.load_start(config, data, None, print)['model_args']  # the same model train.py builds
     torch.manual_seed(config['seed'])
     model = GPT(GPTConfig(**model_args)).to('cpu')
     optimizer = model.configure_optimizers(config['weight_decay'], config['learning_rate'],

@@ -195,11 +195,12 @@ def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
     first = run(data, tmp_path / 'first', '--max_iters=6')
     # new run, new optimizer and schedule; the architecture comes from the checkpoint, not the flags
     second = run(data, tmp_path / 'second', f'--init_from={tmp_path / "first" / "ckpt.pt"}', '--n_layer=5',
-                 '--max_iters=3', '--warmup_iters=0')
+                 '--block_size=16', '--max_iters=3', '--warmup_iters=0')
     assert second[0]['step'] == 0
     assert second[0]['val_loss'] == pytest.approx(losses(first, 'val_loss')[-1][1], rel=1e-6)
     assert losses(second)[0][0] == 1 and losses(second, 'val_loss')[-1][1] < losses(first, 'val_loss')[0][1]
-    assert torch.load(tmp_path / 'second' / 'ckpt.pt', weights_only=True)['model_args']['n_layer'] == 2
+    saved = torch.load(tmp_path / 'second' / 'ckpt.pt', weights_only=True)
+    assert saved['model_args']['n_layer'] == 2 and saved['model_args']['block_size'] == 32  # the same windows
     # resumed with the same flags, it keeps the checkpoint's architecture (not the flags' n_layer=5)
     again = run(data, tmp_path / 'second', '--init_from=resume', '--n_layer=5', '--max_iters=4', '--warmup_iters=0')
     assert losses(again)[-1][0] == 4
