@@ -23,7 +23,6 @@ References: Liger-Kernel (LinkedIn), llm.c (Karpathy), PaLM (z-loss).
 import os
 
 import torch
-import torch.nn.functional as F
 
 try:
     import triton
