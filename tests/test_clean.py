@@ -455,10 +455,10 @@ def test_url_filter_in_the_chain(tmp_path):
 # the whole stage on the built-in sample (real pages: Python, PostgreSQL, git, Debian handbook)
 
 
-def run_clean(tmp_path, name, *flags):
+def run_clean(tmp_path, name, *flags, input_dir="in"):
     out = tmp_path / name
     argv = sys.argv
-    sys.argv = ["clean.py", f"--input={tmp_path / 'in'}", f"--output={out}", *flags]
+    sys.argv = ["clean.py", f"--input={tmp_path / input_dir}", f"--output={out}", *flags]
     try:
         clean.main()
     finally:
@@ -473,18 +473,23 @@ def read(path):
 
 @pytest.fixture(scope="module")
 def sample_runs(tmp_path_factory):
+    """The whole sample once; its first 400 documents with 1 and with 2 workers."""
     tmp_path = tmp_path_factory.mktemp("clean")
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "sample.jsonl.gz").write_bytes(SAMPLE.read_bytes())
-    with gzip.open(tmp_path / "in" / "broken.jsonl.gz", "wt") as f:
-        f.write('{"id": "a", "text": "fine but short"}\n{not json\n{"id": "b"}\n{"id": "c", "text": 7}\n')
-    one = run_clean(tmp_path, "one", "--workers=1", "--save_rejected")
-    two = run_clean(tmp_path, "two", "--workers=2", "--save_rejected")
-    return tmp_path, one, two
+    broken = '{"id": "a", "text": "fine but short"}\n{not json\n{"id": "b"}\n{"id": "c", "text": 7}\n'
+    for folder, text in (("in", SAMPLE.read_bytes()), ("small", b"".join(gzip.open(SAMPLE).readlines()[:400]))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "sample.jsonl.gz").write_bytes(text if folder == "in" else gzip.compress(text))
+        with gzip.open(tmp_path / folder / "broken.jsonl.gz", "wt") as f:
+            f.write(broken)
+    whole = run_clean(tmp_path, "one", "--workers=2", "--save_rejected")
+    one, two = (run_clean(tmp_path, f"small-{n}", f"--workers={n}", "--save_rejected", input_dir="small")
+                for n in (1, 2))
+    return tmp_path, whole, (one, two)
 
 
 def test_sample_same_output_for_any_worker_count(sample_runs):
-    _, (one, _), (two, _) = sample_runs
+    _, _, ((one, _), (two, _)) = sample_runs
+    assert read(one / "sample.jsonl.gz") and read(one / "rejected/sample.jsonl.gz")
     for name in ("sample.jsonl.gz", "broken.jsonl.gz", "rejected/sample.jsonl.gz"):
         assert (one / name).read_bytes() == (two / name).read_bytes()
 
