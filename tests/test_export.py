@@ -15,8 +15,11 @@ import torch
 
 import checkpoint
 import export
+import loader
 import tiny
+import train
 from checkpoint import load_model, load_pretrained
+from common import load_shard, write_shard
 from model import GPT, GPTConfig
 from tokenizer import load_tokenizer, same_tokenizer
 
@@ -153,6 +156,25 @@ def test_a_saved_hf_gpt2_loads_into_our_model_and_samples(tmp_path):
         assert torch.isinf(model(idx)[0][..., 50257:]).all()  # padding is never predicted
     pretrained = load_pretrained(str(tmp_path / "gpt2"))  # what train.py --init_from=FOLDER gets
     assert set(pretrained) >= {"model_args", "model", "tokenizer"} and pretrained["tokenizer"] == "gpt2"
+
+    # train.py --init_from=FOLDER on GPT-2 tokens: the folder's architecture, context length included
+    # (the flags say 32 positions), and its first val loss is the Hugging Face model's on those windows
+    tokens = tmp_path / "tokens"
+    rng = np.random.default_rng(3)
+    write_shard(tokens / "val_000000.bin", rng.integers(0, 50257, 2000))
+    write_shard(tokens / "train_000001.bin", rng.integers(0, 50257, 3000))
+    (tokens / "report.json").write_text(json.dumps({"tokenizer": "gpt2", "vocab_size": 50257}))
+    flags = [f"--data={tokens}", f"--out_dir={tmp_path / 'out'}", f"--init_from={tmp_path / 'gpt2'}",
+             "--block_size=32", "--batch_size=2", "--batch_tokens=128", "--eval_iters=1", "--max_iters=1",
+             "--warmup_iters=0", "--device=cpu", "--dtype=float32", "--compile=false"]
+    first = train.main(flags)[0]
+    assert first["step"] == 0
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["model_args"]["block_size"] == 64
+    windows = loader.val_windows([load_shard(tokens / "val_000000.bin")], 64, 128 // 64)
+    x, y = (torch.from_numpy(windows[:, i:i + 64].astype(np.int64)) for i in (0, 1))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(hf(x).logits.flatten(0, 1), y.flatten())
+    assert first["val_loss"] == pytest.approx(expected.item(), rel=1e-5)
 
 
 # -----------------------------------------------------------------------------------------------
