@@ -6,7 +6,7 @@ A .warc.gz is one gzip member per record. So a file can be cut anywhere, by byte
 [start, end) holds the records whose member starts in it, and its reader finds its first member
 by looking for gzip's magic bytes at or after `start` and checking that a whole member (CRC
 included) that begins with 'WARC/' starts there. The same search resumes reading after a damaged
-stretch. Chunk boundaries depend on the file alone, so the output does not depend on --workers.
+stretch; in an uncompressed .warc, the next 'WARC/1.x' line after a blank one. Chunk boundaries depend on the file alone, so the output does not depend on --workers.
 """
 
 import contextlib
@@ -47,8 +47,8 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
     """One extraction task per page of a WARC stream, record by record: HTML responses (and
     resources), and WET conversion records, whose text is already extracted; with `end`, the pages
     of the records that start before it (a chunk). A record cut short is a 'warc_truncated' error,
-    never a document. A local .warc.gz that turns unreadable is read again from its next whole
-    record, and the bytes lost are a 'warc_unreadable' error."""
+    never a document. A local WARC that turns unreadable is read again from its next whole record
+    (.warc.gz) or next record header (.warc), and the bytes lost are a 'warc_unreadable' error."""
     remote = path.startswith(("http://", "https://"))
     while True:
         position = offset
@@ -89,11 +89,13 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
         except OSError as e:
             if remote:
                 raise  # over the network: the download is retried whole
-            # lost: from the end of the last good record to the next whole one (gzip members only)
-            lost_from = (member_end(stream, position) or position) if path.endswith(".gz") else position
+            # lost: from the end of the last good record to the next whole one
+            gz = path.endswith(".gz")
+            lost_from = (member_end(stream, position) or position) if gz else position
             if end is not None and lost_from >= end:
                 return  # the damage starts in the next chunk: it is that chunk's to report
-            resume = next_warc_member(stream, max(lost_from, position + 1)) if path.endswith(".gz") else None
+            after = max(lost_from, position + 1)
+            resume = next_warc_member(stream, after) if gz else next_plain_record(stream, after)
             lost = f"bytes {lost_from} to {resume if resume is not None else 'the end'}"
             yield {"url": path, "source": source, "pages": 0, "warc_pos": lost_from,
                    "result": failure("warc_unreadable", f"{lost} of {path} unreadable ({e})")}
@@ -119,6 +121,22 @@ def next_warc_member(f, start, whole=True):
                 return start + i
             i = window.find(b"\x1f\x8b\x08", i + 1)
         start += len(window) - 2
+
+
+def next_plain_record(f, start):
+    """Where the next record of an uncompressed WARC starts, at or after `start`, or None: a
+    'WARC/1.x' line after the blank line that ends every record. (A page quoting a WARC could hold
+    one; reading from there fails again, and the search goes on past it.)"""
+    marker = b"\r\n\r\nWARC/1."
+    while True:
+        f.seek(start)
+        window = f.read(1 << 20)
+        if len(window) < len(marker):
+            return None
+        i = window.find(marker)
+        if i >= 0:
+            return start + i + 4
+        start += len(window) - len(marker) + 1
 
 
 def member_head(f, offset):

@@ -555,7 +555,8 @@ def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
 def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypatch, chunk_bytes):
     """A WARC cut mid-record: the cut record is an error, never a document. A .warc.gz damaged in
     the middle: reading resumes at the next whole gzip member, so only the damaged record is lost,
-    and errors/ says which bytes, once, however the file is cut into chunks."""
+    and errors/ says which bytes, once, however the file is cut into chunks; a plain .warc resumes
+    at the next record header."""
     monkeypatch.setattr(warc, "CHUNK_BYTES", chunk_bytes)
     pages, _ = sample
     records = sample_records(sample, list(pages)[:8])
@@ -577,11 +578,16 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     for i in range(middle + 200, middle + 1200):
         broken[i] ^= 0x5A
     (tmp_path / "damaged" / "garbled.warc.gz").write_bytes(broken)
+    plain_starts = [0] + [m.start() + 4 for m in re.finditer(rb"\r\n\r\nWARC/1\.", plain)]
+    assert len(plain_starts) == 8
+    header_garbled = bytearray(plain)  # the 5th record's header unreadable: reading resumes at the 6th
+    header_garbled[plain_starts[4]:plain_starts[4] + 40] = b"X" * 40
+    (tmp_path / "damaged" / "plain_garbled.warc").write_bytes(header_garbled)
     report = scrape.main([f"--warc={tmp_path / 'damaged'}", f"--output={tmp_path / 'out'}", "--extractor=resiliparse"])
     docs = {name: [d["url"] for d in map(json.loads, gzip.open(tmp_path / "out" / f"{name}.jsonl.gz", "rt"))]
-            for name in ("cut", "plain", "garbled")}
+            for name in ("cut", "plain", "garbled", "plain_garbled")}
     errors = {name: [(e["url"], e["reason"]) for e in map(json.loads, gzip.open(tmp_path / "out" / "errors" / f"{name}.jsonl.gz", "rt"))]
-              for name in ("cut", "plain", "garbled")}
+              for name in ("cut", "plain", "garbled", "plain_garbled")}
     urls = [url for _, url in starts]
     assert docs["cut"] == urls[:7] and errors["cut"] == [(urls[7], "warc_truncated")]
     assert docs["plain"] == urls[:7] and errors["plain"] == [(urls[7], "warc_truncated")]
@@ -589,9 +595,11 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     assert errors["garbled"] == [(str(tmp_path / "damaged" / "garbled.warc.gz"), "warc_unreadable")]
     detail = next(map(json.loads, gzip.open(tmp_path / "out" / "errors" / "garbled.jsonl.gz", "rt")))["detail"]
     assert detail.startswith(f"bytes {middle} to {starts[5][0]} of ")
+    assert docs["plain_garbled"] == urls[:4] + urls[5:]
+    assert errors["plain_garbled"] == [(str(tmp_path / "damaged" / "plain_garbled.warc"), "warc_unreadable")]
     for doc in read_shards(tmp_path / "out"):
         assert doc == whole[doc["url"]]
-    assert report["totals"]["warc_truncated"] == 2 and report["totals"]["warc_unreadable"] == 1
+    assert report["totals"]["warc_truncated"] == 2 and report["totals"]["warc_unreadable"] == 2
 
 
 def test_dates_from_markup_agree_with_htmldate(sample):
