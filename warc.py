@@ -53,13 +53,12 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
     while True:
         position = offset
         try:
-            # every record type, so that a chunk stops at the first record of the next one
-            for rec in ArchiveIterator(stream, parse_http=True):
+            # pages only: fastwarc skips requests, metadata, warcinfo and revisits without making
+            # Python objects of them; a chunk still stops at the first page of the next one
+            for rec in ArchiveIterator(stream, record_types=PAGE_RECORDS, parse_http=True):
                 position = rec.stream_pos  # from the start of the file, wherever reading began
                 if end is not None and position >= end:
                     return
-                if not rec.record_type & PAGE_RECORDS:
-                    continue  # requests, metadata, warcinfo, revisits: not pages
                 task = {"url": rec.headers.get("WARC-Target-URI"), "source": source, "warc_pos": position,
                         "fetched_at": rec.headers.get("WARC-Date") or now_iso()}
                 if rec.record_type == WarcRecordType.conversion:
