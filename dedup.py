@@ -438,6 +438,9 @@ def main():
     p.add_argument("--range_docs", type=int, default=2**24,
                    help="band entries per bucket unit (16 bytes each): more documents, more units")
     p.add_argument("--clusters", default="", help="write the clusters found to this .jsonl file (clusters pass)")
+    p.add_argument("--sentences", action="store_true",
+                   help="then remove spans of 3 sentences seen in an earlier document (C4's dedup, sentence_dedup.py)")
+    p.add_argument("--min_doc_words", type=int, default=50, help="--sentences: drop a document left with fewer words")
     args = p.parse_args()
     if args.ngram < 1 or args.bands < 2 or args.rows < 1 or not 0 <= args.threshold <= 1 or args.range_docs < 1:
         fail("need --ngram >= 1, --bands >= 2, --rows >= 1, 0 <= --threshold <= 1 and --range_docs >= 1")
@@ -468,7 +471,6 @@ def main():
     my_shards = list_shards(args.input, args.shard, args.num_shards)
     report = run_stage("dedup", lambda path, out_path: write_survivors(
         path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")), my_shards, args.output, args, extra)
-    # (sentence-level dedup, --sentences, runs here: after the document passes, on their survivors)
     print_summary("dedup", report, ["documents_in", "documents_out", "removed_exact_duplicates",
                                     "removed_near_duplicates"])
     found = summary["all_shards"]
@@ -478,6 +480,9 @@ def main():
           f"had estimated J < {args.threshold}")
     if args.clusters:
         print(f"  clusters: {args.clusters}")
+    if args.sentences:  # in place, on the documents just written
+        import sentence_dedup
+        sentence_dedup.dedup_sentences([Path(args.output) / shard_name(s) for s in all_shards], args.output, args)
 
 
 if __name__ == "__main__":

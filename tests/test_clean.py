@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import clean
+import url_filter
+import words
 
 CFG = clean.parse_config([])
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +45,11 @@ def letters(length, seed):
 
 
 def repetition(text):
-    return clean.gopher_repetition(text, clean.split_words(text), CFG)
+    return clean.gopher_repetition(text, words.split_words(text), CFG)
 
 
 def quality(text):
-    return clean.gopher_quality(text, clean.split_words(text), CFG)
+    return clean.gopher_quality(text, words.split_words(text), CFG)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -186,6 +188,15 @@ def test_gopher_quality_thresholds(rule):
     assert quality(outside) == rule
 
 
+def test_gopher_letters_are_what_isalpha_says():
+    # ½ ² ¼ Ⅻ ⅓ are word characters to a regular expression, but no letters to str.isalpha(),
+    # which datatrove uses: 79 words of 100 holding a letter is below the 0.8 threshold
+    numbers = ["½", "²", "¼", "Ⅻ", "⅓"] * 4 + ["½"]
+    assert quality(words_text(n_words(79) + numbers)) == "gopher_below_alpha_threshold"
+    assert quality(words_text(n_words(80) + numbers[:20])) is None  # 80 of 100: just inside
+    assert quality(words_text(n_words(79) + ["x½"] + numbers[:20])) is None  # a letter beside ½ counts
+
+
 # -----------------------------------------------------------------------------------------------
 # C4, as FineWeb ran it
 
@@ -226,9 +237,15 @@ def test_c4_document_rules():
 def test_sentence_count_follows_spacy():
     cases = {"One here. Two here! Three here? Four.": 4, "Version 3.11 is out.": 1, "Wait... then go.": 1,
              "Ask Mr. Smith, e.g. today.": 1, "The U.S. and A. B. Smith.": 1, "Etc. and so on.": 2,
-             "Quoted: \"Yes.\" Then more.": 2, "(See above.) Next one.": 2}
+             "Quoted: \"Yes.\" Then more.": 2, "(See above.) Next one.": 2,
+             # spaCy ends sentences inside a chunk too, where its tokenizer splits a period off
+             "It works.Then it stops.And so on.": 3, "Use smtplib.SMTP.sendmail() now. Then quit.": 2,
+             # a full-width digit is no punctuation (datatrove's PUNCTUATION string lists it)
+             "It ends here. １ more starts here.": 2,
+             # a newline is a token of its own, which starts the next sentence; a single space is not
+             'Yes.\n"No." Maybe.': 3, "One.  Two spaces.": 2, "Is it?!Yes": 1, "Wait...Next one.": 1}
     for line, n in cases.items():
-        assert clean.count_sentences(line) == n, line
+        assert words.count_sentences(line) == n, line
 
 
 def test_c4_terminal_punctuation_flag():
@@ -292,7 +309,7 @@ SPACY = {
 
 @pytest.mark.parametrize("text", SPACY)
 def test_words_match_spacy(text):
-    assert clean.split_words(text) == SPACY[text].split()
+    assert words.split_words(text) == SPACY[text].split()
 
 
 def test_pathological_chunks_are_handled():
@@ -300,15 +317,15 @@ def test_pathological_chunks_are_handled():
     doc = " ".join([SAMPLES["en"] * 3, "a." * 5000, "." * 20000, "a=" * 5000, "1.2" * 5000, "x@" + "a.b" * 3000,
                     "http://a.com/" + ")" * 5000 + "x", "@ mail me at jane@doe.org"])
     stats = Counter()
-    words = clean.split_words(doc)
-    assert words[-1] == "jane@doe.org" and "." * 20000 in words
+    split = words.split_words(doc)
+    assert split[-1] == "jane@doe.org" and "." * 20000 in split
     assert clean.run_filters({"id": "x", "text": doc}, CFG, stats)[0] is not None
     assert "jane@doe.org" not in clean.replace_pii(doc, stats) and stats["pii:email"] == 1
 
 
 def test_words_cache_gives_the_same_words():
     text = "Some words, and the same words again: words, words."
-    assert clean.split_words(text) == clean.split_words(text) == clean.WORD_RE.findall(text)
+    assert words.split_words(text) == words.split_words(text) == words.WORD_RE.findall(text)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -377,14 +394,61 @@ def test_pii():
 def test_url_blocklist(tmp_path):
     blocklist = tmp_path / "block.txt"
     blocklist.write_text("# spam\nspam.example\nhttps://ok.example/bad-page\nwww.other.example\n")
-    entries = clean.load_blocklist(str(blocklist))
-    assert clean.url_blocked("https://www.spam.example/x", entries)
-    assert clean.url_blocked("http://a.b.spam.example", entries)
-    assert clean.url_blocked("https://ok.example/bad-page/", entries)
-    assert not clean.url_blocked("https://ok.example/good-page", entries)
-    assert not clean.url_blocked("https://notspam.example", entries)
-    assert clean.url_blocked("https://www.other.example/a", entries)
-    assert not clean.url_blocked("https://other.example/a", entries)
+    entries = url_filter.load_user_list(str(blocklist))
+    assert url_filter.url_listed("https://www.spam.example/x", entries)
+    assert url_filter.url_listed("http://a.b.spam.example", entries)
+    assert url_filter.url_listed("https://ok.example/bad-page/", entries)
+    assert not url_filter.url_listed("https://ok.example/good-page", entries)
+    assert not url_filter.url_listed("https://notspam.example", entries)
+    assert url_filter.url_listed("https://www.other.example/a", entries)
+    assert not url_filter.url_listed("https://other.example/a", entries)
+
+
+def test_url_filter_rules_as_datatrove():
+    # each case gets the rule datatrove 0.10.1's URLFilter gives it, on the same lists (bench/clean.py
+    # compares the two on ~3,400 URLs), but for the two differences url_filter.py's docstring gives
+    lists = url_filter.load_lists(url_filter.DEFAULT_LISTS)
+    with gzip.open(url_filter.DEFAULT_LISTS / "domains.txt.gz", "rt") as f:
+        listed = [next(d for d in f if d.count(".") == 1).strip(), next(d for d in f if d.count(".") == 2).strip()]
+    top, sub = listed  # a registered domain, and a host name under a domain that is not listed
+    soft = sorted(lists["soft_banned_words"])
+    banned = sorted(lists["banned_words"])[0]
+    subword = sorted(lists["banned_subwords"].pattern.replace("\\", "").split("|"), key=len)[-1]
+    cases = {
+        f"https://{top}/": "domain", f"http://www.{top}/a/b.html": "domain", f"https://{sub}/x": "subdomain",
+        f"https://www.{sub}/x": None,  # neither its registered domain nor its full name is listed
+        "https://www.python.org/doc/": None, "https://docs.python.org/3/library/re.html": None,
+        f"https://example.com/{banned}/page": "hard_blacklisted",
+        f"https://example.com/{banned}s": None,  # words are whole runs of letters and digits
+        f"https://example.com/{banned.upper()}": None,  # as written: datatrove does not lowercase them
+        f"https://example.com/{soft[0]}": None, f"https://example.com/{soft[0]}/{soft[0]}": None,
+        f"https://example.com/{soft[0]}-{soft[1]}": "soft_blacklisted",
+        f"https://example.com/x-{subword[:3]}_{subword[3:].upper()}-y": "blacklisted_subword",
+        "http://[::1/page": None, "": None,
+    }
+    for url, rule in cases.items():
+        assert url_filter.url_rule(url, lists) == rule, url
+    assert url_filter.url_rule(f"https://example.com/{soft[0]}", lists, soft_word_threshold=1) == "soft_blacklisted"
+    # the differences: host names ignore case, and the URL list is matched without the scheme
+    assert url_filter.url_rule(f"https://WWW.{top.upper()}/", lists) == "domain"
+    with gzip.open(url_filter.DEFAULT_LISTS / "urls.txt.gz", "rt") as f:
+        listed_url = next(u for u in f if url_filter.url_rule("https://" + u.strip(), lists) == "url").strip()
+    assert url_filter.url_rule("http://" + listed_url, lists) == "url"
+    assert url_filter.url_rule("http://" + listed_url + "/more", lists) != "url"
+
+
+def test_url_filter_in_the_chain(tmp_path):
+    lists = url_filter.load_lists(url_filter.DEFAULT_LISTS)
+    soft = sorted(lists["soft_banned_words"])
+    url = f"https://example.com/{soft[0]}-{soft[1]}"
+    doc = {"id": "x", "text": SAMPLES["en"], "url": url}
+    assert clean.run_filters(dict(doc), CFG, Counter()) == ("url", "soft_blacklisted")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("example.com\n")
+    allowed = clean.parse_config([f"--url_allowlist={allow}", "--filters=url"])
+    assert clean.run_filters(dict(doc), allowed, Counter()) == (None, None)
+    no_lists = clean.parse_config(["--url_lists=", "--filters=url"])
+    assert clean.run_filters(dict(doc), no_lists, Counter()) == (None, None)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -443,9 +507,10 @@ def test_sample_report_and_outputs(sample_runs):
     planted = json.loads((ROOT / "data/sample/planted.json").read_text())["non_english"]
     filters = Counter({d.get("url"): d["filter"] for d in rejected}.get(url) for url in planted)
     assert filters["language"] >= 0.95 * len(planted) and None not in filters
-    # datatrove (0.10.1, spaCy words, same lid.176 model) on this sample keeps 102 of 377
-    # (bench/clean.py --docs=data/sample/docs.jsonl.gz): allow 2% of documents either way
-    assert abs(len(kept) - 102) <= 0.02 * len(sample)
+    # the sample of 2,324 documents (rebuilt larger in round 2): clean.py kept 1,181 when it was built;
+    # datatrove's own count on it is for bench/clean.py --docs=data/sample/docs.jsonl.gz to re-measure
+    # (on the earlier 377-document sample both kept 102). Allow 2% of documents either way.
+    assert abs(len(kept) - 1181) <= 0.02 * len(sample)
 
 
 def test_sample_rerun_skips_done_shards(sample_runs):

@@ -1,11 +1,16 @@
 """
 Build the built-in sample of real web pages: data/sample/pages.warc.gz and docs.jsonl.gz.
 
-The pages are real documentation pages (Python 3.11, PostgreSQL 15, the Debian Administrator's
-Handbook in several languages, Git), taken from the Debian documentation packages and filed under
-the public URL each page is served at. To rebuild (the output is byte-identical on every run):
+The pages are real documentation pages, taken from the Debian documentation packages and filed under
+the public URL each page is served at: prose-rich manuals whole (the Python tutorial, HOWTOs, FAQs and
+language reference; PostgreSQL 15; SQLite; the GIMP manual; the English Debian Administrator's
+Handbook, installation guide, securing manual, policy, FAQ, developers' reference and maintainers'
+guide), a few dozen pages of the code-heavy API references (Python library, git), and the handbook
+in eight other languages. To rebuild (the output is byte-identical on every run):
 
-    apt-get install python3.11-doc postgresql-doc-15 debian-handbook git-doc
+    apt-get install python3.11-doc postgresql-doc-15 debian-handbook git-doc debian-faq \
+        developers-reference maint-guide debian-policy harden-doc installation-guide-amd64 \
+        sqlite3-doc gimp-help-en
     python data/sample/build.py
 
 What a real crawl contains, and so what the sample plants on purpose (listed in planted.json):
@@ -19,6 +24,7 @@ What a real crawl contains, and so what the sample plants on purpose (listed in 
 docs.jsonl.gz holds the same records already extracted with trafilatura, one document per line in
 the DESIGN.md format, so that tests can use real text without running the scraper.
 """
+import fnmatch
 import gzip
 import hashlib
 import html
@@ -38,33 +44,60 @@ from warcio.warcwriter import WARCWriter
 DOC = Path("/usr/share/doc")
 OUT = Path(__file__).resolve().parent
 WARC_DATE = "2026-11-01T00:00:00Z"  # fixed, so the output is deterministic
-MAX_PAGE_BYTES = 120_000  # keeps the WARC at a few MB
+MAX_PAGE_BYTES = 120_000  # larger pages are mostly long tables and lists; they also slow extraction
 HANDBOOK_LANGS = ["fr-FR", "de-DE", "es-ES", "ja-JP", "ru-RU", "zh-CN", "pt-BR", "it-IT"]
+PACKAGES = ["python3.11-doc", "postgresql-doc-15", "debian-handbook", "git-doc", "debian-faq",
+            "developers-reference", "maint-guide", "debian-policy", "harden-doc",
+            "installation-guide-amd64", "sqlite3-doc", "gimp-help-en"]
+PYTHON = DOC / "python3.11/html"
+PYTHON_PROSE = ["tutorial/*.html", "howto/*.html", "faq/*.html", "reference/*.html", "using/*.html",
+                "extending/*.html", "installing/*.html", "distributing/*.html"]
 
-# (folder, url prefix, how many pages, pages always included: the junk a crawl picks up too)
+# (folder, url prefix, which files (globs; "!glob": not those), how many (None: all), pages always
+# included: the junk a crawl picks up too). Prose first: whole manuals of the prose-rich packages; of the API references, which
+# are mostly code and fail FineWeb's filters, a few dozen pages, as a crawl would meet them.
 SOURCES = [
-    (DOC / "python3.11/html", "https://docs.python.org/3.11/", 130,
-     ["genindex-A.html", "py-modindex.html", "search.html", "bugs.html", "contents.html",
-      "library/index.html"]),
-    (DOC / "postgresql-doc-15/html", "https://www.postgresql.org/docs/15/", 100,
-     ["index.html", "sql-commands.html", "biblio.html", "legalnotice.html"]),
-    (DOC / "git-doc", "https://git-scm.com/docs/", 55, ["git-citool.html", "git-gui.html"]),
-    (DOC / "debian-handbook/html/en-US", "https://debian-handbook.info/browse/en-US/stable/", 25,
-     ["index.html", "sect.acknowledgments.html"]),
-] + [(DOC / f"debian-handbook/html/{lang}", f"https://debian-handbook.info/browse/{lang}/stable/",
+    (PYTHON, "https://docs.python.org/3.11/", PYTHON_PROSE, None, []),
+    (PYTHON, "https://docs.python.org/3.11/", ["library/*.html", "*.html", "c-api/*.html", "whatsnew/*.html"], 40,
+     ["genindex-A.html", "py-modindex.html", "search.html", "bugs.html", "contents.html", "library/index.html"]),
+    # PostgreSQL without most of its pages of tables (functions, catalogs, views, types): the always-list
+    # keeps one of each
+    (DOC / "postgresql-doc-15/html", "https://www.postgresql.org/docs/15/",
+     ["*.html", "!functions-*", "!catalog-*", "!infoschema-*", "!datatype-*", "!ecpg-*", "!view-*"], None,
+     ["index.html", "sql-commands.html", "biblio.html", "legalnotice.html", "functions-string.html",
+      "catalog-pg-class.html", "infoschema-tables.html", "datatype-numeric.html"]),
+    (DOC / "git-doc", "https://git-scm.com/docs/", ["*.html"], 30, ["git-citool.html", "git-gui.html"]),
+    (DOC / "debian-handbook/html/en-US", "https://debian-handbook.info/browse/en-US/stable/", ["*.html"], None, []),
+    (DOC / "sqlite3", "https://www.sqlite.org/", ["*.html"], None, []),
+    (Path("/usr/share/gimp/2.0/help/en"), "https://docs.gimp.org/2.10/en/", ["*.html"], None, []),
+    (DOC / "installation-guide-amd64/en", "https://www.debian.org/releases/bookworm/amd64/", ["*.html"], None, []),
+    (DOC / "harden-doc/html/en-US", "https://www.debian.org/doc/manuals/securing-debian-manual/", ["*.html"], None, []),
+    (DOC / "debian-policy/policy.html", "https://www.debian.org/doc/debian-policy/", ["*.html"], None, []),
+    (DOC / "debian/FAQ", "https://www.debian.org/doc/manuals/debian-faq/", ["*.en.html"], None, []),
+    (Path("/usr/share/developers-reference"), "https://www.debian.org/doc/manuals/developers-reference/",
+     ["*.html"], None, []),
+    (DOC / "maint-guide/html", "https://www.debian.org/doc/manuals/maint-guide/", ["*.en.html"], None, []),
+] + [(DOC / f"debian-handbook/html/{lang}", f"https://debian-handbook.info/browse/{lang}/stable/", ["*.html"],
       5, []) for lang in HANDBOOK_LANGS]
 
 # aliases a crawler really meets for the same page: exact copies live there
 EXACT_ALIAS = [("https://docs.python.org/3.11/", "https://docs.python.org/3/"),
                ("https://www.postgresql.org/docs/15/", "https://www.postgresql.org/docs/current/"),
                ("https://git-scm.com/docs/", "http://git-scm.com/docs/"),
-               ("https://debian-handbook.info/", "http://debian-handbook.info/")]
+               ("https://debian-handbook.info/", "http://debian-handbook.info/"),
+               ("https://www.sqlite.org/", "https://sqlite.org/"),
+               ("https://docs.gimp.org/2.10/", "http://docs.gimp.org/2.10/"),
+               ("https://www.debian.org/", "http://www.debian.org/")]
 # older versions and mirrors: near-duplicates live there
 NEAR_ALIAS = [("https://docs.python.org/3.11/", "https://docs.python.org/3.10/"),
               ("https://www.postgresql.org/docs/15/", "https://www.postgresql.org/docs/14/"),
               ("https://git-scm.com/docs/", "https://git-mirror.example.org/docs/"),
               ("https://debian-handbook.info/browse/en-US/stable/",
-               "https://debian-handbook.info/browse/en-US/bullseye/")]
+               "https://debian-handbook.info/browse/en-US/bullseye/"),
+              ("https://www.sqlite.org/", "https://sqlite-mirror.example.org/"),
+              ("https://docs.gimp.org/2.10/", "https://docs.gimp.org/2.8/"),
+              ("https://www.debian.org/releases/bookworm/", "https://www.debian.org/releases/bullseye/"),
+              ("https://www.debian.org/doc/", "https://debian-mirror.example.org/doc/")]
 N_EXACT, N_NEAR = 15, 15
 # word swaps that make "a few sentences edited" look like a later revision of the same page
 EDITS = {"the": "this", "is": "was", "can": "may", "a": "one", "to": "into", "of": "for",
@@ -84,14 +117,13 @@ def page_url(prefix, rel):
 def select_pages():
     """A deterministic pick: the named junk pages, then pages ordered by a hash of their path."""
     pages = []
-    for folder, prefix, count, always in SOURCES:
-        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.html")
-                       if not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts))
-        if "git-scm" in prefix:
-            files = [f for f in files if "/" not in f]  # technical/ and howto/ are not under /docs/
-        files = [f for f in files if (folder / f).stat().st_size <= MAX_PAGE_BYTES]
+    for folder, prefix, patterns, count, always in SOURCES:
+        files = sorted({p.relative_to(folder).as_posix() for pattern in patterns if not pattern.startswith("!")
+                        for p in folder.glob(pattern) if p.is_file() and p.stat().st_size <= MAX_PAGE_BYTES})
+        files = [f for f in files if not any(fnmatch.fnmatch(f, x[1:]) for x in patterns if x.startswith("!"))]
         picked = [f for f in always if f in files]
-        picked += sorted(set(files) - set(picked), key=stable_order)[:count - len(picked)]
+        rest = sorted(set(files) - set(picked), key=stable_order)
+        picked += rest if count is None else rest[:count - len(picked)]
         pages += [(page_url(prefix, rel), (folder / rel).read_bytes()) for rel in sorted(picked)]
     return pages
 
@@ -288,7 +320,8 @@ def atomic_write(path, data):
 
 
 if __name__ == "__main__":
-    if not (DOC / "python3.11/html").is_dir():
-        sys.exit("build.py: the Debian doc packages are missing; run "
-                 "apt-get install python3.11-doc postgresql-doc-15 debian-handbook git-doc")
+    missing = sorted({str(folder) for folder, *_ in SOURCES if not folder.is_dir()})
+    if missing:
+        sys.exit(f"build.py: the Debian doc packages are missing ({', '.join(missing)}); run "
+                 f"apt-get install {' '.join(PACKAGES)}")
     main()

