@@ -41,6 +41,7 @@ from fetch import decode_html, failure, looks_binary, now_iso
 from warc import read_chunk
 
 EXTRACTORS = ("trafilatura", "resiliparse")
+XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 PRELOAD = {"trafilatura": "trafilatura", "resiliparse": "resiliparse.extract.html2text"}
 
 
@@ -115,6 +116,7 @@ def trafilatura_text(html, want_links):
     """(main text or None if not HTML, (base href, link hrefs) if want_links)."""
     import trafilatura  # imported by the workers only (and preloaded by the forkserver)
     from trafilatura.utils import load_html
+    html = XML_DECLARATION.sub("", html)  # lxml refuses a str that still declares its encoding
     tree = load_html(html)  # parsed once for text and links; extract() works on a copy
     if tree is None:
         return None, []
@@ -123,6 +125,7 @@ def trafilatura_text(html, want_links):
 
 
 def resiliparse_text(html, want_links):
+    """The same for resiliparse: main-content plain text as DCLM ran it."""
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
     tree = HTMLTree.parse(html)
@@ -133,6 +136,7 @@ def resiliparse_text(html, want_links):
     return text, (base, [e.getattr("href") for e in tree.document.query_selector_all("a[href]")])
 
 
+EXTRACTOR_TEXT = {"trafilatura": trafilatura_text, "resiliparse": resiliparse_text}  # what bench/scrape.py times alone
 TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.S | re.I)
 
 
@@ -154,11 +158,7 @@ def extract_page(task, options):
         if looks_binary(body):
             return failure("binary", "binary content served as HTML")
         html = decode_html(body, task.get("content_type"), task["url"])
-        if options["extractor"] == "resiliparse":
-            extractor = resiliparse_text
-        else:  # lxml refuses a str that still declares its encoding; it is decoded already
-            html, extractor = re.sub(r"^\s*<\?xml[^>]*\?>", "", html), trafilatura_text
-        text, links = extractor(html, task.get("want_links"))
+        text, links = EXTRACTOR_TEXT[options["extractor"]](html, task.get("want_links"))
         if text is None:
             return failure("empty", "not parseable as HTML")
     if not text:
