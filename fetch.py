@@ -68,7 +68,8 @@ def decode_html(body, content_type, url=""):
             return body.decode(codec, errors="replace")
     if body.isascii():
         return body.decode("ascii")  # most pages: every ASCII-compatible label agrees
-    in_document = ((a or b).decode("ascii") for a, b in DOCUMENT_CHARSET.findall(body[:4096]))
+    # lazily, in the first 4 KB: the first label that decodes the bytes is the answer
+    in_document = ((m[1] or m[2]).decode("ascii") for m in DOCUMENT_CHARSET.finditer(body, 0, 4096))
     for label in itertools.chain(HEADER_CHARSET.findall(content_type or ""), in_document):
         label = label.lower()
         if label in LATIN1_LABELS:  # valid UTF-8 with non-ASCII bytes is never latin-1 text in practice

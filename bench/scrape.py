@@ -1,12 +1,17 @@
 """
 How fast does scrape.py go, against the fastest its extractor could go, on a WARC of 20,000+ real
-pages? The ceiling is the extractor alone: the same pages, already in memory, extracted by a plain
-multiprocessing.Pool on the same cores (trafilatura.extract with FineWeb's settings, or resiliparse
-as DCLM ran it). scrape.py must read and decompress the WARC, decode, find title and date, hand
-pages to its workers and back, and write gzip shards; all of that must cost under a tenth.
+pages? The ceiling is the extractor alone: extract.py's own extractor call (trafilatura_text or
+resiliparse_text, what scrape.py's workers call: trafilatura.extract with FineWeb's settings, or
+resiliparse as DCLM ran it) on the pages scrape.py extracts (HTTP 200, HTML, at most --max_bytes),
+already decoded to text (fetch.decode_html) and in memory, run by a plain multiprocessing.Pool of
+--workers processes forked after the pages are loaded (so nothing is sent to them but an index),
+timed from the first page handed out to the last result back, after a warm-up that imports the
+extractor. scrape.py --warc must read and inflate the WARC, decode, find title and date, hand work
+to its workers and back, make the JSON lines and their gzip, and write the shards, all inside its
+own process's time from start to exit: that must cost under a tenth.
 
     python bench/scrape.py [--records=21000] [--extractors=trafilatura,resiliparse] [--url_pages=2000]
-                           [--workers=2] [--cache=~/.cache/webgpt-bench]
+                           [--rounds=3] [--workers=2] [--cache=~/.cache/webgpt-bench]
 
 The corpus: the Debian documentation packages (python3.11-doc, postgresql-doc-15, debian-handbook,
 git-doc, debian-reference-en, developers-reference, maint-guide: ~5,250 HTML files), each page at
@@ -14,22 +19,28 @@ several URLs, copy k with every (k+1)-th paragraph, list item, table row or code
 no two records are the same page; one gzip member per record and a request record before each
 response, as in Common Crawl. Built once into --cache, never into the repository.
 
-For each extractor it prints pages/s per core of the extractor alone and of scrape.py --warc
-(and their ratio), CPU ms per page, the peak memory of scrape.py's processes together in the
-first and second half of the run (flat: it does not grow with the pages), and scrape.py's last
-progress line; scrape.py --urls against a local server (its own process, on the same cores) on
---url_pages pages, with the ratio counting the server's CPU; then what each extractor keeps
-(characters, agreement between the two, documents and GPT-2 tokens clean.py's FineWeb chain keeps),
-on the bench corpus and on the built-in sample.
+The runs alternate, alone / scrape.py / alone / scrape.py / ... / alone, so that each scrape.py run
+has an extractor-alone run on either side and a load that drifts during the bench cancels; each
+round's ratio is scrape.py's rate over the mean of its two neighbours', and the median of the rounds
+is the figure. For each extractor it prints pages/s per core of both (and their ratio), CPU ms per
+page (scrape.py's main process and its workers apart), the peak memory of scrape.py's processes
+together in the first and second half of a run (flat: it does not grow with the pages), and
+scrape.py's last progress line; scrape.py --urls against a local server (its own process, on the
+same cores) on --url_pages pages, with the ratio counting the server's CPU; then what each
+extractor keeps (characters, agreement between the two, documents and GPT-2 tokens clean.py's
+FineWeb chain keeps), on the bench corpus and on the built-in sample.
 """
 import argparse
 import gzip
+import importlib
 import io
 import json
 import multiprocessing
 import os
 import re
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +52,11 @@ from pathlib import Path
 from urllib.request import urlopen
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import extract  # noqa: E402  (the extractor calls scrape.py's workers make)
+from fetch import HTML_TYPES, decode_html, looks_binary  # noqa: E402
+
+MAX_BYTES = 2_000_000  # scrape.py's --max_bytes, passed to it explicitly
 DOC = Path("/usr/share/doc")
 PACKAGES = ["python3.11", "postgresql-doc-15", "debian-handbook", "git-doc", "debian-reference-en",
             "developers-reference", "maint-guide"]
@@ -89,30 +105,33 @@ def build_corpus(path, records):
     tmp.rename(path)
 
 
-def read_pages(path, limit=None):
+def read_pages(path):
+    """(url, content type, body) of every response record."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
-    pages = []
-    for r in ArchiveIterator(str(path), record_types=WarcRecordType.response, parse_http=True):
-        pages.append((r.headers.get("WARC-Target-URI"), r.http_headers.get("Content-Type"), r.reader.read()))
-        if limit and len(pages) == limit:
-            break
-    return pages
+    return [(r.headers.get("WARC-Target-URI"), r.http_headers.get("Content-Type"), r.reader.read())
+            for r in ArchiveIterator(str(path), record_types=WarcRecordType.response, parse_http=True)]
+
+
+def extracted_pages(pages):
+    """The pages scrape.py hands its extractor, as it hands them: decoded, in the same order."""
+    html = []
+    for url, content_type, body in pages:
+        mime = (content_type or "").split(";")[0].strip().lower()
+        if mime in HTML_TYPES and len(body) <= MAX_BYTES and not looks_binary(body):
+            html.append(decode_html(body, content_type, url))
+    return html
 
 # -----------------------------------------------------------------------------------------------
 # the extractors alone
 
 
 EXTRACTOR = "trafilatura"
-BODIES = []  # filled before the pool forks: the workers read them from memory
+HTML = []  # filled before the pool forks: the workers read the pages from memory
 
 
 def alone(i):
-    if EXTRACTOR == "resiliparse":
-        from resiliparse.extract.html2text import extract_plain_text
-        from resiliparse.parse.html import HTMLTree
-        return len(extract_plain_text(HTMLTree.parse_from_bytes(BODIES[i]), main_content=True, alt_texts=False))
-    import trafilatura
-    return len(trafilatura.extract(BODIES[i], favor_precision=True, include_comments=False) or "")
+    text, _ = extract.EXTRACTOR_TEXT[EXTRACTOR](HTML[i], False)
+    return len(text or "")
 
 
 def children_cpu():
@@ -120,23 +139,23 @@ def children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
-def run_alone(extractor, bodies, workers):
-    """pages/s and CPU ms/page of the extractor alone, in a Pool of `workers` (chunks of 16: no
-    hand-off cost to speak of)."""
+def run_alone(extractor, html, workers):
+    """pages/s and CPU ms/page of the extractor alone on `html`, in a Pool of `workers` (chunks of
+    16: no hand-off cost to speak of)."""
     global EXTRACTOR
     EXTRACTOR = extractor
-    BODIES[:] = bodies
+    HTML[:] = html
     cpu = children_cpu()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         pool.map(alone, range(workers))  # imports done
         start = time.perf_counter()
-        for _ in pool.imap_unordered(alone, range(len(bodies)), chunksize=16):
+        for _ in pool.imap_unordered(alone, range(len(html)), chunksize=16):
             pass
         seconds = time.perf_counter() - start
         pool.close()
         pool.join()
-    BODIES.clear()
-    return len(bodies) / seconds, (children_cpu() - cpu) / len(bodies) * 1000
+    HTML.clear()
+    return len(html) / seconds, (children_cpu() - cpu) / len(html) * 1000
 
 # -----------------------------------------------------------------------------------------------
 # scrape.py, a process of its own, watched
@@ -165,9 +184,10 @@ def tree_usage(pid):
 
 
 def run_scrape(flags):
-    """Run scrape.py; returns wall seconds, CPU seconds of all its processes (sampled every 0.25 s:
-    the last moments are missed), peak memory in the first and second half of the run, and its
-    last progress line."""
+    """Run scrape.py; returns wall seconds, CPU seconds of its main process and of the others (the
+    forkserver and the workers), sampled every 0.5 s (the last moments are missed; each look costs
+    a few ms of CPU, ~0.5% of a core), peak memory in the first and second half of the run, and
+    its last progress line."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, str(ROOT / "scrape.py")] + flags, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
@@ -178,7 +198,7 @@ def run_scrape(flags):
         rss, seen = tree_usage(process.pid)
         samples.append((time.perf_counter() - start, rss))
         cpu.update(seen)
-        time.sleep(0.25)
+        time.sleep(0.5)
     reader.join()
     seconds = time.perf_counter() - start
     if process.returncode:
@@ -186,7 +206,8 @@ def run_scrape(flags):
     first = max([m for t, m in samples if t < seconds / 2], default=0)
     second = max([m for t, m in samples if t >= seconds / 2], default=0)
     lines = [line.strip() for line in re.split(r"[\r\n]", errors[0]) if line.strip().startswith("scrape:") and "page" in line]
-    return seconds, sum(cpu.values()), (first, second), lines[-1] if lines else ""
+    main_cpu = cpu.pop(process.pid, 0)
+    return seconds, (main_cpu, sum(cpu.values())), (first, second), lines[-1] if lines else ""
 
 
 def serve(pages, port_queue):
@@ -256,6 +277,7 @@ def main():
     p.add_argument("--records", type=int, default=21_000, help="pages in the bench WARC (>= 20,000)")
     p.add_argument("--extractors", default="trafilatura,resiliparse")
     p.add_argument("--url_pages", type=int, default=2000, help="pages fetched in the --urls run (0: none)")
+    p.add_argument("--rounds", type=int, default=3, help="scrape.py runs per extractor, each between two runs alone")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/webgpt-bench"))
     args = p.parse_args()
@@ -265,46 +287,54 @@ def main():
     if not warc.exists():
         build_corpus(warc, args.records)
     pages = read_pages(warc)
-    print(f"{warc}: {len(pages):,} pages, {sum(len(b) for *_, b in pages) / 1e6:.0f} MB of HTML, "
-          f"{warc.stat().st_size / 1e6:.0f} MB gzipped; {args.workers} workers; load {os.getloadavg()[0]:.1f}")
+    html = extracted_pages(pages)
+    print(f"{warc}: {len(pages):,} pages ({len(html):,} of them extracted: HTML, at most {MAX_BYTES:,} bytes), "
+          f"{sum(len(b) for *_, b in pages) / 1e6:.0f} MB of HTML, {warc.stat().st_size / 1e6:.0f} MB gzipped; "
+          f"{args.workers} workers; load {os.getloadavg()[0]:.1f}")
 
     port_queue = multiprocessing.get_context("fork").Queue()
     url_pages = pages[:args.url_pages]
     server = multiprocessing.get_context("fork").Process(target=serve, args=(url_pages, port_queue), daemon=True)
     server.start()
     base = f"http://127.0.0.1:{port_queue.get()}"
-    outputs = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    (Path(tmp := tempfile.mkdtemp()) / "urls.txt").write_text("".join(f"{base}/p/{i}.html\n" for i in range(len(url_pages))))
+    n, per_core, outputs = len(html), args.workers, {}
+    try:
         for extractor in extractors:
-            flags = [f"--workers={args.workers}", f"--extractor={extractor}", "--extract_timeout=60"]
-            # mirror order (alone, scrape, scrape, alone): a steady drift in the machine's load cancels
-            rate_a, cpu_a = run_alone(extractor, [b for *_, b in pages], args.workers)
-            seconds, cpu, memory, line = run_scrape([f"--warc={warc}", f"--output={tmp}/{extractor}"] + flags)
-            outputs[extractor] = f"{tmp}/{extractor}"
-            rate_s = len(pages) / seconds
-            rate_a2, cpu_a2 = run_alone(extractor, [b for *_, b in pages], args.workers)
-            rate_a, cpu_a = (rate_a + rate_a2) / 2, (cpu_a + cpu_a2) / 2
-            per_core = args.workers
-            print(f"\n{extractor}, {len(pages):,} pages:")
-            print(f"  extractor alone:   {rate_a / per_core:7.1f} pages/s per core, {cpu_a:.2f} ms CPU per page "
-                  f"(runs: {rate_a / per_core:.1f} avg)")
-            print(f"  scrape.py --warc:  {rate_s / per_core:7.1f} pages/s per core, {cpu / len(pages) * 1000:.2f} ms CPU "
-                  f"per page (all its processes): {rate_s / rate_a:.2f}x the extractor alone")
-            print(f"  peak memory of scrape.py's processes: {memory[0]:.0f} MiB in the first half, {memory[1]:.0f} MiB "
-                  f"in the second half")
-            print(f"  its last progress line: {line}")
-            if args.url_pages:
-                (Path(tmp) / "urls.txt").write_text("".join(f"{base}/p/{i}.html\n" for i in range(len(url_pages))))
-                server_cpu = float(urlopen(base + "/cpu").read())
-                url_flags = flags + ["--delay=0", "--connections=16", "--per_host=16"]
-                seconds, cpu, _, _ = run_scrape([f"--urls={tmp}/urls.txt", f"--output={tmp}/urls-{extractor}"] + url_flags)
-                server_cpu = float(urlopen(base + "/cpu").read()) - server_cpu
-                rate_u = len(url_pages) / seconds
-                share = server_cpu / (seconds * args.workers)  # of the cores, taken by the server
-                print(f"  scrape.py --urls:  {rate_u / per_core:7.1f} pages/s per core on {len(url_pages):,} pages "
-                      f"({rate_u / rate_a:.2f}x the extractor alone; the server took {share:.0%} of the cores, "
-                      f"{server_cpu / len(url_pages) * 1000:.2f} ms per page: {rate_u / (rate_a * (1 - share)):.2f}x "
-                      f"counting it)")
+            flags = [f"--workers={args.workers}", f"--extractor={extractor}", "--extract_timeout=60",
+                     f"--max_bytes={MAX_BYTES}"]
+            importlib.import_module(extract.PRELOAD[extractor])  # imported before the pool forks, as in scrape.py
+            alone_runs, rounds = [run_alone(extractor, html, args.workers)], []
+            print(f"\n{extractor}, {n:,} pages, {args.rounds} rounds (load {os.getloadavg()[0]:.1f}):")
+            for r in range(args.rounds):
+                out = f"{tmp}/{extractor}-{r}"
+                seconds, cpu, memory, line = run_scrape([f"--warc={warc}", f"--output={out}"] + flags)
+                url = None
+                if args.url_pages:
+                    server_cpu = float(urlopen(base + "/cpu").read())
+                    url_seconds, _, _, _ = run_scrape([f"--urls={tmp}/urls.txt", f"--output={tmp}/urls-{extractor}-{r}",
+                                                       "--delay=0", "--connections=16", "--per_host=16"] + flags)
+                    server_cpu = float(urlopen(base + "/cpu").read()) - server_cpu
+                    share = server_cpu / (url_seconds * args.workers)  # of the cores, taken by the server
+                    url = dict(rate=len(url_pages) / url_seconds, share=share, server_ms=server_cpu / len(url_pages) * 1000)
+                    shutil.rmtree(f"{tmp}/urls-{extractor}-{r}")
+                alone_runs.append(run_alone(extractor, html, args.workers))
+                rate_a = (alone_runs[-2][0] + alone_runs[-1][0]) / 2
+                if url:
+                    url["ratio"] = url["rate"] / (rate_a * (1 - url["share"]))
+                rounds.append(dict(ratio=n / seconds / rate_a, rate_a=rate_a, rate_s=n / seconds, cpu=cpu,
+                                   cpu_a=(alone_runs[-2][1] + alone_runs[-1][1]) / 2, memory=memory, line=line, url=url))
+                if r == 0:
+                    outputs[extractor] = out
+                else:
+                    shutil.rmtree(out)
+                report_round(r, rounds[-1], n, len(url_pages), per_core)
+            median = statistics.median(x["ratio"] for x in rounds)
+            cpu_median = statistics.median(x["cpu_a"] / (sum(x["cpu"]) / n * 1000) for x in rounds)
+            print(f"  median of {len(rounds)} rounds: scrape.py --warc at {median:.2f}x the extractor alone "
+                  f"(CPU per page: {cpu_median:.2f}x)"
+                  + (f"; --urls at {statistics.median(x['url']['ratio'] for x in rounds):.2f}x counting the server"
+                     if args.url_pages else ""))
         server.terminate()
         if len(outputs) > 1:
             compare(outputs, tmp, "bench corpus")
@@ -315,6 +345,24 @@ def main():
                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 sample[extractor] = f"{tmp}/sample-{extractor}"
             compare(sample, tmp, "built-in sample")
+    finally:
+        server.terminate()
+        shutil.rmtree(tmp)
+
+
+def report_round(r, x, n, url_pages, per_core):
+    main_cpu, workers_cpu = x["cpu"]
+    print(f"  round {r + 1}: extractor alone {x['rate_a'] / per_core:6.1f} pages/s per core, {x['cpu_a']:.2f} ms CPU "
+          f"per page; scrape.py --warc {x['rate_s'] / per_core:6.1f} pages/s per core, "
+          f"{(main_cpu + workers_cpu) / n * 1000:.2f} ms CPU per page (main process {main_cpu / n * 1000:.2f}, "
+          f"workers {workers_cpu / n * 1000:.2f}): {x['ratio']:.2f}x (CPU: {x['cpu_a'] / ((main_cpu + workers_cpu) / n * 1000):.2f}x)")
+    print(f"           peak memory of scrape.py's processes: {x['memory'][0]:.0f} MiB in the first half, "
+          f"{x['memory'][1]:.0f} MiB in the second; its last progress line: {x['line']}")
+    if x["url"]:
+        u = x["url"]
+        print(f"           scrape.py --urls {u['rate'] / per_core:6.1f} pages/s per core on {url_pages:,} pages "
+              f"({u['rate'] / x['rate_a']:.2f}x the extractor alone; the server took {u['share']:.0%} of the cores, "
+              f"{u['server_ms']:.2f} ms per page: {u['ratio']:.2f}x counting it)")
 
 
 if __name__ == "__main__":
