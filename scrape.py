@@ -39,7 +39,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from common import atomic_path, fail, jsonl_writer, print_summary, progress, run_stage, stage_arguments, write_json
+from common import (atomic_path, fail, jsonl_writer, mark_in_progress, print_summary, progress, run_stage,
+                    stage_arguments, write_json)
 from extract import EXTRACTORS, ExtractionPool, doc_id, record
 from fetch import Failure, Fetcher, failure, now_iso
 from warc import warc_chunks, warc_pages
@@ -86,6 +87,7 @@ def scrape_urls(args, pool, source, urls):
     atomically. In crawl mode, links of each page join the frontier (same site, breadth first)."""
     start, out = time.time(), Path(args.output)
     done = finished_urls(out)
+    mark_in_progress("scrape", out, args, input=args.urls or args.crawl)  # until the report says complete
     crawl = source == "crawl"
     sites = {urlsplit(args.crawl).netloc.lower()} if crawl else set()  # + where the seed redirects
     frontier_path = out / f"frontier-{doc_id(args.crawl or '')[:8]}.json"
@@ -189,15 +191,19 @@ def scrape_urls(args, pool, source, urls):
     bar.close()
     for _ in range(args.connections):
         todo.put(None)
-    return write_report(args, out, start, totals)
+    return write_report(args, out, start, totals, complete=not pending)
 
 
-def write_report(args, out, start, this_run):
+def write_report(args, out, start, this_run, complete):
+    """The report of every part in the folder (all runs'), complete unless URLs were left unfetched
+    (an interrupted run: the next one fetches them)."""
     totals = Counter()
-    for path in sorted((out / ".stats").glob("*.json")):
+    stats = sorted((out / ".stats").glob("*.json"))
+    for path in stats:
         totals.update(json.loads(path.read_text()))
     seconds = time.time() - start
-    report = {"stage": "scrape", "input": args.urls or args.crawl, "output": str(out),
+    report = {"stage": "scrape", "complete": complete, "input": args.urls or args.crawl, "output": str(out),
+              "shards": [{"name": path.name[:-len(".json")]} for path in stats],
               "seconds": round(seconds, 2), "shards_processed": 1, "shards_skipped_done": 0,
               "this_run": dict(this_run), "pages_per_second": round(this_run["pages"] / max(seconds, 1e-9), 2),
               "totals": dict(sorted(totals.items()))}

@@ -28,6 +28,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+import crashsafe
 import extract
 import fetch
 import scrape
@@ -224,7 +225,12 @@ def test_every_url_ends_as_expected(server, url_run, sample):
         assert doc["id"] == scrape.doc_id(doc["url"]) and doc["source"] == "urls"
         assert doc["fetched_at"] and doc["title"] is not None
     assert report["totals"]["pages"] == len(urls) and report["totals"]["docs"] == len(EXPECTED_DOCS)
-    assert json.loads((out / "raw" / "report.json").read_text())["totals"] == report["totals"]
+    written = json.loads((out / "raw" / "report.json").read_text())
+    assert written["totals"] == report["totals"]
+    # the next stage can tell this folder is whole: the report says complete and lists every part
+    assert written["complete"] is True
+    assert sorted(s["name"] for s in written["shards"]) == sorted(p.name for p in (out / "raw").glob("*.jsonl.gz"))
+    assert crashsafe.check_input(out / "raw", sorted((out / "raw").glob("*.jsonl.gz")))["input_complete"] is True
 
 
 def test_politeness_and_retries(url_run):
