@@ -25,10 +25,10 @@ from itertools import chain
 # the chunk stays whole, so "print('hello')" is three words: print('hello ' ). One regular
 # expression below does the same with spaCy's English rules, simplified: letters are Python's (spaCy
 # lists scripts; its lower and upper case are followed, below), symbols (emoji, arrows) are
-# approximated by a few Unicode blocks, and of spaCy's ~1,500 exceptions only the abbreviations that end in a period, "and/or", a few emoticons, the
-# commonest words without their apostrophe (cannot, dont, id, ...), and the contraction endings
-# (n't 's 'm 'd 'll 're 've, split after any word, where spaCy splits them after listed words) are
-# kept. So a few chunks split differently ("5pm", "'d'", "x.Y"); bench/clean.py measures that the
+# approximated by a few Unicode blocks, and of spaCy's ~1,500 exceptions only the abbreviations
+# that end in a period, "and/or", a few emoticons, the commonest words without their apostrophe
+# (cannot, dont, id, ...), and the contraction endings (n't 's 'm 'd 'll 're 've, split after any
+# word, where spaCy splits them after listed words) are kept. So a few chunks split differently ("5pm", "'d'", "x.Y"); bench/clean.py measures that the
 # keep/drop decisions still agree with datatrove's (on every one of ~6,000 real pages tried).
 ABBREVIATIONS = set("""Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp Dec Del Dr Feb Fla Ga Gen Gov Ia Id
     Ill Inc Ind Jan Jr Jul Jun Kan Kans Ky La Ltd Mar Mass Md Messrs Mich Minn Miss Mo Mont Mr Mrs Ms Mt Neb

@@ -160,8 +160,8 @@ SPACY_CACHE = {}  # text -> spaCy's sentence spans: pass 1 and pass 3 split the 
 def import_datatrove(python):
     """datatrove's modules, from its venv (the same Python version): its site-packages go last on
     sys.path, so every package we have ourselves (numpy, regex) stays ours."""
-    site = subprocess.run([python, "-c", "import datatrove, pathlib; print(pathlib.Path(datatrove.__file__).parent.parent)"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    where = "import datatrove, pathlib; print(pathlib.Path(datatrove.__file__).parent.parent)"
+    site = subprocess.run([python, "-c", where], capture_output=True, text=True, check=True).stdout.strip()
     sys.path.append(site)
     from datatrove.utils.text import simplify_text, split_into_sentences
     from datatrove.utils.word_tokenizers import load_word_tokenizer
@@ -335,7 +335,8 @@ def main():
         totals, ours_kept = run_patched(one_shard, out / f"without_{part}", ALL_PARTS - {part})
         rows.append(("all but " + PART_NAMES[part], agreement(ours_kept, dt1), totals))
     totals, ours_kept = run_patched(sorted((out / "in").glob("*.jsonl.gz")), out / "without_order", ALL_PARTS)
-    rows.append((f"all but the order: {args.shards} shards vs its {args.shards} tasks", agreement(ours_kept, dt), totals))
+    rows.append((f"all but the order: {args.shards} shards vs its {args.shards} tasks", agreement(ours_kept, dt),
+                 totals))
     print_rows(rows, change=False)
     if args.show:
         show_differences(docs, last, dt1, args.show)
