@@ -28,8 +28,9 @@ from itertools import chain
 # approximated by a few Unicode blocks, and of spaCy's ~1,500 exceptions only the abbreviations
 # that end in a period, "and/or", a few emoticons, the commonest words without their apostrophe
 # (cannot, dont, id, ...), and the contraction endings (n't 's 'm 'd 'll 're 've, split after any
-# word, where spaCy splits them after listed words) are kept. So a few chunks split differently ("5pm", "'d'", "x.Y"); bench/clean.py measures that the
-# keep/drop decisions still agree with datatrove's (on every one of ~6,000 real pages tried).
+# word, where spaCy splits them after listed words) are kept. So a few chunks split differently
+# ("5pm", "'d'", "x.Y"); bench/clean.py measures that the keep/drop decisions still agree with
+# datatrove's (on every one of ~6,000 real pages tried).
 ABBREVIATIONS = set("""Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp Dec Del Dr Feb Fla Ga Gen Gov Ia Id
     Ill Inc Ind Jan Jr Jul Jun Kan Kans Ky La Ltd Mar Mass Md Messrs Mich Minn Miss Mo Mont Mr Mrs Ms Mt Neb
     Nebr Nev Nov Oct Okla Ore Pa Prof Rep Rev Sen Sep Sept St Tenn Va Wash Wis co vs D.C E.G E.g I.E I.e N.C
