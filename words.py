@@ -42,7 +42,8 @@ LETTER = r"[^\W\d_]"
 
 
 def letters_of_case(category, blocks):
-    return "".join(chr(c) for first, last in blocks for c in range(first, last + 1) if unicodedata.category(chr(c)) == category)
+    characters = (chr(c) for first, last in blocks for c in range(first, last + 1))
+    return "".join(c for c in characters if unicodedata.category(c) == category)
 
 
 # The lowercase and uppercase letters, as spaCy lists them (they decide where a period is split off,
