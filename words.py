@@ -24,12 +24,13 @@ from itertools import chain
 # patterns (a hyphen between letters, a slash or colon before a letter, ...); anything else inside
 # the chunk stays whole, so "print('hello')" is three words: print('hello ' ). One regular
 # expression below does the same with spaCy's English rules, simplified: letters are Python's (spaCy
-# lists scripts), symbols (emoji, arrows) are approximated by a few Unicode blocks, and of spaCy's
-# ~1,500 exceptions only the abbreviations that end in a period, "and/or", a few emoticons, the
-# commonest words without their apostrophe (cannot, dont, id, ...), and the contraction endings
-# (n't 's 'm 'd 'll 're 've, split after any word, where spaCy splits them after listed words) are
-# kept. So a few chunks split differently ("5pm", "'d'", "x.Y"); bench/clean.py measures that the
-# keep/drop decisions still agree with datatrove's (on every one of ~6,000 real pages tried).
+# lists scripts; its lower and upper case are followed, below), symbols (emoji, arrows) are
+# approximated by a few Unicode blocks, and of spaCy's ~1,500 exceptions only the abbreviations
+# that end in a period, "and/or", a few emoticons, the commonest words without their apostrophe
+# (cannot, dont, id, ...), and the contraction endings (n't 's 'm 'd 'll 're 've, split after any
+# word, where spaCy splits them after listed words) are kept. So a few chunks split differently
+# ("5pm", "'d'", "x.Y"); bench/clean.py measures that the keep/drop decisions still agree with
+# datatrove's (on every one of ~6,000 real pages tried).
 ABBREVIATIONS = set("""Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp Dec Del Dr Feb Fla Ga Gen Gov Ia Id
     Ill Inc Ind Jan Jr Jul Jun Kan Kans Ky La Ltd Mar Mass Md Messrs Mich Minn Miss Mo Mont Mr Mrs Ms Mt Neb
     Nebr Nev Nov Oct Okla Ore Pa Prof Rep Rev Sen Sep Sept St Tenn Va Wash Wis co vs D.C E.G E.g I.E I.e N.C
@@ -37,7 +38,27 @@ ABBREVIATIONS = set("""Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp 
 EDGE = re.escape("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧—–")
 SYMBOL = "¦©®°\u2100-\u214f\u2300-\u23ff\u2500-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
 CURRENCY = r"$£€¥฿₽﷼₠-₿"
-LETTER, LOWER, UPPER = r"[^\W\d_]", "a-zß-öø-ÿа-яёα-ω", "A-ZÀ-ÖØ-ÞА-ЯЁΑ-Ω"
+LETTER = r"[^\W\d_]"
+
+
+def letters_of_case(category, blocks):
+    characters = (chr(c) for first, last in blocks for c in range(first, last + 1))
+    return "".join(c for c in characters if unicodedata.category(c) == category)
+
+
+# The lowercase and uppercase letters, as spaCy lists them (they decide where a period is split off,
+# so where a sentence ends): those of the Latin blocks, the Cyrillic of Russian, Tatar, Ukrainian and
+# Macedonian, the Greek with its commoner accents, and every character of the scripts without case
+# (Hebrew, Arabic, Indic, Ethiopic, Hangul, kana, CJK), which count as both: "zatrzymać. Skrypt" and
+# "أساسية. يعلم" are two sentences each.
+LATIN_BLOCKS = [(0x41, 0x7A), (0xC0, 0x2AF), (0x1D00, 0x1DBF), (0x1E00, 0x1EFF), (0x2C60, 0x2C7F), (0xA720, 0xA7FF),
+                (0xAB30, 0xAB6F), (0xFF21, 0xFF5A)]
+UNCASED = ("\u0591-\u05f4\ufb1d-\ufb4f\u0620-\u064a\u066e-\u06d5\u06e5-\u06ff\u0750-\u077f\u08a0-\u08bd"
+           "\ufb50-\ufdfb\ufe70-\ufefc\u0900-\u097f\u0980-\u09ff\u0b80-\u0bff\u0c00-\u0cff\u0d80-\u0dff"
+           "\u1200-\u137f\u1100-\u11ff\uac00-\ud7af\u3040-\u30ff\u2e80-\u2fdf\u2ff0-\u303f\u31c0-\u31ef"
+           "\u3200-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\U0001f200-\U0001f2ff\U00020000-\U0002fa1f")
+LOWER = letters_of_case("Ll", LATIN_BLOCKS) + "а-яёәөүҗңһіїєґѓѕјљњќѐѝα-ωάέίόώήύ" + UNCASED
+UPPER = letters_of_case("Lu", LATIN_BLOCKS) + "А-ЯЁӘӨҮҖҢҺІЇЄҐЃЅЈЉЊЌЀЍΑ-ΩΆΈΊΌΏΉΎ" + UNCASED
 # a mark spaCy peels off the end of a chunk; a period only after a lowercase letter, a digit, a mark
 # or two capitals (so "A." and "U.S." keep theirs); units and currencies only after a digit
 UNIT = rf"(?<=[0-9])(?:[{CURRENCY}+%]|[kKMGT]B|km|kg|cm|mm|mg|m|g)"

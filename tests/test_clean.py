@@ -243,7 +243,10 @@ def test_sentence_count_follows_spacy():
              # a full-width digit is no punctuation (datatrove's PUNCTUATION string lists it)
              "It ends here. １ more starts here.": 2,
              # a newline is a token of its own, which starts the next sentence; a single space is not
-             'Yes.\n"No." Maybe.': 3, "One.  Two spaces.": 2, "Is it?!Yes": 1, "Wait...Next one.": 1}
+             'Yes.\n"No." Maybe.': 3, "One.  Two spaces.": 2, "Is it?!Yes": 1, "Wait...Next one.": 1,
+             # spaCy splits a period off after a lowercase letter of any Latin block, and after any
+             # letter of a script without case
+             "Skrypt należy zatrzymać. Skrypt nie uruchomi żadnej usługi.": 2, "هذا أساسية. يعلم مدير النظم.": 2}
     for line, n in cases.items():
         assert words.count_sentences(line) == n, line
 
@@ -296,6 +299,8 @@ def test_fineweb_thresholds(rule):
 SPACY = {
     "Hello, world! Don't stop: it's John's car (really).":
         "Hello , world ! Do n't stop : it 's John 's car ( really ) .",
+    "Skrypt należy zatrzymać. هذا أساسية. İşler dahaçok.Yıllar geçti.":
+        "Skrypt należy zatrzymać . هذا أساسية . İşler dahaçok . Yıllar geçti .",
     "/usr/share/doc and/or key=value x=1 3-4 utf-8 well-known e.g. etc. U.S. HELLO. file.txt end.Next":
         "/usr / share / doc and/or key = value x=1 3 - 4 utf-8 well - known e.g. etc . U.S. HELLO . file.txt end . Next",
     "foo(bar) *args #include <stdio.h> $HOME ~/.bashrc --verbose a->b std::vector 50% 10km 'q' dogs' wait...":
