@@ -37,6 +37,10 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True            # biases in Linears and LayerNorms, like GPT-2; False is a bit faster
+    # one matrix for the input embedding and the output layer (GPT-2). Untied, a small model learns
+    # bigrams sooner: tied, the direct path wte -> lm_head scores token j after token i by e_i . e_j,
+    # symmetric, and the model sits longer at the unigram plateau
+    tie_embeddings: bool = True
     # tokens the tokenizer really has (50257 for GPT-2); the ids from here to vocab_size are padding,
     # never predicted: left out of the loss, -inf in the logits. None: all vocab_size ids are real.
     real_vocab_size: Optional[int] = None
@@ -181,7 +185,8 @@ class GPT(nn.Module):
             ln_f=Norm(config.n_embd, config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied: one matrix reads and writes tokens
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # one matrix reads and writes tokens
         # GPT-2's init: N(0, 0.02), biases 0, and the projections into the residual stream scaled by
         # 1/sqrt(2 * n_layer), since 2 * n_layer of them add up along it
         for name, p in self.named_parameters():
@@ -197,10 +202,13 @@ class GPT(nn.Module):
         return self.lm_head.weight
 
     def get_num_params(self, non_embedding=True):
-        """Parameters (the tied wte/lm_head once); non_embedding leaves out the position embeddings."""
+        """Parameters (a tied wte/lm_head once); non_embedding leaves out the lookup tables, which cost no
+        matmul: the position embeddings, and the token embedding when it is not tied to lm_head."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and not self.config.rope:
             n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_embeddings:
+            n -= self.transformer.wte.weight.numel()
         return n
 
     def new_cache(self):
@@ -359,9 +367,11 @@ def gpt2_from_hf(hf_state, vocab_size=50304):
 
 
 def gpt2_to_hf(state, real_vocab_size=50257):
-    """Ours -> a Hugging Face GPT2LMHeadModel state dict (gpt2_from_hf's inverse; GPT-2 layout only)."""
+    """Ours -> a Hugging Face GPT2LMHeadModel state dict (gpt2_from_hf's inverse; GPT-2 layout only).
+    An untied model's lm_head stays its own (GPT2Config(tie_word_embeddings=False) then)."""
     hf = {name: t.t().contiguous() if name.endswith(_CONV1D) else t for name, t in state.items()}
-    hf['transformer.wte.weight'] = hf['lm_head.weight'] = state['transformer.wte.weight'][:real_vocab_size]
+    for name in ('transformer.wte.weight', 'lm_head.weight'):
+        hf[name] = state[name][:real_vocab_size]
     return hf
 
 
