@@ -1,22 +1,40 @@
 """
-Reading what train.py saves, for every script that uses a trained model (train.py's resume and
-continued pretraining, sample.py, eval.py, export.py).
+Reading a trained model, for every script that uses one (train.py's resume and continued
+pretraining, sample.py, eval.py, export.py).
+
+    read_checkpoint(path)    a train.py checkpoint dict, checked (or ValueError with a one-line reason)
+    load_pretrained(path)    dict(model_args, model=state dict under our GPT's names, tokenizer=spec) from
+                             a train.py checkpoint (LoRA adapters merged in) or a local Hugging Face folder
+    load_model(path, device) (GPT in eval mode, tiktoken Encoding, checkpoint-like dict) from either
 
 A checkpoint is one file, out/ckpt.pt, written by torch.save: a dict of tensors and plain data
 (model weights under plain GPT names, optimizer state, step, config, model_args, the tokenizer spec,
 the data position and RNG states). It is read with torch.load(weights_only=True): a checkpoint from
 elsewhere is data and must not run code. Anything that is not a usable checkpoint gets a ValueError
 with a one-line reason.
+
+A Hugging Face folder is what save_pretrained (or export.py) writes: config.json, the weights as
+safetensors (or pytorch_model.bin, read with weights_only=True) and the tokenizer. Two families map
+onto model.py's GPT: GPT-2 (GPT2LMHeadModel, whose Conv1D weights are stored transposed) and Llama
+(LlamaForCausalLM with tied embeddings and model.py's SwiGLU width: the layout export.py writes for
+rope + rmsnorm + swiglu). The tokenizer must be one tiktoken can run: GPT-2's (recognised by its
+vocabulary, and then recorded as 'gpt2' like our own checkpoints) or a byte-level BPE whose ids are in
+merge order, as export.py writes ours.
 """
 
+import base64
+import functools
+import json
+import math
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import torch
 
-from model import GPT, GPTConfig
-from tokenizer import load_tokenizer, tokenizer_name
+from model import GPT, GPTConfig, gpt2_from_hf
+from tokenizer import ENDOFTEXT, GPT2_VOCAB, load_tokenizer, tokenizer_name
 
 CHECKPOINT_VERSION = 1  # the format train.py writes; see DESIGN.md, "Checkpoints"
 REQUIRED_KEYS = ("model", "model_args", "tokenizer", "version")
@@ -47,23 +65,248 @@ def read_checkpoint(path, map_location="cpu", mmap=False):
     return ckpt
 
 
+def load_pretrained(path):
+    """dict(model_args=..., model=state dict with plain GPT names, tokenizer=spec) from a train.py
+    checkpoint or a Hugging Face folder; also source (what it was) and, for a checkpoint, ckpt (the
+    whole dict). The tensors may be memory-mapped from the file: load_state_dict copies them."""
+    if os.path.isdir(path):
+        return load_hf_folder(path)
+    ckpt = read_checkpoint(path, mmap=True)  # mmap: the optimizer state is never read into memory
+    # torch.compile wraps the model and prefixes every parameter name with '_orig_mod.'
+    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    if "lora" in ckpt:  # a LoRA fine-tune: the frozen base in 'model', the adapters beside it
+        try:
+            from lora import merge_lora
+        except ImportError as e:
+            raise ValueError(f"{path}: holds LoRA adapters, but lora.merge_lora cannot be imported "
+                             f"to merge them ({e})") from None
+        state = merge_lora(state, ckpt["lora"])
+    return dict(model_args=dict(ckpt["model_args"]), model=state, tokenizer=ckpt["tokenizer"],
+                source="train.py checkpoint", ckpt=ckpt)
+
+
 def load_model(path, device="cpu"):
-    """(model in eval mode on `device`, tokenizer, checkpoint dict) from a train.py checkpoint."""
-    ckpt = read_checkpoint(path)
+    """(model in eval mode on `device`, tokenizer, checkpoint dict) from a train.py checkpoint or a
+    Hugging Face folder (for which the dict holds model_args, tokenizer and source)."""
+    pretrained = load_pretrained(path)
+    model_args = pretrained["model_args"]
     try:
-        model = GPT(GPTConfig(**ckpt["model_args"]))
-        # torch.compile wraps the model and prefixes every parameter name with '_orig_mod.'
-        state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-        model.load_state_dict(state)
+        model = GPT(GPTConfig(**model_args))
+        model.load_state_dict(pretrained["model"])
     except (TypeError, ValueError, RuntimeError, AttributeError) as e:
         reason = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
         raise ValueError(f"{path}: the weights do not fit the model described by model_args ({reason})") from None
+    spec = pretrained["tokenizer"]
     try:
-        enc = load_tokenizer(ckpt["tokenizer"])
+        enc = load_tokenizer(spec)
     except Exception as e:
-        raise ValueError(f"{path}: cannot load its tokenizer {tokenizer_name(ckpt['tokenizer'])} ({e})") from None
-    if enc.n_vocab > ckpt["model_args"].get("vocab_size", enc.n_vocab):
-        raise ValueError(f"{path}: tokenizer {tokenizer_name(ckpt['tokenizer'])} has {enc.n_vocab} tokens, "
-                         f"more than the model's vocab_size {ckpt['model_args']['vocab_size']}")
+        raise ValueError(f"{path}: cannot load its tokenizer {tokenizer_name(spec)} ({e})") from None
+    if enc.n_vocab > model_args.get("vocab_size", enc.n_vocab):
+        raise ValueError(f"{path}: tokenizer {tokenizer_name(spec)} has {enc.n_vocab} tokens, "
+                         f"more than the model's vocab_size {model_args['vocab_size']}")
     model.eval().to(device)
+    ckpt = pretrained.get("ckpt") or dict(model_args=model_args, tokenizer=spec, source=pretrained["source"])
     return model, enc, ckpt
+
+
+# -----------------------------------------------------------------------------------------------
+# Hugging Face folders
+
+
+def load_hf_folder(folder):
+    """load_pretrained for a local Hugging Face folder of the GPT-2 or Llama family."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{folder}: not a Hugging Face model folder (config.json: {e})") from None
+    kind = config.get("model_type")
+    if kind not in ("gpt2", "llama"):
+        raise ValueError(f"{folder}: model_type {kind!r}; model.py's GPT can load 'gpt2' (GPT2LMHeadModel) "
+                         f"and 'llama' (LlamaForCausalLM) folders")
+    hf_state = read_hf_weights(folder)
+    tokenizer = tokenizer_from_hf(folder)
+    n_vocab = config["vocab_size"]
+    padded = 64 * math.ceil(n_vocab / 64)  # as nanoGPT pads 50257 to 50304: faster matmuls
+    try:
+        if kind == "gpt2":
+            model_args = gpt2_args(config)
+            state = gpt2_from_hf(hf_state, padded)
+        else:
+            model_args = llama_args(config)
+            state = llama_from_hf(hf_state, model_args, padded)
+    except KeyError as e:
+        raise ValueError(f"{folder}: config.json or the weights lack {e} for a {kind} model") from None
+    model_args.update(vocab_size=padded, real_vocab_size=n_vocab if n_vocab < padded else None)
+    return dict(model_args=model_args, model=state, tokenizer=tokenizer, source=f"Hugging Face {kind} folder")
+
+
+def read_hf_weights(folder):
+    """All tensors of a folder: model.safetensors (or its shards), else pytorch_model.bin."""
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").exists():
+        return load_file(folder / "model.safetensors")
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for name in files for k, v in load_file(folder / name).items()}
+    if (folder / "pytorch_model.bin").exists():
+        try:
+            return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise ValueError(f"{folder / 'pytorch_model.bin'}: cannot read it with weights_only=True ({e})") from None
+    raise ValueError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def _require(config, checks):
+    for key, ok, expected in checks:
+        if not ok(config.get(key)):
+            raise ValueError(f"config.json has {key}={config.get(key)!r}, but model.py's GPT needs {expected}")
+
+
+def gpt2_args(config):
+    _require(config, [
+        ("activation_function", lambda v: v in ("gelu_new", "gelu_pytorch_tanh"), "the tanh GELU (gelu_new)"),
+        ("n_inner", lambda v: v in (None, 4 * config["n_embd"]), "n_inner = 4 * n_embd"),
+        ("layer_norm_epsilon", lambda v: v == 1e-5, "1e-5"),
+        ("scale_attn_by_inverse_layer_idx", lambda v: not v, "false"),
+        ("scale_attn_weights", lambda v: v in (None, True), "true")])
+    return dict(n_layer=config["n_layer"], n_head=config["n_head"], n_embd=config["n_embd"],
+                block_size=config["n_positions"], bias=True, dropout=0.0)
+
+
+def llama_args(config):
+    n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    rope = config.get("rope_parameters") or {"rope_theta": config.get("rope_theta", 10000.0),
+                                             "rope_type": (config.get("rope_scaling") or {}).get("rope_type", "default")}
+    _require(config, [
+        ("hidden_act", lambda v: v == "silu", "silu (SwiGLU)"),
+        ("tie_word_embeddings", lambda v: v is True, "tied embeddings (one matrix reads and writes tokens)"),
+        ("head_dim", lambda v: v in (None, n_embd // n_head), f"hidden_size / num_attention_heads = {n_embd // n_head}"),
+        ("intermediate_size", lambda v: v == 64 * math.ceil(8 * n_embd / 3 / 64),
+         f"model.py's SwiGLU width {64 * math.ceil(8 * n_embd / 3 / 64)}"),
+        ("rms_norm_eps", lambda v: v == 1e-6, "1e-6"),
+        ("mlp_bias", lambda v: bool(v) == bool(config.get("attention_bias")), "the same as attention_bias")])
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"config.json asks for {rope['rope_type']!r} rope scaling; model.py has plain rope")
+    n_kv_head = config.get("num_key_value_heads") or n_head
+    return dict(n_layer=config["num_hidden_layers"], n_head=n_head, n_embd=n_embd,
+                n_kv_head=None if n_kv_head == n_head else n_kv_head, block_size=config["max_position_embeddings"],
+                bias=bool(config.get("attention_bias")), rope=True, rope_theta=float(rope["rope_theta"]),
+                norm="rmsnorm", mlp="swiglu", dropout=0.0)
+
+
+def llama_from_hf(hf, model_args, vocab_size):
+    """A LlamaForCausalLM state dict -> ours (export.py's llama_state, inverted): q, k and v are row
+    blocks of our c_attn, gate and up of our c_fc."""
+    hf = {k.removeprefix("model."): v for k, v in hf.items()}
+    wte = hf["embed_tokens.weight"]
+    if vocab_size > wte.shape[0]:
+        wte = torch.cat([wte, wte.new_zeros(vocab_size - wte.shape[0], wte.shape[1])])
+    state = {"transformer.wte.weight": wte, "lm_head.weight": wte, "transformer.ln_f.weight": hf["norm.weight"]}
+    for i in range(model_args["n_layer"]):
+        ours, theirs = f"transformer.h.{i}.", f"layers.{i}."
+        state[ours + "ln_1.weight"] = hf[theirs + "input_layernorm.weight"]
+        state[ours + "ln_2.weight"] = hf[theirs + "post_attention_layernorm.weight"]
+        for kind in ("weight", "bias") if model_args["bias"] else ("weight",):
+            state[ours + f"attn.c_attn.{kind}"] = torch.cat([hf[theirs + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            state[ours + f"attn.c_proj.{kind}"] = hf[theirs + f"self_attn.o_proj.{kind}"]
+            state[ours + f"mlp.c_fc.{kind}"] = torch.cat([hf[theirs + f"mlp.{p}_proj.{kind}"] for p in ("gate", "up")])
+            state[ours + f"mlp.c_proj.{kind}"] = hf[theirs + f"mlp.down_proj.{kind}"]
+    return state
+
+
+# -----------------------------------------------------------------------------------------------
+# byte-level BPE tokenizers as Hugging Face and llama.cpp store them
+
+
+def bytes_to_unicode():
+    """GPT-2's table from each byte to a printable character (printable ASCII and Latin-1 stand for
+    themselves, the rest get characters from 256 up: the space becomes 'Ġ'), so that a vocabulary of
+    byte strings can be written as text. tokenizer.json, vocab.json and GGUF all spell tokens this way."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+BYTE_TO_CHAR = bytes_to_unicode()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+def token_text(token_bytes):
+    return "".join(BYTE_TO_CHAR[b] for b in token_bytes)
+
+
+def tokenizer_from_hf(folder):
+    """The tokenizer spec of a Hugging Face folder: 'gpt2' when it is GPT-2's vocabulary, else a spec
+    dict (name, pattern, vocab as .tiktoken text, special_tokens) for tiktoken."""
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        model = data.get("model", {})
+        if model.get("type") != "BPE":
+            raise ValueError(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer; tiktoken runs byte-level BPE only")
+        vocab, merges = model["vocab"], model.get("merges", [])
+        specials = {t["content"]: t["id"] for t in data.get("added_tokens", []) if t.get("special")}
+        pattern = _split_pattern(data.get("pre_tokenizer"), r50k_pat_str, folder / "tokenizer.json")
+    elif (folder / "vocab.json").exists():
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines() if (folder / "merges.txt").exists() else []
+        merges = [line for line in lines if line and not line.startswith("#version")]
+        specials, pattern = {ENDOFTEXT: vocab[ENDOFTEXT]} if ENDOFTEXT in vocab else {}, r50k_pat_str
+    else:
+        raise ValueError(f"{folder}: no tokenizer.json or vocab.json")
+    ranks = {}
+    for text, token_id in vocab.items():
+        if text in specials:
+            continue
+        try:
+            ranks[bytes(CHAR_TO_BYTE[c] for c in text)] = token_id
+        except KeyError:
+            raise ValueError(f"{folder}: token {text!r} is not byte-level BPE (GPT-2's byte alphabet)") from None
+    if specials == {ENDOFTEXT: 50256} and pattern == r50k_pat_str and ranks == _gpt2_ranks():
+        return "gpt2"
+    # tiktoken merges by the rank of the merged token, Hugging Face by the merge's place in the list:
+    # the two agree only when every merge makes a token of a higher id than the merges before it
+    last = -1
+    for line_number, merge in enumerate(merges, start=1):
+        a, b = merge.split(" ") if isinstance(merge, str) else merge
+        token_id = vocab.get(a + b)
+        if token_id is None or token_id <= last:
+            raise ValueError(f"{folder}: merge {line_number} ({a!r} + {b!r}) is out of id order, so tiktoken "
+                             f"cannot reproduce this tokenizer")
+        last = token_id
+    if ENDOFTEXT not in specials:
+        raise ValueError(f"{folder}: the tokenizer has no {ENDOFTEXT} special token, which our documents start with")
+    text = "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda kv: kv[1]))
+    return dict(name=folder.name, pattern=pattern, vocab=text, special_tokens=specials)
+
+
+def _split_pattern(pre_tokenizer, gpt2_pattern, where):
+    """The pre-tokenization regex of a tokenizer.json: a Split step's pattern, or GPT-2's when the
+    ByteLevel step splits with its built-in regex."""
+    steps = (pre_tokenizer or {}).get("pretokenizers", [pre_tokenizer] if pre_tokenizer else [])
+    for step in steps:
+        if step.get("type") == "Split" and "Regex" in step.get("pattern", {}):
+            return step["pattern"]["Regex"]
+        if step.get("type") == "ByteLevel" and step.get("use_regex", True):
+            if step.get("add_prefix_space"):
+                raise ValueError(f"{where}: add_prefix_space=true, which tiktoken does not do")
+            return gpt2_pattern
+    raise ValueError(f"{where}: no pre-tokenization regex (a Split or ByteLevel step) found")
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_ranks():
+    from tiktoken.load import load_tiktoken_bpe
+    load_tokenizer("gpt2")  # checks the file's sha256
+    return load_tiktoken_bpe(str(GPT2_VOCAB))

@@ -4,6 +4,7 @@ Sample text from a trained model, streaming each token to the terminal as it is 
     python sample.py --ckpt=out/ckpt.pt --prompt="The PostgreSQL planner"
     python sample.py --ckpt=out/ckpt.pt --num_samples=3 --temperature=0.8 --top_k=200
     python sample.py --ckpt=out/ckpt.pt --temperature=0      # greedy: always the likeliest token
+    python sample.py --ckpt=out/hf --prompt="Hello"           # a Hugging Face folder (export.py's, or GPT-2)
 
 A language model only ever predicts the next token. Generating text is a loop: run the model on the
 tokens so far, turn its scores for the next token into probabilities, draw one, append it, repeat.
@@ -19,6 +20,7 @@ stderr, so `python sample.py ... > out.txt` keeps only the samples.
 """
 import argparse
 import codecs
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -28,6 +30,12 @@ import torch
 from checkpoint import load_model
 from common import fail
 from tokenizer import tokenizer_name
+
+# Dividing the scores by a temperature this small overflows float32 (1e-40 is not even a normal
+# float32), and softmax then gives NaN; long before that the draw is the argmax anyway: at 1e-4 a gap
+# of 0.01 between two scores already makes the likelier one e^100 times likelier.
+GREEDY_BELOW = 1e-4
+
 
 def best_device():
     if torch.cuda.is_available():
@@ -68,13 +76,15 @@ def stream_sample(model, enc, prompt, max_new_tokens, temperature=1.0, top_k=Non
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Sample text from a model trained by train.py.")
-    p.add_argument("--ckpt", default="out/ckpt.pt", help="checkpoint written by train.py")
+    p.add_argument("--ckpt", default="out/ckpt.pt",
+                   help="checkpoint written by train.py, or a Hugging Face folder (GPT-2 family, or export.py's)")
     p.add_argument("--prompt", "--start", default="",
                    help="text the samples continue (default: none, a fresh document)")
     p.add_argument("--prompt_file", default=None, help="read the prompt from this file instead")
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--max_new_tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help=f"0 = greedy (as is anything below {GREEDY_BELOW:g})")
     p.add_argument("--top_k", type=int, default=200, help="0 = no top-k cut")
     p.add_argument("--top_p", type=float, default=1.0, help="1.0 = no nucleus cut")
     p.add_argument("--seed", type=int, default=1337)
@@ -83,8 +93,10 @@ def get_args(argv=None):
                    help="auto = bfloat16 on a GPU that has it, else float32")
     p.add_argument("--no_cache", action="store_true", help="recompute all positions every step")
     args = p.parse_args(argv)
-    if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        fail("need --temperature >= 0, --top_k >= 0 and 0 < --top_p <= 1")
+    if not math.isfinite(args.temperature) or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
+        fail(f"need a finite --temperature >= 0 (got {args.temperature}), --top_k >= 0 and 0 < --top_p <= 1")
+    if args.temperature < GREEDY_BELOW:
+        args.temperature = 0.0
     if args.num_samples < 1 or args.max_new_tokens < 1:
         fail("need --num_samples >= 1 and --max_new_tokens >= 1")
     return args

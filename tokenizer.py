@@ -211,16 +211,6 @@ def train_bpe(texts, vocab_size, pattern=GPT4_PATTERN, name=None):
                 special_tokens={ENDOFTEXT: len(ranks)})
 
 
-def utf8_text(text):
-    """The text as tiktoken encodes it: a lone surrogate (JSON allows '\\ud800', UTF-8 cannot hold it)
-    becomes U+FFFD, and a surrogate pair split into two code points becomes its one character."""
-    try:
-        text.encode("utf-8")
-        return text, False
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), True
-
-
 def group_of(doc):
     """Where a document comes from, for the per-source table: its language (clean.py adds it) and the
     host of its URL, or its 'source' key."""
@@ -311,11 +301,10 @@ def main(argv=None):
     def training_texts():
         nonlocal head_bytes
         for _, doc in documents():
-            text, replaced = utf8_text(doc["text"])
+            text = doc["text"]  # lone surrogates are already U+FFFD (common.read_documents)
             size = len(text.encode("utf-8"))
             stats["documents"] += 1
             stats["bytes"] += size
-            stats["documents_with_lone_surrogates"] += replaced
             bar.update(size)
             if head_bytes < args.val_bytes:
                 head.append((group_of(doc), text, size))
@@ -374,7 +363,7 @@ def main(argv=None):
               "documents": stats["documents"], "bytes": stats["bytes"],
               "train_documents": stats["train_documents"], "train_bytes": stats["train_bytes"],
               "held_out_documents": len(held_out),
-              "documents_with_lone_surrogates": stats["documents_with_lone_surrogates"],
+              "repaired": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("repaired:")},
               "roundtrip_failures": failures, "train_seconds": round(train_seconds, 2),
               "train_mb_per_second": round(stats["bytes"] / 1e6 / max(train_seconds, 1e-9), 2),
               "eval_seconds": round(time.time() - eval_start, 2), "seconds": round(seconds, 2),
@@ -388,9 +377,8 @@ def main(argv=None):
     if table:
         print(f"  held-out bytes per token: ours {table['all']['ours_bytes_per_token']:.2f}, "
               f"gpt2 {table['all']['gpt2_bytes_per_token']:.2f}")
-    if stats["documents_with_lone_surrogates"]:
-        print(f"  {stats['documents_with_lone_surrogates']:,} documents had lone surrogates: encoded as "
-              f"U+FFFD, as tiktoken does in prepare.py")
+    if report["repaired"]:
+        print("  input repaired: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report["repaired"].items())))
     if report["skipped"]:
         print("  bad input skipped: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report["skipped"].items())))
     if failures:

@@ -1,5 +1,5 @@
 """
-GPU benchmark of model.py's fused cross-entropy: loss + backward over N x V bf16 logits, against
+GPU benchmark of the fused cross-entropy (cross_entropy.py): loss + backward over N x V bf16 logits, against
 F.cross_entropy eager and under torch.compile.
 
     python bench/ce.py [--tokens=8192,16384,32768,65536] [--vocab=50304] [--blocks=0] [--iters=20]
@@ -10,11 +10,11 @@ method, the logits must be read once and their gradient written once), that as a
 data-sheet bandwidth and of a measured device copy (also one read + one write), and the peak memory
 allocated beyond the logits themselves. The fused kernel writes the gradient over the logits, so its
 extra memory should be about zero; eager torch holds log-probabilities and a separate gradient.
---blocks=1024,4096,65536 also times the kernel with each column block size, to tune model._launch
+--blocks=1024,4096,65536 also times the kernel with each column block size, to tune ce._launch
 (0 = its automatic choice; a block as wide as the row reads each row once).
 
 Table 2 is what training sees: lm_head's matmul + loss + backward from hidden states (N, --n_embd),
-unfused (x @ W.T then F.cross_entropy) against model.linear_cross_entropy over all rows at once (the
+unfused (x @ W.T then F.cross_entropy) against ce.linear_cross_entropy over all rows at once (the
 model's loss_impl='triton') and 2048 rows at a time ('chunked'), with their peak extra memory.
 """
 import argparse
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import model  # noqa: E402
+import cross_entropy as ce  # noqa: E402
 
 # HBM bandwidth from the data sheets, bytes/s; the first match in the device name wins
 PEAK_BANDWIDTH = [('H100 PCIe', 2.0e12), ('H100 NVL', 3.9e12), ('H100', 3.35e12), ('H200', 4.8e12),
@@ -66,7 +66,7 @@ def loss_table(N, V, args, peak_bw, compiled, fused_compiled):
 
     # sanity first: the kernel's loss and gradient against torch's in fp32, on a few rows
     x = master[:256].clone().requires_grad_()
-    got = model.cross_entropy(x, targets[:256])
+    got = ce.cross_entropy(x, targets[:256])
     got_grad, = torch.autograd.grad(got, x)
     x32 = master[:256].float().requires_grad_()
     want = F.cross_entropy(x32, targets[:256])
@@ -85,7 +85,7 @@ def loss_table(N, V, args, peak_bw, compiled, fused_compiled):
         methods.append(('F.cross_entropy compile', grad_of(lambda: compiled(logits, targets), logits)))
     for block in [int(b) for b in args.blocks.split(',')]:
         methods.append((f"fused (block {block or 'auto'})", grad_of(
-            lambda block=block: model.cross_entropy(logits, targets, inplace=True, block=block), logits)))
+            lambda block=block: ce.cross_entropy(logits, targets, inplace=True, block=block), logits)))
     if not args.no_compile:  # train.py compiles the model: under compile the kernel must not clone
         methods.append(('fused under compile', grad_of(lambda: fused_compiled(logits, targets), logits)))
     methods.append(('fused, loss only (eval)', lambda: _loss_only(logits, targets)))
@@ -106,7 +106,7 @@ def linear_table(N, V, C, args):
     x = (torch.randn(N, C, device='cuda') * 0.5).to(torch.bfloat16).requires_grad_()
     w = (torch.randn(V, C, device='cuda') * 0.02).to(torch.bfloat16).requires_grad_()
     targets = torch.randint(0, V, (N,), device='cuda')
-    lce = model.linear_cross_entropy
+    lce = ce.linear_cross_entropy
     methods = [('unfused: matmul + F.ce', grad_of(lambda: F.cross_entropy(x @ w.t(), targets), x, w)),
                ('linear_cross_entropy all', grad_of(lambda: lce(x, w, targets, chunk=N), x, w)),
                ('linear_cross_entropy 2048', grad_of(lambda: lce(x, w, targets, chunk=2048), x, w))]
@@ -118,7 +118,7 @@ def linear_table(N, V, C, args):
 
 def _loss_only(logits, targets):
     with torch.no_grad():
-        return model.cross_entropy(logits, targets)
+        return ce.cross_entropy(logits, targets)
 
 
 def main():
@@ -136,11 +136,11 @@ def main():
     name = torch.cuda.get_device_name()
     peak_bw = next((bw for key, bw in PEAK_BANDWIDTH if key in name), None)
     sheet = f"{peak_bw / 1e12:.2f} TB/s" if peak_bw else "unknown"
-    print(f"{name}, torch {torch.__version__}, triton {model.triton.__version__}, V={args.vocab}, "
+    print(f"{name}, torch {torch.__version__}, triton {ce.triton.__version__}, V={args.vocab}, "
           f"bf16, data-sheet bandwidth {sheet}\n")
     tokens = [int(n) for n in args.tokens.split(',')]
     compiled = torch.compile(lambda x, t: F.cross_entropy(x, t))
-    fused_compiled = torch.compile(lambda x, t: model.cross_entropy(x, t, inplace=True))
+    fused_compiled = torch.compile(lambda x, t: ce.cross_entropy(x, t, inplace=True))
     header = (f"{'1. loss + backward':<26}{'N':>7}{'ms':>10}{'TB/s':>7}{'% sheet':>9}{'% copy':>8}"
               f"{'extra mem GB':>14}{'x logits':>10}")
     print(header + '\n' + '-' * len(header))

@@ -1,4 +1,4 @@
-"""The fused cross-entropy of model.py (Part 2): the Triton kernel itself, run on the CPU by Triton's
+"""The fused cross-entropy of cross_entropy.py: the Triton kernel itself, run on the CPU by Triton's
 interpreter when there is no GPU, against a float64 torch reference; each trap of DESIGN.md; the
 chunked linear + cross-entropy against the plain one. Inputs are fresh random numbers on every run."""
 import os
@@ -8,7 +8,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported (con
 import pytest
 import torch
 
-import model
+import cross_entropy as ce
 
 triton = pytest.importorskip("triton")
 tl = triton.language
@@ -19,7 +19,7 @@ BF16_RTOL = 2 * 2 ** -7 * (1 + 2 ** -7) + 1e-5  # two roundings (store, then sca
 def reference(logits, targets, **options):
     """Loss and gradient in float64 with plain autograd."""
     x = logits.detach().double().requires_grad_()
-    loss = model.cross_entropy_torch(x, targets, **options)
+    loss = ce.cross_entropy_torch(x, targets, **options)
     return loss, x
 
 
@@ -44,7 +44,7 @@ def test_kernel_matches_float64_reference(dtype, reduction, blocks):
     if blocks == "several":
         n_cols = max(n_cols, 2 * block + 1)
         n_valid = max(n_valid, block + 1)
-    assert model._launch(block, n_cols)["ONE_PASS"] == (blocks == "one")
+    assert ce._launch(block, n_cols)["ONE_PASS"] == (blocks == "one")
     z_loss = float(torch.rand(())) * 1e-2 * int(torch.randint(0, 2, ()))
     logits = (torch.randn(n_rows, n_cols, device=DEVICE) * 4).to(dtype)
     targets = torch.randint(0, n_valid, (n_rows,), device=DEVICE)
@@ -52,7 +52,7 @@ def test_kernel_matches_float64_reference(dtype, reduction, blocks):
     options = dict(reduction=reduction, z_loss=z_loss, n_valid=n_valid)
 
     x = logits.clone().requires_grad_()
-    loss = model.cross_entropy(x, targets, block=block, **options)
+    loss = ce.cross_entropy(x, targets, block=block, **options)
     grad_output = torch.rand_like(loss) + 0.5                      # != 1
     loss.backward(grad_output)
     want_loss, want_x = reference(logits, targets, **options)
@@ -72,7 +72,7 @@ def test_true_class_gradient_is_computed_in_fp32():
     targets = torch.tensor([3, 10, 20, 63], device=DEVICE)
     logits[torch.arange(4), targets] = 12.0
     x = logits.clone().requires_grad_()
-    model.cross_entropy(x, targets, reduction="sum", block=16).backward()
+    ce.cross_entropy(x, targets, reduction="sum", block=16).backward()
     want_loss, want_x = reference(logits, targets, reduction="sum")
     want_loss.backward()
     got, want = x.grad[torch.arange(4), targets].double(), want_x.grad[torch.arange(4), targets]
@@ -83,16 +83,16 @@ def test_true_class_gradient_is_computed_in_fp32():
 def test_all_rows_ignored_gives_zero_not_nan():
     logits = torch.randn(5, 33, device=DEVICE).requires_grad_()
     targets = torch.full((5,), -1, device=DEVICE)
-    loss = model.cross_entropy(logits, targets, block=16)
+    loss = ce.cross_entropy(logits, targets, block=16)
     loss.backward()
     assert loss.item() == 0.0 and (logits.grad == 0).all()
-    assert model.cross_entropy_torch(logits, targets).item() == 0.0  # the torch path agrees
+    assert ce.cross_entropy_torch(logits, targets).item() == 0.0  # the torch path agrees
 
 
 def test_other_ignore_index():
     logits, targets = torch.randn(6, 40, device=DEVICE), torch.randint(0, 40, (6,), device=DEVICE)
     targets[::2] = -100
-    got = model.cross_entropy(logits, targets, ignore_index=-100, block=16)
+    got = ce.cross_entropy(logits, targets, ignore_index=-100, block=16)
     want = torch.nn.functional.cross_entropy(logits.double(), targets, ignore_index=-100)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 
@@ -105,7 +105,7 @@ def test_global_token_count_for_gradient_accumulation():
     targets[:4] = -1
     n_tokens = (targets != -1).sum()
     x = logits.clone().requires_grad_()
-    total = sum(model.cross_entropy(x[s:s + 5].clone(), targets[s:s + 5], n_tokens=n_tokens, block=16)
+    total = sum(ce.cross_entropy(x[s:s + 5].clone(), targets[s:s + 5], n_tokens=n_tokens, block=16)
                 for s in (0, 5))
     total.backward()
     want_loss, want_x = reference(logits, targets)
@@ -124,7 +124,7 @@ def test_non_contiguous_logits(layout, inplace):
     z = x * 1.0                                                  # non-leaf logits, as a matmul makes them
     logits = z[:, :61] if layout == "row_strided" else z.t()
     targets = torch.randint(0, 61, (14,), device=DEVICE)[::2]   # strided targets too
-    loss = model.cross_entropy(logits, targets, inplace=inplace, block=16)
+    loss = ce.cross_entropy(logits, targets, inplace=inplace, block=16)
     loss.backward()
     want_loss, want_logits = reference(base[:, :61] if layout == "row_strided" else base.t(), targets)
     want_loss.backward()
@@ -148,16 +148,16 @@ def test_inplace_refuses_to_corrupt_a_tensor_autograd_saved():
     x = logits.clone().requires_grad_()
     y = x * 1.0
     aux = (y ** 2).mean()
-    loss = model.cross_entropy(y, targets, inplace=True, block=16) + aux
+    loss = ce.cross_entropy(y, targets, inplace=True, block=16) + aux
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
     # the default (inplace=False) works on a copy and gives the right answer
     x = logits.clone().requires_grad_()
     y = x * 1.0
     aux = (y ** 2).mean()
-    (model.cross_entropy(y, targets, block=16) + aux).backward()
+    (ce.cross_entropy(y, targets, block=16) + aux).backward()
     w = logits.double().requires_grad_()
-    (model.cross_entropy_torch(w, targets) + (w ** 2).mean()).backward()
+    (ce.cross_entropy_torch(w, targets) + (w ** 2).mean()).backward()
     check_grad(x.grad, w.grad, torch.float32)
 
 
@@ -166,20 +166,20 @@ def test_no_grad_computes_the_loss_only_and_leaves_logits_alone():
     targets = torch.randint(0, 70, (5,), device=DEVICE)
     before = logits.clone()
     with torch.no_grad():
-        loss = model.cross_entropy(logits, targets, inplace=True, block=32)
+        loss = ce.cross_entropy(logits, targets, inplace=True, block=32)
     assert torch.equal(logits, before)
     torch.testing.assert_close(loss.double(), reference(logits, targets)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_row_offsets_are_int64():
-    # The kernel finds a row at base + row * stride (model._row_start). With N * V > 2^31 that product
+    # The kernel finds a row at base + row * stride (ce._row_start). With N * V > 2^31 that product
     # overflows int32. We cannot allocate 2^31 elements here, so we run _row_start itself on a row and
     # stride whose product is 2^32 + 12 and read back the offset it computes, next to the naive int32
     # product, which wraps: that shows the test would catch a missing widening.
     @triton.jit
     def offsets(rows_ptr, stride, out_ptr):
         row = tl.load(rows_ptr)                                # an int32 row index, as program_id
-        tl.store(out_ptr, model._row_start(0, row, stride))    # base 0: the offset itself
+        tl.store(out_ptr, ce._row_start(0, row, stride))    # base 0: the offset itself
         tl.store(out_ptr + 1, (row * stride).to(tl.int64))     # what the naive code computes
 
     row, stride = 2 ** 20 + 3, 4096
@@ -199,7 +199,7 @@ def test_compiles_without_graph_breaks():
 
     def step(x):
         y = x * 2.0  # the logits, as a matmul would produce them
-        return model.cross_entropy(y, targets, inplace=True, z_loss=1e-3, block=16)
+        return ce.cross_entropy(y, targets, inplace=True, z_loss=1e-3, block=16)
 
     torch._dynamo.reset()
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
@@ -219,15 +219,15 @@ def test_chunked_linear_cross_entropy_matches_plain(dtype):
     targets = torch.randint(0, n_valid, (n,), device=DEVICE)
     targets[::5] = -1
     xa, wa = x.clone().requires_grad_(), w.clone().requires_grad_()
-    loss = model.linear_cross_entropy(xa, wa, targets, n_valid=n_valid, z_loss=1e-3, chunk=16, block=64)
+    loss = ce.linear_cross_entropy(xa, wa, targets, n_valid=n_valid, z_loss=1e-3, chunk=16, block=64)
     (loss * 1.5).backward()
     xb, wb = x.double().requires_grad_(), w.double().requires_grad_()
-    want = model.cross_entropy_torch(xb @ wb.t(), targets, n_valid=n_valid, z_loss=1e-3)
+    want = ce.cross_entropy_torch(xb @ wb.t(), targets, n_valid=n_valid, z_loss=1e-3)
     (want * 1.5).backward()
     tol = dict(rtol=3e-2, atol=3e-2) if dtype == torch.bfloat16 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(loss.double(), want, **tol)
     torch.testing.assert_close(xa.grad.double(), xb.grad, **tol)
     torch.testing.assert_close(wa.grad.double(), wb.grad, **tol)
     with torch.no_grad():  # evaluation: the loss alone
-        torch.testing.assert_close(model.linear_cross_entropy(x, w, targets, n_valid=n_valid, z_loss=1e-3,
+        torch.testing.assert_close(ce.linear_cross_entropy(x, w, targets, n_valid=n_valid, z_loss=1e-3,
                                                               chunk=16, block=64).double(), want, **tol)

@@ -129,17 +129,19 @@ def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
         if doc["text"] not in seen:
             seen.add(doc["text"])
             docs.append(doc)
-    postgres = [d for d in docs if "postgresql.org" in d["url"]]
-    python = [d for d in docs if "docs.python.org" in d["url"]]
-    assert len(postgres) > 80 and len(python) > 80
-    for name, kind in (("postgres", postgres), ("python", python)):
+    # PostgreSQL's SQL reference pages against the Debian handbook's English prose, as many of each
+    postgres = [d for d in docs if "postgresql.org/docs/15/sql-" in d["url"]]
+    handbook = [d for d in docs if "debian-handbook.info/browse/en-US/" in d["url"]]
+    postgres, handbook = postgres[:len(handbook)], handbook[:len(postgres)]
+    assert len(postgres) > 80 and len(handbook) > 80
+    for name, kind in (("postgres", postgres), ("handbook", handbook)):
         write(tmp_path / name / "train.jsonl.gz", [d for d in kind if not held_out(d)])
         write(tmp_path / "held_out" / f"{name}.jsonl.gz", [d for d in kind if held_out(d)])
     model = tmp_path / "quality.bin"
-    run_clean(f"--train_quality={tmp_path / 'postgres'},{tmp_path / 'python'}", f"--output_model={model}",
+    run_clean(f"--train_quality={tmp_path / 'postgres'},{tmp_path / 'handbook'}", f"--output_model={model}",
               "--quality_epoch=20", "--quality_lr=0.5", "--workers=1")
     scorer = quality.load_model(str(model))
-    for kind, high in ((postgres, True), (python, False)):
+    for kind, high in ((postgres, True), (handbook, False)):
         test = [d for d in kind if held_out(d)]
         right = sum((quality.fasttext_score(scorer, d["text"]) >= 0.5) == high for d in test)
         assert right >= 0.9 * len(test) and len(test) >= 20
@@ -147,10 +149,10 @@ def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
     for workers in (1, 2):
         run_clean(f"--input={tmp_path / 'held_out'}", f"--output={tmp_path / f'out{workers}'}", "--filters=quality",
                   f"--quality_model={model}", "--quality_threshold=0.5", f"--workers={workers}")
-    kept = read(tmp_path / "out1" / "postgres.jsonl.gz") + read(tmp_path / "out1" / "python.jsonl.gz")
+    kept = read(tmp_path / "out1" / "postgres.jsonl.gz") + read(tmp_path / "out1" / "handbook.jsonl.gz")
     assert all(d["quality_score"] >= 0.5 for d in kept)
     assert sum("postgresql.org" in d["url"] for d in kept) >= 0.9 * len(kept)
-    for name in ("postgres.jsonl.gz", "python.jsonl.gz"):
+    for name in ("postgres.jsonl.gz", "handbook.jsonl.gz"):
         assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
     totals = json.loads((tmp_path / "out1" / "report.json").read_text())["totals"]
     assert totals["docs_in"] == sum(v for k, v in totals.items() if k.startswith("quality_score:"))

@@ -230,3 +230,29 @@ def test_bad_checkpoint_from_the_command_line_has_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == f"error: {garbage}: not a PyTorch checkpoint " \
                                     "(not a zip archive: truncated, or another kind of file)"
+
+
+def test_tiny_temperatures_are_greedy(gpt2_checkpoint, capsys):
+    common = [f"--ckpt={gpt2_checkpoint}", "--prompt=The planner", "--max_new_tokens=8", "--device=cpu"]
+    greedy = run_main(capsys, *common, "--temperature=0")
+    # 1e-40 is below float32's smallest normal: dividing the scores by it gave inf, then NaN
+    # probabilities, and torch.multinomial raised
+    for tiny_temperature in ("1e-40", "1e-30", "5e-5"):
+        assert run_main(capsys, *common, f"--temperature={tiny_temperature}", "--seed=3").out == greedy.out
+
+
+@pytest.mark.parametrize("temperature", ["nan", "inf", "-inf", "-1"])
+def test_temperatures_that_are_not_finite_or_negative_are_refused(gpt2_checkpoint, capsys, temperature):
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main([f"--ckpt={gpt2_checkpoint}", f"--temperature={temperature}", "--device=cpu"])
+    assert exit_info.value.code == 1
+    assert "need a finite --temperature >= 0" in capsys.readouterr().err
+
+
+def test_samples_from_an_exported_hugging_face_folder(gpt2_checkpoint, tmp_path, capsys):
+    import export
+    export.export(gpt2_checkpoint, "hf", tmp_path / "hf", "f32", log=lambda msg: None)
+    common = ["--prompt=The planner", "--max_new_tokens=8", "--device=cpu", "--temperature=0"]
+    from_folder = run_main(capsys, f"--ckpt={tmp_path / 'hf'}", *common)
+    assert from_folder.out == run_main(capsys, f"--ckpt={gpt2_checkpoint}", *common).out
+    assert "tokenizer gpt2" in from_folder.err

@@ -38,8 +38,8 @@ REAL = {  # served path -> the sample page it serves
     "/pages/abort.html": "https://www.postgresql.org/docs/15/sql-abort.html",
     "/pages/alterroutine.html": "https://www.postgresql.org/docs/15/sql-alterroutine.html",
     "/pages/gittutorial.html": "https://git-scm.com/docs/gittutorial-2",
-    "/pages/uuid.html": "https://docs.python.org/3.11/library/uuid.html",  # served as windows-1252
-    "/target.html": "https://www.postgresql.org/docs/15/datatype-uuid.html",  # reached by a redirect
+    "/pages/zoneinfo.html": "https://docs.python.org/3.11/library/zoneinfo.html",
+    "/target.html": "https://www.postgresql.org/docs/15/datatype.html",  # reached by a redirect
 }
 JAPANESE = "https://debian-handbook.info/browse/ja-JP/stable/sect.quotas.html"  # served as Shift_JIS
 FLAGS = ["--workers=2", "--connections=8", "--per_host=8", "--delay=0", "--connect_timeout=1",
@@ -174,7 +174,7 @@ EXPECTED_ERRORS = {
     "/trickle.html": "timeout", "/big.html": "too_large",
 }
 EXPECTED_DOCS = ["/pages/abort.html", "/pages/alterroutine.html", "/pages/gittutorial.html",
-                 "/pages/uuid.html", "/sjis.html", "/flaky.html", "/busy.html", "/moved"]
+                 "/pages/zoneinfo.html", "/sjis.html", "/flaky.html", "/busy.html", "/moved"]
 
 
 def resiliparse_reference(html):

@@ -131,8 +131,9 @@ def test_every_document_and_hard_text_round_trips_exactly(trained):
 
 
 def test_lone_surrogates_become_the_replacement_character_as_in_prepare(tmp_path):
-    """JSON may hold '\\ud800', which UTF-8 cannot: tiktoken (prepare.py) encodes it as U+FFFD, so
-    the tokenizer is trained on the same text, the document is counted, and nothing crashes."""
+    """JSON may hold '\\ud800', which UTF-8 cannot: common.read_documents makes it U+FFFD for every
+    stage, as tiktoken would, so the tokenizer is trained on the text prepare.py encodes, the repair is
+    counted, and nothing crashes."""
     lines = [{"id": "a", "text": "plain text " * 50},
              b'{"id": "b", "text": "lone \\ud800 high and \\udfff low surrogate, pair \\ud83d\\ude00 ok"}\n',
              {"id": "c", "text": "more plain text " * 50}]
@@ -141,13 +142,12 @@ def test_lone_surrogates_become_the_replacement_character_as_in_prepare(tmp_path
                            "--val_bytes=0")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "tok" / "report.json").read_text())
-    assert report["documents_with_lone_surrogates"] == 1 and report["documents"] == 3
+    assert report["repaired"] == {"lone_surrogate": 1} and report["documents"] == 3
     enc = tokenizer.load_tokenizer(tmp_path / "tok")
     text = json.loads(lines[1].decode())["text"]
-    fixed, replaced = tokenizer.utf8_text(text)
-    assert replaced and fixed == "lone \ufffd high and \ufffd low surrogate, pair 😀 ok"
-    assert enc.decode(enc.encode_ordinary(text)) == fixed  # what prepare.py will write
-    assert tokenizer.utf8_text("plain é 😀") == ("plain é 😀", False)
+    fixed = "lone \ufffd high and \ufffd low surrogate, pair 😀 ok"  # what the reader hands every stage
+    assert enc.decode(enc.encode_ordinary(fixed)) == fixed
+    assert enc.decode(enc.encode_ordinary(text)) == fixed  # and tiktoken agrees
 
 
 def test_merges_are_bpe_most_frequent_pair_first(trained):

@@ -1,0 +1,204 @@
+"""eval.py: on token shards the loss is train.py's own val loss (same windows, same checkpoint); on
+documents loss and bits per byte equal a by-hand computation; an exported Hugging Face folder scores
+as its checkpoint; HellaSwag's acc and acc_norm equal lm-evaluation-harness's on the exported model,
+for the same local file; a malformed task line names its file and line."""
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import eval as evaluate
+import export
+import tiny
+import train
+from common import jsonl_writer, write_shard
+from tokenizer import load_tokenizer
+
+DOCS = tiny.TEST_STRINGS + ["A longer page. " * 40, "Zweiter Text über Öl und Ähren.\n\n" * 5]
+
+
+def run_eval(capsys, *argv):
+    report = evaluate.main([str(a) for a in argv] + ["--device=cpu"])
+    capsys.readouterr()
+    return report
+
+
+@pytest.fixture(scope="module")
+def docs_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("docs")
+    with jsonl_writer(folder / "part-0000.jsonl.gz") as write:
+        for i, text in enumerate(DOCS[:7]):
+            write({"id": f"a{i}", "text": text})
+    with open(folder / "part-0001.jsonl", "w", encoding="utf-8") as f:  # plain .jsonl too
+        for i, text in enumerate(DOCS[7:]):
+            f.write(json.dumps({"id": f"b{i}", "text": text}) + "\n")
+    return folder
+
+
+def test_token_shards_give_train_val_loss(tmp_path, capsys):
+    """train.py continues pretraining from a Hugging Face GPT-2 folder (--init_from=FOLDER, through
+    checkpoint.load_pretrained) and logs its val loss; eval.py on the saved checkpoint gives the same."""
+    # repetitive text, so that two steps lower the val loss (train.py keeps a checkpoint only then)
+    tokens = np.array(load_tokenizer("gpt2").encode_ordinary(" ".join(DOCS) * 12))
+    data = tmp_path / "tokens"
+    write_shard(data / "val_000000.bin", tokens[:3000])  # no report.json: llm.c-style shards
+    write_shard(data / "train_000001.bin", tokens[3000:])
+    path, _ = tiny.checkpoint(tmp_path / "base.pt", "gpt2", bias=True)  # block_size 64
+    export.export(path, "hf", tmp_path / "hf", "f32", log=lambda msg: None)
+    out = tmp_path / "out"
+    # (--block_size: train.py opens the data before it reads the folder's architecture)
+    train.main([f"--data={data}", f"--out_dir={out}", f"--init_from={tmp_path / 'hf'}", "--block_size=64",
+                "--batch_size=3", "--batch_tokens=192", "--max_iters=2", "--eval_interval=2", "--eval_iters=4",
+                "--warmup_iters=1", "--learning_rate=1e-2", "--compile=false", "--device=cpu", "--dtype=float32"])
+    capsys.readouterr()
+    logged = [h for h in map(json.loads, open(out / "log.jsonl")) if "val_loss" in h][-1]  # the saved weights
+    report = run_eval(capsys, f"--ckpt={out / 'ckpt.pt'}", f"--data={data}")
+    assert report["windows"] == 4 * 192 // 64  # train.py's count: eval_iters x batch_tokens / block_size
+    assert report["loss"] == pytest.approx(logged["val_loss"], rel=1e-6)
+    assert report["bits_per_byte"] == pytest.approx(logged["val_bpb"], rel=1e-6)
+    assert report["perplexity"] == pytest.approx(math.exp(logged["val_loss"]), rel=1e-6)
+    # every val window: another number, over all 46 windows of 64 predictions in 3000 tokens
+    everything = run_eval(capsys, f"--ckpt={out / 'ckpt.pt'}", f"--data={data}", "--windows=0")
+    assert everything["tokens"] == 46 * 64 and everything["loss"] != report["loss"]
+
+
+def test_documents_loss_and_bits_per_byte_equal_a_hand_computation(tmp_path, docs_folder, capsys):
+    path, model = tiny.checkpoint(tmp_path / "ckpt.pt", "llama", block_size=32)
+    enc = load_tokenizer("gpt2")
+    report = run_eval(capsys, f"--ckpt={path}", f"--data={docs_folder}", "--batch_size=3",
+                      f"--report={tmp_path / 'report.json'}")
+    # by hand: prepare.py's stream (<|endoftext|> before each document, files in order), every
+    # token after the first predicted once, in windows of 32 predictions
+    stream = [t for text in DOCS for t in [enc.eot_token] + enc.encode_ordinary(text)]
+    nats, n_bytes = 0.0, 0
+    for start in range(0, len(stream) - 1, 32):
+        window = torch.tensor(stream[start:start + 33])
+        with torch.no_grad():
+            logits = model(window[None, :-1], all_logits=True)[0][0].double()
+        nats += F.cross_entropy(logits[:, :enc.n_vocab], window[1:], reduction="sum").item()
+        n_bytes += sum(len(enc.decode_single_token_bytes(t)) for t in window[1:].tolist() if t != enc.eot_token)
+    assert report["tokens"] == len(stream) - 1 and report["bytes"] == n_bytes
+    assert report["documents"] == len(DOCS)
+    assert report["loss"] == pytest.approx(nats / (len(stream) - 1), rel=1e-5)
+    assert report["bits_per_byte"] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-5)
+    assert json.loads((tmp_path / "report.json").read_text())["loss"] == report["loss"]
+
+
+def test_an_exported_hf_folder_scores_as_its_checkpoint(tmp_path, docs_folder, capsys):
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", block_size=32, bias=True)
+    export.export(path, "hf", tmp_path / "hf", "f32", log=lambda msg: None)
+    ours = run_eval(capsys, f"--ckpt={path}", f"--data={docs_folder}")
+    folder = run_eval(capsys, f"--ckpt={tmp_path / 'hf'}", f"--data={docs_folder}")
+    assert folder["tokens"] == ours["tokens"]
+    assert folder["loss"] == pytest.approx(ours["loss"], rel=1e-6)
+
+
+# -----------------------------------------------------------------------------------------------
+# HellaSwag
+
+
+def write_hellaswag(path, n=6, seed=0):
+    """A small file in HellaSwag's published format (hellaswag_val.jsonl), WikiHow brackets included."""
+    rng = random.Random(seed)
+    activities = ["Baking cookies", "Removing ice from car", "Personal Care and Style [title]", "Playing guitar"]
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            endings = [f"{rng.choice(['puts', 'takes', 'leaves'])} the tray {'very ' * 2 * k}[step] slowly {i}."
+                       for k in range(4)]
+            f.write(json.dumps(dict(ind=i, activity_label=activities[i % 4],
+                                    ctx_a=f"A man stands in a kitchen. [title] He opens oven {i}.",
+                                    ctx_b="then he", ctx="", split="val", split_type="indomain",
+                                    label=rng.randrange(4), endings=endings, source_id=f"s{i}")) + "\n")
+    return path
+
+
+def harness_hellaswag(model_folder, task_file, workdir, monkeypatch):
+    """acc, acc_norm and per-example log-likelihoods from lm-evaluation-harness, offline, with a task
+    that is its own hellaswag task (its yaml's settings and its utils.process_docs) on our file."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(workdir / "cache"))
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tasks = workdir / "tasks"
+    tasks.mkdir()
+    shutil.copy(Path(lm_eval.__file__).parent / "tasks" / "hellaswag" / "utils.py", tasks / "utils.py")
+    (tasks / "local_hellaswag.yaml").write_text(f"""task: local_hellaswag
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    validation: {task_file}
+output_type: multiple_choice
+validation_split: validation
+process_docs: !function utils.process_docs
+doc_to_text: "{{{{query}}}}"
+doc_to_target: "{{{{label}}}}"
+doc_to_choice: "choices"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""")
+    manager = TaskManager(include_path=str(tasks), include_defaults=False)  # not its 13,000 built-in yamls
+    result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_folder},dtype=float32",
+                                     tasks=["local_hellaswag"], task_manager=manager, batch_size=1, device="cpu",
+                                     log_samples=True)
+    scores = result["results"]["local_hellaswag"]
+    samples = sorted(result["samples"]["local_hellaswag"], key=lambda s: s["doc_id"])
+    return scores["acc,none"], scores["acc_norm,none"], [[r[0] for r in s["filtered_resps"]] for s in samples]
+
+
+def test_hellaswag_equals_lm_evaluation_harness(tmp_path, capsys, monkeypatch):
+    spec = tiny.trained_tokenizer()
+    path, model = tiny.checkpoint(tmp_path / "ckpt.pt", "llama", tokenizer=spec, scale=3.0)
+    export.export(path, "hf", tmp_path / "hf", "f32", log=lambda msg: None)
+    task_file = write_hellaswag(tmp_path / "hellaswag.jsonl")
+    report = run_eval(capsys, f"--ckpt={path}", "--task=hellaswag", f"--task_file={task_file}")
+    acc, acc_norm, harness_lls = harness_hellaswag(tmp_path / "hf", task_file, tmp_path, monkeypatch)
+    examples = evaluate.read_hellaswag(task_file)
+    ours, our_lls = evaluate.hellaswag(model, load_tokenizer(spec), examples, "cpu", torch.autocast("cpu", enabled=False))
+    np.testing.assert_allclose(our_lls, harness_lls, rtol=1e-5, atol=1e-4)
+    assert (report["acc"], report["acc_norm"]) == (ours["acc"], ours["acc_norm"]) == (acc, acc_norm)
+    # and the test can tell acc from acc_norm: dividing by the length changes some choices
+    lengths = [[len(e) for e in endings] for _, endings, _ in examples]
+    assert any(np.argmax(lls) != np.argmax(np.array(lls) / n) for lls, n in zip(our_lls, lengths))
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("{not json", "not valid JSON"),
+    ('["a list"]', "expected a JSON object"),
+    ('{"activity_label": "x", "ctx_a": "a", "ctx_b": "b", "label": 0}', "expected 'endings'"),
+    ('{"activity_label": "x", "ctx_a": "a", "ctx_b": "b", "endings": ["p", "q"], "label": 5}', "expected 'label'"),
+    ('{"activity_label": 3, "ctx_a": "a", "ctx_b": "b", "endings": ["p", "q"], "label": 0}', "expected a string 'activity_label'"),
+])
+def test_a_malformed_task_line_names_file_and_line(tmp_path, capsys, line, expected):
+    task_file = write_hellaswag(tmp_path / "hellaswag.jsonl", n=2)
+    with open(task_file, "a") as f:
+        f.write(line + "\n")
+    with pytest.raises(SystemExit) as exit_info:  # before any model is loaded: the checkpoint is missing
+        evaluate.main([f"--ckpt={tmp_path / 'missing.pt'}", "--task=hellaswag", f"--task_file={task_file}"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {task_file}:3: {expected}"), err
+
+
+def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_path, capsys):
+    not_ours = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(3)}, not_ours)
+    with pytest.raises(SystemExit):
+        evaluate.main([f"--ckpt={not_ours}", f"--data={tmp_path}"])
+    assert "not a train.py checkpoint" in capsys.readouterr().err
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", block_size=32)
+    data = tmp_path / "tokens"
+    write_shard(data / "val_000000.bin", np.arange(100))
+    (data / "report.json").write_text(json.dumps({"tokenizer": "cl100k_base"}))
+    with pytest.raises(SystemExit):
+        evaluate.main([f"--ckpt={path}", f"--data={data}", "--device=cpu"])
+    assert "holds cl100k_base tokens, but the model was trained with gpt2" in capsys.readouterr().err
