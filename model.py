@@ -342,23 +342,29 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
 _CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
-def gpt2_from_hf(hf_state, vocab_size=50304):
+def gpt2_from_hf(hf_state, vocab_size=50304, tie_embeddings=True):
     """A Hugging Face GPT-2 state dict (GPT2LMHeadModel or GPT2Model) -> ours, for
     GPT(GPTConfig(vocab_size=50304, real_vocab_size=50257, bias=True, ...sizes...)).
     The names are the same; HF's GPT-2 uses Conv1D layers, which keep their weight as (in, out), the
     transpose of nn.Linear's (out, in), so those four weights are transposed. The attention-mask
-    buffers are dropped, and wte gets zero rows for the padded vocabulary (lm_head is tied to it)."""
+    buffers are dropped, and wte gets zero rows for the padded vocabulary; lm_head is tied to it, or
+    with tie_embeddings=False (GPT2Config(tie_word_embeddings=False)) is HF's own lm_head, padded alike."""
     ours = {}
     for name, tensor in hf_state.items():
         if name.endswith(('.attn.bias', '.attn.masked_bias')):  # causal-mask buffers, not weights
             continue
         name = name if name.startswith(('transformer.', 'lm_head.')) else 'transformer.' + name
         ours[name] = tensor.t().contiguous() if name.endswith(_CONV1D) else tensor
-    wte = ours['transformer.wte.weight']
-    if vocab_size > wte.shape[0]:
-        wte = torch.cat([wte, wte.new_zeros(vocab_size - wte.shape[0], wte.shape[1])])
-    ours['transformer.wte.weight'] = ours['lm_head.weight'] = wte
+    ours['transformer.wte.weight'] = pad_rows(ours['transformer.wte.weight'], vocab_size)
+    ours['lm_head.weight'] = ours['transformer.wte.weight'] if tie_embeddings else pad_rows(ours['lm_head.weight'], vocab_size)
     return ours
+
+
+def pad_rows(weight, vocab_size):
+    """An embedding or output weight with zero rows added for the padded vocabulary ids."""
+    if vocab_size > weight.shape[0]:
+        weight = torch.cat([weight, weight.new_zeros(vocab_size - weight.shape[0], weight.shape[1])])
+    return weight
 
 
 def gpt2_to_hf(state, real_vocab_size=50257):
