@@ -16,7 +16,7 @@ with a one-line reason.
 A Hugging Face folder is what save_pretrained (or export.py) writes: config.json, the weights as
 safetensors (or pytorch_model.bin, read with weights_only=True) and the tokenizer. Two families map
 onto model.py's GPT: GPT-2 (GPT2LMHeadModel, whose Conv1D weights are stored transposed) and Llama
-(LlamaForCausalLM with tied embeddings and model.py's SwiGLU width: the layout export.py writes for
+(LlamaForCausalLM with model.py's SwiGLU width, embeddings tied or not: the layout export.py writes for
 rope + rmsnorm + swiglu). The tokenizer must be one tiktoken can run: GPT-2's (recognised by its
 vocabulary, and then recorded as 'gpt2' like our own checkpoints) or a byte-level BPE whose ids are in
 merge order, as export.py writes ours.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, GPTConfig, gpt2_from_hf
+from model import GPT, GPTConfig, gpt2_from_hf, pad_rows
 from tokenizer import ENDOFTEXT, GPT2_VOCAB, load_tokenizer, tokenizer_name
 
 CHECKPOINT_VERSION = 1  # the format train.py writes; see DESIGN.md, "Checkpoints"
@@ -131,7 +131,7 @@ def load_hf_folder(folder):
     try:
         if kind == "gpt2":
             model_args = gpt2_args(config)
-            state = gpt2_from_hf(hf_state, padded)
+            state = gpt2_from_hf(hf_state, padded, model_args["tie_embeddings"])
         else:
             model_args = llama_args(config)
             state = llama_from_hf(hf_state, model_args, padded)
@@ -173,7 +173,8 @@ def gpt2_args(config):
         ("scale_attn_by_inverse_layer_idx", lambda v: not v, "false"),
         ("scale_attn_weights", lambda v: v in (None, True), "true")])
     return dict(n_layer=config["n_layer"], n_head=config["n_head"], n_embd=config["n_embd"],
-                block_size=config["n_positions"], bias=True, dropout=0.0)
+                block_size=config["n_positions"], bias=True, dropout=0.0,
+                tie_embeddings=config.get("tie_word_embeddings", True))  # GPT2Config's default: tied
 
 
 def llama_args(config):
@@ -182,7 +183,6 @@ def llama_args(config):
                                              "rope_type": (config.get("rope_scaling") or {}).get("rope_type", "default")}
     _require(config, [
         ("hidden_act", lambda v: v == "silu", "silu (SwiGLU)"),
-        ("tie_word_embeddings", lambda v: v is True, "tied embeddings (one matrix reads and writes tokens)"),
         ("head_dim", lambda v: v in (None, n_embd // n_head), f"hidden_size / num_attention_heads = {n_embd // n_head}"),
         ("intermediate_size", lambda v: v == 64 * math.ceil(8 * n_embd / 3 / 64),
          f"model.py's SwiGLU width {64 * math.ceil(8 * n_embd / 3 / 64)}"),
@@ -194,17 +194,17 @@ def llama_args(config):
     return dict(n_layer=config["num_hidden_layers"], n_head=n_head, n_embd=n_embd,
                 n_kv_head=None if n_kv_head == n_head else n_kv_head, block_size=config["max_position_embeddings"],
                 bias=bool(config.get("attention_bias")), rope=True, rope_theta=float(rope["rope_theta"]),
-                norm="rmsnorm", mlp="swiglu", dropout=0.0)
+                norm="rmsnorm", mlp="swiglu", dropout=0.0,
+                tie_embeddings=config.get("tie_word_embeddings", False))  # LlamaConfig's default: untied
 
 
 def llama_from_hf(hf, model_args, vocab_size):
     """A LlamaForCausalLM state dict -> ours (export.py's llama_state, inverted): q, k and v are row
     blocks of our c_attn, gate and up of our c_fc."""
     hf = {k.removeprefix("model."): v for k, v in hf.items()}
-    wte = hf["embed_tokens.weight"]
-    if vocab_size > wte.shape[0]:
-        wte = torch.cat([wte, wte.new_zeros(vocab_size - wte.shape[0], wte.shape[1])])
-    state = {"transformer.wte.weight": wte, "lm_head.weight": wte, "transformer.ln_f.weight": hf["norm.weight"]}
+    wte = pad_rows(hf["embed_tokens.weight"], vocab_size)
+    head = wte if model_args["tie_embeddings"] else pad_rows(hf["lm_head.weight"], vocab_size)
+    state = {"transformer.wte.weight": wte, "lm_head.weight": head, "transformer.ln_f.weight": hf["norm.weight"]}
     for i in range(model_args["n_layer"]):
         ours, theirs = f"transformer.h.{i}.", f"layers.{i}."
         state[ours + "ln_1.weight"] = hf[theirs + "input_layernorm.weight"]

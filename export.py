@@ -16,8 +16,8 @@ Our GPT is one of two standard architectures, depending on model.py's switches:
   neighbouring pairs (x[2i], x[2i+1]), so for GGUF the rows of each q and k head are permuted (as
   llama.cpp's convert_hf_to_gguf.py does for every HF Llama) to make the same dot products.
 Anything else (say learned positions with SwiGLU) is no standard architecture: an error names the
-switch. The padded vocabulary rows (50257 -> 50304) are dropped; the embedding stays tied to the
-output layer (one matrix in the file). The tokenizer goes along: as tokenizer.json for transformers,
+switch. The padded vocabulary rows (50257 -> 50304) are dropped; a tied embedding stays one matrix in
+the file, an untied model (tie_embeddings=False) also writes its output layer (HF lm_head, GGUF output). The tokenizer goes along: as tokenizer.json for transformers,
 as the tokens, merges and pre-tokenizer name llama.cpp expects in GGUF. A tiktoken vocabulary is a
 list of ranks; these formats want BPE merges, so each token's merge is recovered by running BPE on
 its bytes with only the lower ranks allowed (the last step leaves exactly two parts: the merge).
@@ -74,7 +74,8 @@ def architecture(model_args):
 
 def hf_tensors(state, model_args, n_vocab):
     """Our state dict -> Hugging Face names, tensors in our dtype. The GPT-2 Conv1D weights are
-    transposed views (made contiguous when written); the output layer is left out (tied)."""
+    transposed views (made contiguous when written). The output layer is written only when untied
+    (a Linear in both families, not a Conv1D); tied, both formats reuse the embedding."""
     c = GPTConfig(**model_args)
     out = {}
     if architecture(model_args) == "gpt2":
@@ -91,7 +92,7 @@ def hf_tensors(state, model_args, n_vocab):
                 out[p + module + ".bias"] = get(p + module + ".bias", width)
         out["transformer.ln_f.weight"] = state["transformer.ln_f.weight"]
         out["transformer.ln_f.bias"] = get("transformer.ln_f.bias", c.n_embd)
-        return out
+        return out | head(state, c, n_vocab)
     head_dim, kv = c.n_embd // c.n_head, c.n_kv_head or c.n_head
     out["model.embed_tokens.weight"] = state["transformer.wte.weight"][:n_vocab]
     for i in range(c.n_layer):
@@ -107,12 +108,16 @@ def hf_tensors(state, model_args, n_vocab):
                         theirs + f"mlp.gate_proj.{kind}": gate, theirs + f"mlp.up_proj.{kind}": up,
                         theirs + f"mlp.down_proj.{kind}": state[ours + f"mlp.c_proj.{kind}"]})
     out["model.norm.weight"] = state["transformer.ln_f.weight"]
-    return out
+    return out | head(state, c, n_vocab)
+
+
+def head(state, c, n_vocab):
+    return {} if c.tie_embeddings else {"lm_head.weight": state["lm_head.weight"][:n_vocab]}
 
 
 def hf_config(model_args, arch, n_vocab, eot, dtype):
     c = GPTConfig(**model_args)
-    common = dict(vocab_size=n_vocab, bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True,
+    common = dict(vocab_size=n_vocab, bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=c.tie_embeddings,
                   torch_dtype={"f32": "float32", "f16": "float16", "bf16": "bfloat16"}[dtype], use_cache=True)
     if arch == "gpt2":
         return dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_positions=c.block_size,
@@ -355,7 +360,7 @@ def write_gguf(path, tensors, model_args, arch, enc, dtype, name):
 
 
 def _conv1d(hf_name, t):
-    return t.dim() == 2 and not hf_name.endswith(("wte.weight", "wpe.weight"))
+    return t.dim() == 2 and not hf_name.endswith(("wte.weight", "wpe.weight", "lm_head.weight"))
 
 
 def gguf_kind(name, shape, dtype):

@@ -32,6 +32,10 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True            # biases in Linears and LayerNorms, like GPT-2; False is a bit faster
+    # one matrix for the input embedding and the output layer (GPT-2). Untied, a small model learns
+    # bigrams sooner: tied, the direct path wte -> lm_head scores token j after token i by e_i . e_j,
+    # symmetric, and the model sits longer at the unigram plateau
+    tie_embeddings: bool = True
     # tokens the tokenizer really has (50257 for GPT-2); the ids from here to vocab_size are padding,
     # never predicted: left out of the loss, -inf in the logits. None: all vocab_size ids are real.
     real_vocab_size: Optional[int] = None
@@ -176,7 +180,8 @@ class GPT(nn.Module):
             ln_f=Norm(config.n_embd, config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied: one matrix reads and writes tokens
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # one matrix reads and writes tokens
         # GPT-2's init: N(0, 0.02), biases 0, and the projections into the residual stream scaled by
         # 1/sqrt(2 * n_layer), since 2 * n_layer of them add up along it
         for name, p in self.named_parameters():
@@ -192,10 +197,13 @@ class GPT(nn.Module):
         return self.lm_head.weight
 
     def get_num_params(self, non_embedding=True):
-        """Parameters (the tied wte/lm_head once); non_embedding leaves out the position embeddings."""
+        """Parameters (a tied wte/lm_head once); non_embedding leaves out the lookup tables, which cost no
+        matmul: the position embeddings, and the token embedding when it is not tied to lm_head."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and not self.config.rope:
             n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_embeddings:
+            n -= self.transformer.wte.weight.numel()
         return n
 
     def new_cache(self):
@@ -334,27 +342,35 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
 _CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
-def gpt2_from_hf(hf_state, vocab_size=50304):
+def gpt2_from_hf(hf_state, vocab_size=50304, tie_embeddings=True):
     """A Hugging Face GPT-2 state dict (GPT2LMHeadModel or GPT2Model) -> ours, for
     GPT(GPTConfig(vocab_size=50304, real_vocab_size=50257, bias=True, ...sizes...)).
     The names are the same; HF's GPT-2 uses Conv1D layers, which keep their weight as (in, out), the
     transpose of nn.Linear's (out, in), so those four weights are transposed. The attention-mask
-    buffers are dropped, and wte gets zero rows for the padded vocabulary (lm_head is tied to it)."""
+    buffers are dropped, and wte gets zero rows for the padded vocabulary; lm_head is tied to it, or
+    with tie_embeddings=False (GPT2Config(tie_word_embeddings=False)) is HF's own lm_head, padded alike."""
     ours = {}
     for name, tensor in hf_state.items():
         if name.endswith(('.attn.bias', '.attn.masked_bias')):  # causal-mask buffers, not weights
             continue
         name = name if name.startswith(('transformer.', 'lm_head.')) else 'transformer.' + name
         ours[name] = tensor.t().contiguous() if name.endswith(_CONV1D) else tensor
-    wte = ours['transformer.wte.weight']
-    if vocab_size > wte.shape[0]:
-        wte = torch.cat([wte, wte.new_zeros(vocab_size - wte.shape[0], wte.shape[1])])
-    ours['transformer.wte.weight'] = ours['lm_head.weight'] = wte
+    ours['transformer.wte.weight'] = pad_rows(ours['transformer.wte.weight'], vocab_size)
+    ours['lm_head.weight'] = ours['transformer.wte.weight'] if tie_embeddings else pad_rows(ours['lm_head.weight'], vocab_size)
     return ours
 
 
+def pad_rows(weight, vocab_size):
+    """An embedding or output weight with zero rows added for the padded vocabulary ids."""
+    if vocab_size > weight.shape[0]:
+        weight = torch.cat([weight, weight.new_zeros(vocab_size - weight.shape[0], weight.shape[1])])
+    return weight
+
+
 def gpt2_to_hf(state, real_vocab_size=50257):
-    """Ours -> a Hugging Face GPT2LMHeadModel state dict (gpt2_from_hf's inverse; GPT-2 layout only)."""
+    """Ours -> a Hugging Face GPT2LMHeadModel state dict (gpt2_from_hf's inverse; GPT-2 layout only).
+    An untied model's lm_head stays its own (GPT2Config(tie_word_embeddings=False) then)."""
     hf = {name: t.t().contiguous() if name.endswith(_CONV1D) else t for name, t in state.items()}
-    hf['transformer.wte.weight'] = hf['lm_head.weight'] = state['transformer.wte.weight'][:real_vocab_size]
+    for name in ('transformer.wte.weight', 'lm_head.weight'):
+        hf[name] = state[name][:real_vocab_size]
     return hf

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from checkpoint import load_model  # noqa: E402
-from tokenizer import token_byte_lengths, utf8_text  # noqa: E402
+from common import read_documents  # noqa: E402
+from tokenizer import token_byte_lengths  # noqa: E402
 from train import get_config  # noqa: E402
 
 OLD_PRESET = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0, batch_size=16, batch_tokens=2048,
@@ -48,11 +50,9 @@ COMMON = ["--device=cpu", "--dtype=float32", "--compile=false", "--log_interval=
 
 
 def read_docs(folder):
-    docs = []
-    for path in sorted(Path(folder).glob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            docs += [json.loads(line) for line in f if line.strip()]
-    return docs
+    """The documents as every stage reads them (common.read_documents: lone surrogates become U+FFFD)."""
+    stats = Counter()
+    return [doc for path in sorted(Path(folder).glob("*.jsonl.gz")) for _, doc in read_documents(path, stats)]
 
 
 def write_docs(path, docs):
@@ -95,7 +95,7 @@ def bits_per_byte(ckpt_path, texts, batch=16):
     model, enc, ckpt = load_model(ckpt_path)
     stream = []
     for text in texts:
-        stream += [enc.eot_token] + enc.encode_ordinary(utf8_text(text)[0])
+        stream += [enc.eot_token] + enc.encode_ordinary(text)
     lengths = torch.from_numpy(token_byte_lengths(enc, ckpt["model_args"]["vocab_size"]))
     rows = windows(torch.tensor(stream), ckpt["model_args"]["block_size"])
     nats, n_bytes = 0.0, 0
@@ -131,7 +131,7 @@ def main():
     docs = read_docs(args.docs)
     if not docs:
         sys.exit(f"no documents in {args.docs}: run the README's main command first (scrape, clean, dedup)")
-    sizes = [len(utf8_text(d["text"])[0].encode()) for d in docs]
+    sizes = [len(d["text"].encode()) for d in docs]
     held, seen = 0, 0
     while seen < sum(sizes) / 10:  # the first tenth by bytes, as tokenizer.py holds out
         seen += sizes[held]

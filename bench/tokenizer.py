@@ -15,12 +15,11 @@ tokenizers is NOT a dependency of the project: pip install tokenizers.
 """
 
 import argparse
-import gzip
-import json
 import os
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 def read_texts(path):
     paths = sorted(Path(path).glob("*.jsonl.gz")) if Path(path).is_dir() else [Path(path)]
-    texts = []
-    for p in paths:
-        with gzip.open(p, "rt", encoding="utf-8") as f:
-            texts += [json.loads(line)["text"] for line in f if line.strip()]
-    return [tokenizer.utf8_text(t)[0] for t in texts]
+    stats = Counter()  # lone surrogates become U+FFFD in read_documents, as in every stage
+    return [doc["text"] for p in paths for _, doc in read_documents(p, stats)]
 
 
 def cpu_seconds():
@@ -125,6 +121,7 @@ def main():
 
 
 import tokenizer  # noqa: E402  (after sys.path is set)
+from common import read_documents  # noqa: E402
 
 if __name__ == "__main__":
     main()

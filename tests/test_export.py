@@ -268,6 +268,43 @@ def test_gguf_keeps_the_embedding_tied_and_drops_the_padding(gguf_files, enc):
         assert reader.fields["general.architecture"].contents() == layout
 
 
+@pytest.mark.parametrize("layout", ["gpt2", "llama"])
+def test_an_untied_output_layer_is_exported_and_read_back(tmp_path, enc, layout):
+    """tie_embeddings=False (the CPU demo's preset): HF gets its own lm_head and tie_word_embeddings
+    false, GGUF an output tensor, and load_pretrained rebuilds the same untied model. Its lm_head is
+    a fresh random matrix, so writing the embedding in its place changes every logit."""
+    path, model = tiny.checkpoint(tmp_path / "untied.pt", layout, tokenizer=tiny.trained_tokenizer(), scale=10.0,
+                                  tie_embeddings=False)
+    assert not torch.equal(model.lm_head.weight, model.transformer.wte.weight)
+    folder = export.export(path, "hf", tmp_path / "hf", "f32", log=quiet)["out"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    assert hf.get_output_embeddings().weight.data_ptr() != hf.get_input_embeddings().weight.data_ptr()
+    idx = torch.randint(0, enc.n_vocab, (2, 30), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = model(idx, all_logits=True)[0]
+        torch.testing.assert_close(hf(idx).logits, ours[..., :enc.n_vocab], rtol=1e-5, atol=1e-4)
+        back = load_pretrained(folder)
+        assert back["model_args"]["tie_embeddings"] is False
+        rebuilt = GPT(GPTConfig(**back["model_args"]))
+        rebuilt.load_state_dict(back["model"])
+        torch.testing.assert_close(rebuilt(idx, all_logits=True)[0], ours, rtol=1e-6, atol=1e-6)
+
+    import gguf
+
+    out = export.export(path, "gguf", tmp_path / "untied.gguf", "f32", log=quiet)["out"]
+    tensors = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    assert list(tensors["output.weight"].shape) == [64, enc.n_vocab]
+    np.testing.assert_array_equal(np.asarray(tensors["output.weight"].data),
+                                  model.lm_head.weight[:enc.n_vocab].detach().numpy())
+    llm = llama_cpp().Llama(out, n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    try:
+        for text in PROMPTS[:2]:
+            tokens = prompt_tokens(enc, text)
+            assert llama_greedy(llm, tokens) == our_greedy(model, tokens), text
+    finally:
+        llm.close()
+
+
 def test_a_hf_tokenizer_tiktoken_cannot_reproduce_is_refused(tmp_path, hf_folders):
     folder = tmp_path / "hf"
     shutil.copytree(hf_folders["gpt2"], folder)
