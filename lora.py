@@ -81,13 +81,14 @@ def add_lora(model, rank, alpha, dropout=0.0, rslora=False, targets='all'):
             _attach(module, rank, dropout)
             module.lora_scale = scale
             module.register_forward_hook(_linear_hook)
+    config['tied'] = model.config.tie_embeddings  # whether lm_head's adapter is wte's too
     if 'lm_head' in config['targets']:
         head = model.lm_head
         _attach(head, rank, 0.0)
         head.lora_scale = scale
-        # the embedding lookup: W[idx] + scale * B[idx] A
-        model.transformer.wte.register_forward_hook(
-            lambda module, inputs, output: output + scale * F.embedding(inputs[0], head.lora_B) @ head.lora_A)
+        if config['tied']:  # the embedding lookup: W[idx] + scale * B[idx] A (an untied wte stays frozen)
+            model.transformer.wte.register_forward_hook(
+                lambda module, inputs, output: output + scale * F.embedding(inputs[0], head.lora_B) @ head.lora_A)
         # the output layer: the update goes into the weight (vocabulary x width, small next to the matmul
         # with every token), so the logits exist once, as in full training
         model.head_weight = lambda: head.weight + scale * head.lora_B @ head.lora_A
@@ -106,7 +107,7 @@ def split_state(state):
 
 def merge_lora(model_state, lora):
     """The plain GPT state dict with each adapter added into its weight: W + scale * B A (for lm_head
-    also into the tied transformer.wte.weight). model_state = ckpt['model'] (the frozen base), lora =
+    also into transformer.wte.weight when the two are tied). model_state = ckpt['model'] (the frozen base), lora =
     ckpt['lora'] (dict(config=..., adapters=...)). Computed in float32, stored in W's dtype."""
     scale = lora_scale(lora['config'])
     merged = dict(model_state)
@@ -116,7 +117,7 @@ def merge_lora(model_state, lora):
         prefix = key[:-len('.lora_A')]
         B, W = lora['adapters'][prefix + '.lora_B'], model_state[prefix + '.weight']
         merged[prefix + '.weight'] = (W.float() + scale * (B.float() @ A.float())).to(W.dtype)
-        if prefix == 'lm_head':
+        if prefix == 'lm_head' and lora['config'].get('tied', True):  # older checkpoints: GPT-2's tied layout
             merged['transformer.wte.weight'] = merged['lm_head.weight']
     return merged
 

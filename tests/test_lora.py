@@ -18,9 +18,9 @@ from test_train import data, losses, one_thread, read_log, run  # noqa: F401 (fi
 CONFIG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=96, bias=True)
 
 
-def models(targets='all', rslora=False, loss_impl='torch'):
+def models(targets='all', rslora=False, loss_impl='torch', tied=True):
     torch.manual_seed(0)
-    base = GPT(GPTConfig(**CONFIG, loss_impl=loss_impl))
+    base = GPT(GPTConfig(**CONFIG, loss_impl=loss_impl, tie_embeddings=tied))
     adapted = copy.deepcopy(base)
     config = lora.add_lora(adapted, rank=4, alpha=8, rslora=rslora, targets=targets)
     return base, adapted, config
@@ -50,20 +50,23 @@ def test_step_0_is_the_base_and_only_adapters_train(loss_impl):
     assert config['targets'] == ('c_attn',) and attention_only.transformer.wte.weight.grad is None
 
 
-@pytest.mark.parametrize('rslora', [False, True])
-def test_merged_equals_unmerged(rslora):
+@pytest.mark.parametrize('rslora,tied', [(False, True), (True, True), (False, False)])
+def test_merged_equals_unmerged(rslora, tied):
     x, y = batch()
-    _, adapted, config = models(rslora=rslora)
+    _, adapted, config = models(rslora=rslora, tied=tied)
     for name, p in adapted.named_parameters():
         if name.endswith('lora_B'):
             torch.nn.init.normal_(p, std=0.05)  # as after training: the update is not zero
     base_state, adapters = lora.split_state(adapted.state_dict())
-    merged = GPT(GPTConfig(**CONFIG))
+    merged = GPT(GPTConfig(**CONFIG, tie_embeddings=tied))
     merged.load_state_dict(lora.merge_lora(base_state, dict(config=config, adapters=adapters)))
-    assert torch.equal(merged.lm_head.weight, merged.transformer.wte.weight)  # still one tied matrix
+    # tied: still one matrix; untied: the embedding is the base's, only the output layer adapted
+    assert torch.equal(merged.lm_head.weight, merged.transformer.wte.weight) == tied
+    if not tied:
+        assert torch.equal(merged.transformer.wte.weight, base_state['transformer.wte.weight'])
     unmerged_logits, merged_logits = adapted(x, all_logits=True)[0], merged(x, all_logits=True)[0]
     torch.testing.assert_close(merged_logits, unmerged_logits, rtol=1e-5, atol=1e-5)
-    base = GPT(GPTConfig(**CONFIG))
+    base = GPT(GPTConfig(**CONFIG, tie_embeddings=tied))
     base.load_state_dict(base_state)
     assert (base(x, all_logits=True)[0] - unmerged_logits).abs().max() > 1e-2  # the adapters do change the model
 
