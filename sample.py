@@ -81,7 +81,7 @@ def get_args(argv=None):
     p.add_argument("--prompt", "--start", default="",
                    help="text the samples continue (default: none, a fresh document)")
     p.add_argument("--prompt_file", default=None, help="read the prompt from this file instead")
-    p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument("--num_samples", type=int, default=3, help="samples, one after another")
     p.add_argument("--max_new_tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8,
                    help=f"0 = greedy (as is anything below {GREEDY_BELOW:g})")
