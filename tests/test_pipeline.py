@@ -91,8 +91,8 @@ def pipeline(tmp_path_factory):
     run("train.py", "config/tiny_cpu.py", f"--data={d['tokens']}", f"--out_dir={d['out']}",
         "--device=cpu", "--dtype=float32", "--compile=false", "--n_layer=1", "--n_head=2",
         "--n_embd=32", "--block_size=32", "--batch_size=4", "--batch_tokens=128",
-        "--max_iters=20", "--eval_interval=20", "--eval_iters=2", "--warmup_iters=2",
-        "--lr_decay_iters=20", "--learning_rate=1e-2", "--min_lr=1e-3", "--log_interval=1")
+        "--max_iters=30", "--eval_interval=30", "--eval_iters=2", "--warmup_iters=2",
+        "--schedule=cosine", "--lr_decay_iters=30", "--learning_rate=1e-2", "--min_lr=1e-3", "--log_interval=1")
     sample = run("sample.py", f"--ckpt={d['out'] / 'ckpt.pt'}", "--device=cpu",
                  "--max_new_tokens=30", "--prompt=The database", "--seed=7")
     return dict(planted=planted, n_pages=n_pages, sample=sample, **d)
@@ -171,7 +171,7 @@ def test_train_loss_falls_and_sample_prints_text(pipeline):
     log = [json.loads(line) for line in (pipeline["out"] / "log.jsonl").read_text().splitlines()]
     train = [r["loss"] for r in log if "loss" in r]
     val = [r["val_loss"] for r in log if "val_loss" in r]
-    assert len(train) == 20 and len(val) == 2
+    assert len(train) == 30 and len(val) == 2
     # from ln(1024) = 6.93 nats (uniform over the vocabulary) towards the tokens' frequencies
     assert val[0] > 6.5 and val[-1] < val[0] - 0.5 and np.mean(train[-5:]) < np.mean(train[:5]) - 0.5
     out = pipeline["sample"].stdout
