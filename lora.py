@@ -20,6 +20,8 @@ Targets (--lora_targets): the block Linears by name (c_attn: queries/keys/values
 attention's and the MLP's output projections, c_fc: the MLP's input), and lm_head, which GPT-2 ties to
 the token embedding wte: one matrix, so one adapter serves both its uses, the embedding lookup
 (row i of W + scale * B A is W[i] + scale * B[i] A) and the output layer; 'wte' names the same one.
+An untied model (--tie_embeddings=false) has two matrices, and the lm_head target gives each its own
+adapter.
 
 How it is wired: A and B are parameters of the adapted module itself (names like
 transformer.h.0.attn.c_attn.lora_A), and a forward hook adds the low-rank term to the module's
@@ -83,12 +85,15 @@ def add_lora(model, rank, alpha, dropout=0.0, rslora=False, targets='all'):
             module.register_forward_hook(_linear_hook)
     config['tied'] = model.config.tie_embeddings  # whether lm_head's adapter is wte's too
     if 'lm_head' in config['targets']:
-        head = model.lm_head
+        head, wte = model.lm_head, model.transformer.wte
         _attach(head, rank, 0.0)
         head.lora_scale = scale
-        if config['tied']:  # the embedding lookup: W[idx] + scale * B[idx] A (an untied wte stays frozen)
-            model.transformer.wte.register_forward_hook(
-                lambda module, inputs, output: output + scale * F.embedding(inputs[0], head.lora_B) @ head.lora_A)
+        if not config['tied']:  # an untied embedding gets an adapter of its own, of the same shape
+            _attach(wte, rank, 0.0)
+        lookup = head if config['tied'] else wte
+        # the embedding lookup: W[idx] + scale * B[idx] A
+        wte.register_forward_hook(
+            lambda module, inputs, output: output + scale * F.embedding(inputs[0], lookup.lora_B) @ lookup.lora_A)
         # the output layer: the update goes into the weight (vocabulary x width, small next to the matmul
         # with every token), so the logits exist once, as in full training
         model.head_weight = lambda: head.weight + scale * head.lora_B @ head.lora_A
@@ -107,7 +112,7 @@ def split_state(state):
 
 def merge_lora(model_state, lora):
     """The plain GPT state dict with each adapter added into its weight: W + scale * B A (for lm_head
-    also into transformer.wte.weight when the two are tied). model_state = ckpt['model'] (the frozen base), lora =
+    also into transformer.wte.weight when the two are tied; an untied wte has its own adapter). model_state = ckpt['model'] (the frozen base), lora =
     ckpt['lora'] (dict(config=..., adapters=...)). Computed in float32, stored in W's dtype."""
     scale = lora_scale(lora['config'])
     merged = dict(model_state)

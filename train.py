@@ -270,7 +270,9 @@ def build_optimizer(gpt, config, run):
     """AdamW over the trainable parameters: weight decay on matrices and embeddings, not on biases and
     norm gains; the token embedding (tied to lm_head), or its adapter, at embedding_lr."""
     head = gpt.lm_head
-    embedding = {id(p) for p in (gpt.transformer.wte.weight, getattr(head, 'lora_A', None), getattr(head, 'lora_B', None))}
+    wte = gpt.transformer.wte
+    embedding = {id(p) for p in (wte.weight, getattr(head, 'lora_A', None), getattr(head, 'lora_B', None),
+                                 getattr(wte, 'lora_A', None), getattr(wte, 'lora_B', None))}
     trainable = [p for p in gpt.parameters() if p.requires_grad]
     scale = config['embedding_lr'] / config['learning_rate'] if config['embedding_lr'] else 1.0
     groups = [dict(params=[p for p in trainable if p.dim() >= 2 and id(p) not in embedding], weight_decay=config['weight_decay'], lr_scale=1.0),

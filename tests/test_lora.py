@@ -31,16 +31,19 @@ def batch():
     return torch.randint(0, 96, (3, 16), generator=g), torch.randint(0, 96, (3, 16), generator=g)
 
 
-@pytest.mark.parametrize('loss_impl', ['torch', 'chunked'])  # lm_head as a module, or its weight fused in the loss
-def test_step_0_is_the_base_and_only_adapters_train(loss_impl):
+# lm_head as a module, or its weight fused in the loss; tied to the embedding (GPT-2) or not (the demo)
+@pytest.mark.parametrize('loss_impl,tied', [('torch', True), ('chunked', True), ('torch', False)])
+def test_step_0_is_the_base_and_only_adapters_train(loss_impl, tied):
     x, y = batch()
-    base, adapted, _ = models(loss_impl=loss_impl)
+    base, adapted, _ = models(loss_impl=loss_impl, tied=tied)
     assert torch.equal(base(x, all_logits=True)[0], adapted(x, all_logits=True)[0])
     assert torch.equal(base(x, y)[1], adapted(x, y)[1])
     adapted(x, y)[1].backward()
     trained = {n for n, p in adapted.named_parameters() if p.grad is not None}
     assert trained == {n for n, _ in adapted.named_parameters() if lora.is_adapter(n)}
-    assert 'lm_head.lora_B' in trained and len(trained) == 2 * (2 * 4 + 1)  # 4 Linears per block, + lm_head
+    # 4 Linears per block, + lm_head (+ an untied embedding's own adapter)
+    assert 'lm_head.lora_B' in trained and len(trained) == 2 * (2 * 4 + 1 + (not tied))
+    assert tied or 'transformer.wte.lora_B' in trained
     assert all(adapted.get_parameter(n).grad.abs().sum() > 0 for n in trained if n.endswith('lora_B'))
     # not targeted: the embedding (tied to lm_head) gets neither an adapter nor a gradient
     _, attention_only, config = models(targets='c_attn', loss_impl=loss_impl)
@@ -60,10 +63,11 @@ def test_merged_equals_unmerged(rslora, tied):
     base_state, adapters = lora.split_state(adapted.state_dict())
     merged = GPT(GPTConfig(**CONFIG, tie_embeddings=tied))
     merged.load_state_dict(lora.merge_lora(base_state, dict(config=config, adapters=adapters)))
-    # tied: still one matrix; untied: the embedding is the base's, only the output layer adapted
+    # tied: still one matrix; untied: two, each with its own update
     assert torch.equal(merged.lm_head.weight, merged.transformer.wte.weight) == tied
     if not tied:
-        assert torch.equal(merged.transformer.wte.weight, base_state['transformer.wte.weight'])
+        for name in ('transformer.wte.weight', 'lm_head.weight'):
+            assert not torch.equal(merged.state_dict()[name], base_state[name])
     unmerged_logits, merged_logits = adapted(x, all_logits=True)[0], merged(x, all_logits=True)[0]
     torch.testing.assert_close(merged_logits, unmerged_logits, rtol=1e-5, atol=1e-5)
     base = GPT(GPTConfig(**CONFIG, tie_embeddings=tied))
