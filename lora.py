@@ -43,7 +43,7 @@ ALL_TARGETS = BLOCK_TARGETS + ('lm_head',)
 
 
 def parse_targets(text):
-    """'all', or a comma list of c_attn, c_proj, c_fc, lm_head (= wte, the tied embedding)."""
+    """'all', or a comma list of c_attn, c_proj, c_fc, lm_head (= wte: the output layer and the token embedding)."""
     names = ALL_TARGETS if text == 'all' else [t.strip() for t in text.split(',') if t.strip()]
     names = ['lm_head' if name == 'wte' else name for name in names]
     unknown = [name for name in names if name not in ALL_TARGETS]

@@ -96,8 +96,9 @@ SETTINGS = [
     ('lora_alpha', 32.0, "the adapters' update is scaled by alpha / r"),
     ('lora_dropout', 0.0, "dropout on the adapters' input"),
     ('rslora', False, "scale by alpha / sqrt(r) instead (rank-stabilized LoRA)"),
-    ('lora_targets', 'all', "'all' or a comma list of c_attn, c_proj, c_fc, lm_head (= wte, the tied embedding)"),
-    ('embedding_lr', 0.0, "learning rate of the token embedding (tied to lm_head), or of its adapter; 0 = "
+    ('lora_targets', 'all', "'all' or a comma list of c_attn, c_proj, c_fc, lm_head (also the token embedding, wte: "
+                            "tied, the same adapter; untied, one of its own)"),
+    ('embedding_lr', 0.0, "learning rate of the token embedding (tied or not), or of its and lm_head's adapters; 0 = "
                           "learning_rate (the LoRA guides use a tenth of it)"),
     # AdamW and the learning rate: linear warmup, then 'cosine' down to min_lr at lr_decay_iters, or 'wsd'
     # (warmup-stable-decay): constant, then linear down to min_lr over the last decay_frac of max_iters
@@ -268,7 +269,7 @@ def build_model(config, start, run):
 
 def build_optimizer(gpt, config, run):
     """AdamW over the trainable parameters: weight decay on matrices and embeddings, not on biases and
-    norm gains; the token embedding (tied to lm_head), or its adapter, at embedding_lr."""
+    norm gains; the token embedding (tied or not), or its and lm_head's adapters, at embedding_lr."""
     head = gpt.lm_head
     wte = gpt.transformer.wte
     embedding = {id(p) for p in (wte.weight, getattr(head, 'lora_A', None), getattr(head, 'lora_B', None),
