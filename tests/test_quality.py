@@ -139,7 +139,7 @@ def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
         write(tmp_path / "held_out" / f"{name}.jsonl.gz", [d for d in kind if held_out(d)])
     model = tmp_path / "quality.bin"
     run_clean(f"--train_quality={tmp_path / 'postgres'},{tmp_path / 'handbook'}", f"--output_model={model}",
-              "--quality_epoch=20", "--quality_lr=0.5", "--workers=1")
+              "--quality_epoch=40", "--quality_lr=0.5", "--workers=1")
     scorer = quality.load_model(str(model))
     for kind, high in ((postgres, True), (handbook, False)):
         test = [d for d in kind if held_out(d)]
