@@ -478,15 +478,17 @@ def test_deadlines_cover_headers_body_and_robots(server, tmp_path):
     base, routes, log, _ = server
     html = routes["/pages/abort.html"][2]
 
-    def slow_body(handler, n):  # Content-Length known, a byte every 0.3 s: 30 s in all
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/html")
-        handler.send_header("Content-Length", "100")
-        handler.end_headers()
-        for _ in range(100):
-            handler.wfile.write(b" ")
-            handler.wfile.flush()
-            time.sleep(0.3)
+    def trickle(content_type, byte):  # Content-Length known, then a byte every 0.3 s: 30 s in all
+        def respond(handler, n):
+            handler.send_response(200)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", "100")
+            handler.end_headers()
+            for _ in range(100):
+                handler.wfile.write(byte)
+                handler.wfile.flush()
+                time.sleep(0.3)
+        return respond
 
     def slow_headers(handler, n):  # a header line every 0.3 s for 30 s, then the page
         handler.send_response(200)
@@ -499,22 +501,12 @@ def test_deadlines_cover_headers_body_and_robots(server, tmp_path):
         handler.end_headers()
         handler.wfile.write(html)
 
-    def trickling_robots(handler, n):
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/plain")
-        handler.send_header("Content-Length", "100")
-        handler.end_headers()
-        for _ in range(100):
-            handler.wfile.write(b"#")
-            handler.wfile.flush()
-            time.sleep(0.3)
-
-    routes.update({"/slow-body.html": slow_body, "/slow-headers.html": slow_headers})
+    routes.update({"/slow-body.html": trickle("text/html", b" "), "/slow-headers.html": slow_headers})
     huge = b"User-agent: *\nDisallow: /\n" + b"# a robots.txt as long as some real ones are\n" * 12_000
     assert len(huge) > 520_000
     page = (200, {"Content-Type": "text/html"}, html)
     hosts = [serve({"/robots.txt": (200, {"Content-Type": "text/plain"}, huge), "/page.html": page}, []),
-             serve({"/robots.txt": trickling_robots, "/page.html": page}, [])]
+             serve({"/robots.txt": trickle("text/plain", b"#"), "/page.html": page}, [])]
     urls = [base + "/slow-body.html", base + "/slow-headers.html"] + [h + "/page.html" for h, _ in hosts]
     (tmp_path / "urls.txt").write_text("\n".join(urls))
     flags = [f for f in FLAGS if not f.startswith(("--fetch_timeout", "--retries"))] + ["--fetch_timeout=1.5", "--retries=0"]
