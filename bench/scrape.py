@@ -26,7 +26,8 @@ is the figure. For each extractor it prints pages/s per core of both (and their 
 page (scrape.py's main process and its workers apart), the peak memory of scrape.py's processes
 together in the first and second half of a run (flat: it does not grow with the pages), and
 scrape.py's last progress line; scrape.py --urls against a local server (its own process, on the
-same cores) on --url_pages pages, with the ratio counting the server's CPU; then what each
+same cores) on --url_pages pages, with the ratio counting the server's CPU and scrape.py's CPU per
+page (main process, where the fetching is, and workers apart); then what each
 extractor keeps (characters, agreement between the two, documents and GPT-2 tokens clean.py's
 FineWeb chain keeps), on the bench corpus and on the built-in sample.
 """
@@ -312,11 +313,12 @@ def main():
                 url = None
                 if args.url_pages:
                     server_cpu = float(urlopen(base + "/cpu").read())
-                    url_seconds, _, _, _ = run_scrape([f"--urls={tmp}/urls.txt", f"--output={tmp}/urls-{extractor}-{r}",
+                    url_seconds, url_cpu, _, _ = run_scrape([f"--urls={tmp}/urls.txt", f"--output={tmp}/urls-{extractor}-{r}",
                                                        "--delay=0", "--connections=16", "--per_host=16"] + flags)
                     server_cpu = float(urlopen(base + "/cpu").read()) - server_cpu
                     share = server_cpu / (url_seconds * args.workers)  # of the cores, taken by the server
-                    url = dict(rate=len(url_pages) / url_seconds, share=share, server_ms=server_cpu / len(url_pages) * 1000)
+                    url = dict(rate=len(url_pages) / url_seconds, share=share, server_ms=server_cpu / len(url_pages) * 1000,
+                               main_ms=url_cpu[0] / len(url_pages) * 1000, workers_ms=url_cpu[1] / len(url_pages) * 1000)
                     shutil.rmtree(f"{tmp}/urls-{extractor}-{r}")
                 alone_runs.append(run_alone(extractor, html, args.workers))
                 rate_a = (alone_runs[-2][0] + alone_runs[-1][0]) / 2
@@ -362,7 +364,8 @@ def report_round(r, x, n, url_pages, per_core):
         u = x["url"]
         print(f"           scrape.py --urls {u['rate'] / per_core:6.1f} pages/s per core on {url_pages:,} pages "
               f"({u['rate'] / x['rate_a']:.2f}x the extractor alone; the server took {u['share']:.0%} of the cores, "
-              f"{u['server_ms']:.2f} ms per page: {u['ratio']:.2f}x counting it)")
+              f"{u['server_ms']:.2f} ms per page: {u['ratio']:.2f}x counting it); CPU per page: main process "
+              f"{u['main_ms']:.2f} ms (fetching, hand-offs, writing), workers {u['workers_ms']:.2f} ms")
 
 
 if __name__ == "__main__":
