@@ -521,6 +521,23 @@ def test_deadlines_cover_headers_body_and_robots(server, tmp_path):
     assert elapsed < 8, elapsed  # 1.5 s each, in parallel; without the deadline, 30 s
 
 
+def test_proxies_from_the_environment(server, monkeypatch):
+    """http_proxy and no_proxy as the environment gives them: a proxied request goes to the proxy
+    in absolute form (the test server plays the proxy), a host that no_proxy names is reached
+    directly, and each page keeps its own robots.txt."""
+    base, routes, log, _ = server
+    page = routes["/pages/abort.html"]
+    routes["http://proxied.invalid/a.html"] = page
+    monkeypatch.setenv("http_proxy", base)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    fetcher = fetch.Fetcher(scrape.parse_args(["--urls=x"] + FLAGS))
+    log.clear()
+    assert fetcher.fetch_page("http://proxied.invalid/a.html")[2] == page[2]
+    assert fetcher.fetch_page(base + "/pages/abort.html")[2] == page[2]
+    assert [p for p, _ in log] == ["http://proxied.invalid/robots.txt", "http://proxied.invalid/a.html",
+                                   "/robots.txt", "/pages/abort.html"]
+
+
 def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
     """Real pages as servers really mislabel them: UTF-8 bytes declared iso-8859-1 (header and
     <meta>), and windows-1252 bytes declared nowhere. Both extractors must see the true text."""
