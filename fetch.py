@@ -346,7 +346,8 @@ class Fetcher:
         Failure, transient for 5xx. Use as `with fetcher.open_file(url) as f: f.read(...)`."""
         r = self.host(url).http.urlopen(
             "GET", url, headers={"User-Agent": self.args.user_agent}, preload_content=False, decode_content=False,
-            redirect=True, retries=urllib3.Retry(total=False, redirect=self.args.max_redirects),
+            # up to --max_redirects redirects, no retries (total=False would turn redirects off too)
+            redirect=True, retries=urllib3.Retry(total=None, connect=0, read=0, other=0, redirect=self.args.max_redirects),
             timeout=urllib3.Timeout(connect=self.args.connect_timeout, read=self.args.read_timeout))
         if r.status >= 400:
             r.close()

@@ -341,6 +341,9 @@ def test_warc_gives_the_same_texts_as_fetching(server, url_run, tmp_path):
     scrape.main([f"--warc={base}/files/one.warc.gz", f"--output={tmp_path / 'http'}"] + flags)
     assert read_shards(tmp_path / "http") == read_shards(tmp_path / "raw")[:len(read_shards(tmp_path / "http"))]
     assert len(read_shards(tmp_path / "http")) == 4
+    routes["/files/moved.warc.gz"] = (302, {"Location": "/files/one.warc.gz"}, b"")  # a mirror's redirect, followed
+    scrape.main([f"--warc={base}/files/moved.warc.gz", f"--output={tmp_path / 'moved'}"] + flags)
+    assert read_shards(tmp_path / "moved") == read_shards(tmp_path / "http")
     whole = (tmp_path / "one.warc.gz").read_bytes()
 
     def cut_once(handler, n):  # the first download breaks off halfway: retried, from the start
