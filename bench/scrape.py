@@ -26,7 +26,10 @@ is the figure. For each extractor it prints pages/s per core of both (and their 
 page (scrape.py's main process and its workers apart), the peak memory of scrape.py's processes
 together in the first and second half of a run (flat: it does not grow with the pages), and
 scrape.py's last progress line; scrape.py --urls against a local server (its own process, on the
-same cores) on --url_pages pages, with the ratio counting the server's CPU; then what each
+same cores) on the corpus's first --url_pages pages, against the extractor alone on those pages
+(run just before and after it: they are smaller than the corpus's average, ~1.6 against ~2.2 ms of
+resiliparse), with the ratio counting the server's CPU and scrape.py's CPU per page (main process,
+where the fetching is, and workers apart); then what each
 extractor keeps (characters, agreement between the two, documents and GPT-2 tokens clean.py's
 FineWeb chain keeps), on the bench corpus and on the built-in sample.
 """
@@ -294,6 +297,7 @@ def main():
 
     port_queue = multiprocessing.get_context("fork").Queue()
     url_pages = pages[:args.url_pages]
+    url_html = extracted_pages(url_pages)
     server = multiprocessing.get_context("fork").Process(target=serve, args=(url_pages, port_queue), daemon=True)
     server.start()
     base = f"http://127.0.0.1:{port_queue.get()}"
@@ -310,18 +314,22 @@ def main():
                 out = f"{tmp}/{extractor}-{r}"
                 seconds, cpu, memory, line = run_scrape([f"--warc={warc}", f"--output={out}"] + flags)
                 url = None
-                if args.url_pages:
+                if args.url_pages:  # its own reference: the served pages are not the corpus's average
+                    url_alone = [run_alone(extractor, url_html, args.workers)]
                     server_cpu = float(urlopen(base + "/cpu").read())
-                    url_seconds, _, _, _ = run_scrape([f"--urls={tmp}/urls.txt", f"--output={tmp}/urls-{extractor}-{r}",
+                    url_seconds, url_cpu, _, _ = run_scrape([f"--urls={tmp}/urls.txt", f"--output={tmp}/urls-{extractor}-{r}",
                                                        "--delay=0", "--connections=16", "--per_host=16"] + flags)
                     server_cpu = float(urlopen(base + "/cpu").read()) - server_cpu
                     share = server_cpu / (url_seconds * args.workers)  # of the cores, taken by the server
-                    url = dict(rate=len(url_pages) / url_seconds, share=share, server_ms=server_cpu / len(url_pages) * 1000)
+                    url_alone.append(run_alone(extractor, url_html, args.workers))
+                    url = dict(rate=len(url_pages) / url_seconds, share=share, server_ms=server_cpu / len(url_pages) * 1000,
+                               main_ms=url_cpu[0] / len(url_pages) * 1000, workers_ms=url_cpu[1] / len(url_pages) * 1000,
+                               rate_a=(url_alone[0][0] + url_alone[1][0]) / 2, cpu_a=(url_alone[0][1] + url_alone[1][1]) / 2)
                     shutil.rmtree(f"{tmp}/urls-{extractor}-{r}")
                 alone_runs.append(run_alone(extractor, html, args.workers))
                 rate_a = (alone_runs[-2][0] + alone_runs[-1][0]) / 2
                 if url:
-                    url["ratio"] = url["rate"] / (rate_a * (1 - url["share"]))
+                    url["ratio"] = url["rate"] / (url["rate_a"] * (1 - url["share"]))
                 rounds.append(dict(ratio=n / seconds / rate_a, rate_a=rate_a, rate_s=n / seconds, cpu=cpu,
                                    cpu_a=(alone_runs[-2][1] + alone_runs[-1][1]) / 2, memory=memory, line=line, url=url))
                 if r == 0:
@@ -360,9 +368,11 @@ def report_round(r, x, n, url_pages, per_core):
           f"{x['memory'][1]:.0f} MiB in the second; its last progress line: {x['line']}")
     if x["url"]:
         u = x["url"]
-        print(f"           scrape.py --urls {u['rate'] / per_core:6.1f} pages/s per core on {url_pages:,} pages "
-              f"({u['rate'] / x['rate_a']:.2f}x the extractor alone; the server took {u['share']:.0%} of the cores, "
-              f"{u['server_ms']:.2f} ms per page: {u['ratio']:.2f}x counting it)")
+        print(f"           scrape.py --urls {u['rate'] / per_core:6.1f} pages/s per core on {url_pages:,} pages, the extractor "
+              f"alone on them {u['rate_a'] / per_core:.1f}, {u['cpu_a']:.2f} ms CPU per page "
+              f"({u['rate'] / u['rate_a']:.2f}x the extractor alone; the server took {u['share']:.0%} of the cores, "
+              f"{u['server_ms']:.2f} ms per page: {u['ratio']:.2f}x counting it); CPU per page: main process "
+              f"{u['main_ms']:.2f} ms (fetching, hand-offs, writing), workers {u['workers_ms']:.2f} ms")
 
 
 if __name__ == "__main__":

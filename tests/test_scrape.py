@@ -341,6 +341,9 @@ def test_warc_gives_the_same_texts_as_fetching(server, url_run, tmp_path):
     scrape.main([f"--warc={base}/files/one.warc.gz", f"--output={tmp_path / 'http'}"] + flags)
     assert read_shards(tmp_path / "http") == read_shards(tmp_path / "raw")[:len(read_shards(tmp_path / "http"))]
     assert len(read_shards(tmp_path / "http")) == 4
+    routes["/files/moved.warc.gz"] = (302, {"Location": "/files/one.warc.gz"}, b"")  # a mirror's redirect, followed
+    scrape.main([f"--warc={base}/files/moved.warc.gz", f"--output={tmp_path / 'moved'}"] + flags)
+    assert read_shards(tmp_path / "moved") == read_shards(tmp_path / "http")
     whole = (tmp_path / "one.warc.gz").read_bytes()
 
     def cut_once(handler, n):  # the first download breaks off halfway: retried, from the start
@@ -519,6 +522,23 @@ def test_deadlines_cover_headers_body_and_robots(server, tmp_path):
     assert {url: reason for url, (reason, _) in errors.items()} == dict(zip(urls, ["timeout", "timeout", "robots", "timeout"]))
     assert errors[urls[3]][1].startswith("robots.txt: not done in 1.5s")
     assert elapsed < 8, elapsed  # 1.5 s each, in parallel; without the deadline, 30 s
+
+
+def test_proxies_from_the_environment(server, monkeypatch):
+    """http_proxy and no_proxy as the environment gives them: a proxied request goes to the proxy
+    in absolute form (the test server plays the proxy), a host that no_proxy names is reached
+    directly, and each page keeps its own robots.txt."""
+    base, routes, log, _ = server
+    page = routes["/pages/abort.html"]
+    routes["http://proxied.invalid/a.html"] = page
+    monkeypatch.setenv("http_proxy", base)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    fetcher = fetch.Fetcher(scrape.parse_args(["--urls=x"] + FLAGS))
+    log.clear()
+    assert fetcher.fetch_page("http://proxied.invalid/a.html")[2] == page[2]
+    assert fetcher.fetch_page(base + "/pages/abort.html")[2] == page[2]
+    assert [p for p, _ in log] == ["http://proxied.invalid/robots.txt", "http://proxied.invalid/a.html",
+                                   "/robots.txt", "/pages/abort.html"]
 
 
 def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
