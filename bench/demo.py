@@ -120,7 +120,9 @@ def main():
                    help="training seconds for each recipe; 0: what config/tiny_cpu.py's max_iters takes")
     p.add_argument("--recipes", default="old,new")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training (OMP_NUM_THREADS)")
-    p.add_argument("--calibration_steps", type=int, default=6)
+    p.add_argument("--calibration_steps", type=int, default=6, help="steps of the first calibration run")
+    p.add_argument("--calibration_cpu", type=float, default=30,
+                   help="CPU seconds the calibration's steps must add up to (more steps if they do not)")
     p.add_argument("--by_cpu", action="store_true",
                    help="a budget of CPU seconds instead of wall seconds: fair on a shared machine, where wall "
                         "time depends on what else runs")
@@ -159,14 +161,23 @@ def main():
             run("prepare.py", f"--input={work / 'train_docs'}", f"--output={work / name / 'tokens'}",
                 f"--tokenizer={spec}", "--val_tokens=20000")
             # seconds per step: wall from the log; CPU as the difference of a short and a longer run,
-            # which cancels start-up, evaluation and saving
-            cpu = []
-            for steps in (2, 2 + args.calibration_steps):
-                dts, _, used = train(recipe["settings"] + [f"--max_iters={steps}", f"--eval_interval={steps}"],
-                                     work / name / "tokens", work / name / "calibrate", env)
-                cpu.append(used)
+            # which cancels start-up, evaluation and saving. The longer run grows until the difference
+            # is --calibration_cpu seconds: start-up's CPU varies by a second or more from run to run,
+            # which would swamp a few cheap steps (6 steps of the new recipe once measured 0.10 CPU-s a
+            # step, a third of the truth)
+            extra = args.calibration_steps
+            while True:
+                cpu = []
+                for steps in (2, 2 + extra):
+                    dts, _, used = train(recipe["settings"] + [f"--max_iters={steps}", f"--eval_interval={steps}"],
+                                         work / name / "tokens", work / name / "calibrate", env)
+                    cpu.append(used)
+                step_cpu = max(cpu[1] - cpu[0], 1e-3) / extra
+                if step_cpu * extra >= 0.8 * args.calibration_cpu or extra >= 2000:
+                    break
+                extra = min(2000, math.ceil(args.calibration_cpu / step_cpu))
             recipe["step_seconds"] = statistics.median(dts[2:] or dts)
-            recipe["step_cpu"] = (cpu[1] - cpu[0]) / args.calibration_steps
+            recipe["step_cpu"] = step_cpu
             print(f"{name}: {recipe['step_seconds']:.2f} s per step, {recipe['step_cpu']:.2f} CPU-s per step", flush=True)
         cost = "step_cpu" if args.by_cpu else "step_seconds"
         budget = args.budget or recipes["new"].get(cost, 0) * recipes["new"]["steps"]

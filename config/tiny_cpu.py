@@ -1,6 +1,6 @@
 # The laptop-CPU demo: train on what the pipeline keeps of the built-in sample (~1,200 pages, ~1.2M
-# tokens of our own 4,096-token vocabulary: PostgreSQL, SQLite, GIMP, Debian and Python manuals), in
-# about three and a half minutes on 2 cores (an estimate from CPU seconds):
+# tokens of our own 4,096-token vocabulary: PostgreSQL, SQLite, GIMP, Debian and Python manuals); the
+# whole main command took 3 min 53 s on a quiet 2-core VM, 2 min 49 s of it here:
 #   python scrape.py --warc=data/sample/pages.warc.gz && python clean.py && python dedup.py
 #   python tokenizer.py && python prepare.py --tokenizer=data/tokenizer
 #   python train.py config/tiny_cpu.py && python sample.py --ckpt=out/ckpt.pt
