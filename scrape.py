@@ -77,6 +77,7 @@ def finished_urls(output):
         done.update(e["url"] for e in read_jsonl(path) if not e.get("transient"))
     return done
 
+
 @contextlib.contextmanager
 def gzip_members_writer(path):
     """Append finished gzip members to `path`, atomically; an empty file is still valid gzip."""
@@ -101,6 +102,7 @@ def jsonl_members_writer(path, lines_per_member=64):
                 lines.clear()
         yield write_line
         write(gzip_member(lines))
+
 
 # -----------------------------------------------------------------------------------------------
 # --urls and --crawl
@@ -296,8 +298,6 @@ def open_warc(path, fetcher):
     else:
         with open(path, "rb") as f:
             yield f
-
-
 
 
 def scrape_warc(path, out_path, pool, args, fetcher, bar, eta_bytes):
