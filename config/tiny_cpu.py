@@ -17,7 +17,7 @@
 # keeps falling, where at 2e-3 it sat there until step ~100; the run ends at 1.80 bits per byte instead
 # of 1.96, and the spike the untied layout had after the warmup (step 31) is gone. AdamW's betas
 # (0.8, 0.99) instead of (0.9, 0.95) took it to 1.77.
-# Measured (2026-12-01, one thread, ~320 CPU-s, shared VM): val loss 8.34 -> 4.78 nats, 1.77 bits per
+# Measured (2026-12-01, one thread, 240-320 CPU-s by the VM's load): val loss 8.34 -> 4.78 nats, 1.77 bits per
 # byte on the held-out pages.
 vocab_size = 4096  # tokenizer.py's default: 4,095 merges + <|endoftext|>
 tie_embeddings = False  # see above; export.py writes the separate output layer to HF and GGUF
