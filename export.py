@@ -16,11 +16,12 @@ Our GPT is one of two standard architectures, depending on model.py's switches:
   neighbouring pairs (x[2i], x[2i+1]), so for GGUF the rows of each q and k head are permuted (as
   llama.cpp's convert_hf_to_gguf.py does for every HF Llama) to make the same dot products.
 Anything else (say learned positions with SwiGLU) is no standard architecture: an error names the
-switch. The padded vocabulary rows (50257 -> 50304) are dropped; a tied embedding stays one matrix in
-the file, an untied model (tie_embeddings=False) also writes its output layer (HF lm_head, GGUF output). The tokenizer goes along: as tokenizer.json for transformers,
-as the tokens, merges and pre-tokenizer name llama.cpp expects in GGUF. A tiktoken vocabulary is a
-list of ranks; these formats want BPE merges, so each token's merge is recovered by running BPE on
-its bytes with only the lower ranks allowed (the last step leaves exactly two parts: the merge).
+switch. The padded vocabulary rows (50257 -> 50304) are dropped; a tied embedding stays one matrix
+in the file, an untied model (tie_embeddings=False) also writes its output layer (HF lm_head, GGUF
+output). The tokenizer goes along: as tokenizer.json for transformers, as the tokens, merges and
+pre-tokenizer name llama.cpp expects in GGUF. A tiktoken vocabulary is a list of ranks; these formats
+want BPE merges, so each token's merge is recovered by running BPE on its bytes with only the lower
+ranks allowed (the last step leaves exactly two parts: the merge).
 Both formats prepend <|endoftext|> to a prompt, as every training document began with it.
 """
 

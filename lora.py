@@ -112,8 +112,9 @@ def split_state(state):
 
 def merge_lora(model_state, lora):
     """The plain GPT state dict with each adapter added into its weight: W + scale * B A (for lm_head
-    also into transformer.wte.weight when the two are tied; an untied wte has its own adapter). model_state = ckpt['model'] (the frozen base), lora =
-    ckpt['lora'] (dict(config=..., adapters=...)). Computed in float32, stored in W's dtype."""
+    also into transformer.wte.weight when the two are tied; an untied wte has its own adapter).
+    model_state = ckpt['model'] (the frozen base), lora = ckpt['lora'] (dict(config=..., adapters=...)).
+    Computed in float32, stored in W's dtype."""
     scale = lora_scale(lora['config'])
     merged = dict(model_state)
     for key, A in lora['adapters'].items():

@@ -6,7 +6,8 @@ A .warc.gz is one gzip member per record. So a file can be cut anywhere, by byte
 [start, end) holds the records whose member starts in it, and its reader finds its first member
 by looking for gzip's magic bytes at or after `start` and checking that a whole member (CRC
 included) that begins with 'WARC/' starts there. The same search resumes reading after a damaged
-stretch; in an uncompressed .warc, the next 'WARC/1.x' line after a blank one. Chunk boundaries depend on the file alone, so the output does not depend on --workers.
+stretch; in an uncompressed .warc, the next 'WARC/1.x' line after a blank one. Chunk boundaries
+depend on the file alone, so the output does not depend on --workers.
 """
 
 import contextlib
