@@ -26,8 +26,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import re
 import signal
+import threading
 import time
 from datetime import date
 from html import unescape
@@ -255,11 +257,22 @@ def run_batch(batch, options, progress, slot, serialize):
 def worker_main(conn, options, progress, slot):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process to handle
     logging.disable(logging.CRITICAL)  # trafilatura logs every page it discards
-    while True:
-        try:
-            tasks, serialize = conn.recv()
-        except EOFError:
-            return
+    inbox = queue.SimpleQueue()
+
+    def receive():
+        """Take in the next batch while this one is extracted: the main process's send of pages
+        never blocks on a full pipe (which, with this worker blocked sending its results back,
+        would be a deadlock), and the next batch is here when this one is done."""
+        while True:
+            try:
+                inbox.put(conn.recv())
+            except (EOFError, OSError):
+                inbox.put(None)
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    while (work := inbox.get()) is not None:
+        tasks, serialize = work
         conn.send(run_batch(tasks, options, progress, slot, serialize))
 
 
@@ -302,15 +315,14 @@ class ExtractionPool:
 
     @staticmethod
     def has_room(worker):
-        return not worker.queue or isinstance(worker.queue[0], dict) and len(worker.queue) < 2
+        return len(worker.queue) < 2
 
     def map(self, batches, serialize=False):
         """Yield (batch, output of run_batch) for every batch (a list of tasks, or a chunk of a
         local .warc.gz), as they finish. `batches` may yield None, meaning 'nothing ready yet': the
-        URL modes batch pages as the fetchers bring them. A chunk is a few hundred bytes, so each
-        worker gets a second one queued behind the first and never waits for this process; a list
-        carries its pages, and is sent only to an idle worker. Batches that come back from a killed
-        worker go out again first."""
+        URL modes batch pages as the fetchers bring them. Each worker gets a second batch queued
+        behind the one it works on, so that it never waits for this process. Batches that come back
+        from a killed worker go out again first."""
         batches, more, again = iter(batches), True, collections.deque()
         try:
             while more or again or any(w.queue for w in self.workers):

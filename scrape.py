@@ -26,6 +26,7 @@ import contextlib
 import glob
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import queue
@@ -35,8 +36,6 @@ import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import urllib3
 
 from common import (atomic_path, fail, mark_in_progress, print_summary, progress, run_stage, stage_arguments,
                     write_json)
@@ -250,7 +249,7 @@ def warc_sources(args):
         try:
             with Fetcher(args).open_file(url) as r:
                 paths = gzip.decompress(r.read()).decode().split()
-        except (Failure, urllib3.exceptions.HTTPError, OSError) as e:
+        except (Failure, http.client.HTTPException, OSError) as e:
             fail(f"cannot read the list of {args.cc_kind} files of {args.cc} at {url}: {e}")
         sources = [f"{args.cc_base.rstrip('/')}/{p}" for p in paths[:args.cc_files]]
     elif args.warc.startswith(("http://", "https://")):
@@ -327,7 +326,7 @@ def scrape_warc(path, out_path, pool, args, fetcher, bar, eta_bytes):
             if not path.startswith(("http://", "https://")):
                 eta_bytes["done"] += os.path.getsize(path)
             return stats
-        except (Failure, urllib3.exceptions.HTTPError, OSError) as e:
+        except (Failure, http.client.HTTPException, OSError) as e:
             remote = path.startswith(("http://", "https://"))
             permanent = not remote or isinstance(e, Failure) and not e.result["transient"]
             if permanent or attempt == args.retries:

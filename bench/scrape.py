@@ -233,8 +233,12 @@ def serve(pages, port_queue):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        # a listen backlog like a real server's: with the default 5, the connections past the
+        # fifth of --connections=16 opened at once wait a second for their SYN to be sent again
+        request_queue_size, daemon_threads = 128, True
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     port_queue.put(httpd.server_address[1])
     httpd.serve_forever()
 
