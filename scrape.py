@@ -13,8 +13,8 @@ far less than it. A local .warc.gz is cut into chunks by byte offset, and each w
 chunk's records itself (warc.py, with fastwarc), extracts them and makes the shard's gzip bytes, so
 the main process only appends what comes back, in input order. A WARC streamed over HTTP, or a
 plain .warc, is read by the main process and sent to the workers in batches. In the URL modes,
-threads of the main process fetch (fetch.py: polite, with a deadline on every request) and batch
-what they bring.
+one thread of the main process fetches (fetch.py: polite, with a deadline on every request) and
+the main thread batches what it brings.
 
 Every page ends as a document or as a line in errors/ with its reason. Shards are written atomically,
 so a rerun skips what is done: WARC files whose shard exists, URLs saved or failed for good. A WARC
@@ -48,7 +48,7 @@ SKIP_EXTENSIONS = (".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".zip", ".gz
 PART_SECONDS = 600  # URL modes close a part at least this often, so a crash loses little
 # Pages per batch sent to a worker: large enough that the messages cost nothing next to the
 # extraction, small enough that a batch retried after a hang is cheap. Fixed, so a WARC shard's
-# bytes do not depend on --workers. URL modes send what the fetchers have brought, up to 8.
+# bytes do not depend on --workers. URL modes send what the fetcher has brought, up to 8.
 BATCH_PAGES, BATCH_BYTES, URL_BATCH_PAGES = 64, 4_000_000, 8
 
 # -----------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def gzip_members_writer(path):
 def jsonl_members_writer(path, lines_per_member=64):
     """`with jsonl_members_writer(p) as write: write(doc)`: a shard of gzip members of a few dozen
     lines, as the WARC workers make them (orjson, ISA-L level 1, 15% larger). The URL modes write
-    in the main process, beside the fetch threads: json.dumps and zlib's level 6 cost it 0.42 ms a
+    in the main process, beside the fetch thread: json.dumps and zlib's level 6 cost it 0.42 ms a
     page there (6.7k characters of text), a fifth of resiliparse's own time; these 0.03-0.05 ms."""
     lines = []
     with gzip_members_writer(path) as write:
@@ -108,8 +108,9 @@ def jsonl_members_writer(path, lines_per_member=64):
 
 
 def scrape_urls(args, pool, source, urls):
-    """Fetch threads feed the extraction pool; outcomes go to parts of --part_docs pages, each written
-    atomically. In crawl mode, links of each page join the frontier (same site, breadth first)."""
+    """The fetch thread feeds the extraction pool; outcomes go to parts of --part_docs pages, each
+    written atomically. In crawl mode, links of each page join the frontier (same site, breadth
+    first)."""
     start, out = time.time(), Path(args.output)
     done = finished_urls(out)
     mark_in_progress("scrape", out, args, input=args.urls or args.crawl)  # until the report says complete
@@ -120,8 +121,8 @@ def scrape_urls(args, pool, source, urls):
         frontier = json.loads(frontier_path.read_text())
         urls, sites = [(u, d) for u, d in frontier["pending"] if u not in done], set(frontier["sites"])
     budget = args.max_pages - sum(urlsplit(u).netloc.lower() in sites for u in done) if crawl else float("inf")
-    fetcher, todo = Fetcher(args), queue.Queue()
-    fetched = queue.Queue(maxsize=args.connections + URL_BATCH_PAGES * args.workers)  # bounds memory: full = fetchers wait
+    fetcher, todo, fetched = Fetcher(args), queue.SimpleQueue(), queue.Queue()
+    backlog = args.connections + URL_BATCH_PAGES * args.workers  # pages fetched and not yet extracted, at most
     seen, saved, pending, next_run = set(done), set(done), {}, {}  # next_run: the crawl's frontier
 
     def submit(url, depth):
@@ -136,23 +137,21 @@ def scrape_urls(args, pool, source, urls):
         budget -= 1
         todo.put((url, depth))
 
-    def fetch_loop():
-        while (item := todo.get()) is not None:
-            url, depth = item
-            task = {"url": url, "depth": depth, "source": source, "want_links": crawl}
-            try:
-                final_url, task["content_type"], task["body"] = fetcher.fetch_page(url)
-                task["fetched_at"] = now_iso()
-                if final_url != url:
-                    task.update(url=final_url, redirected_from=url)
-            except Failure as f:
-                task["result"] = f.result
-            except Exception as e:  # a bug here must cost a page, never a silent hang
-                task["result"] = failure("fetch_error", repr(e))
-            fetched.put(task)
+    def page_fetched(url, depth, outcome):  # in the fetch thread
+        task = {"url": url, "depth": depth, "source": source, "want_links": crawl}
+        if isinstance(outcome, Failure):
+            task["result"] = outcome.result
+        else:
+            final_url, task["content_type"], task["body"] = outcome
+            task["fetched_at"] = now_iso()
+            if final_url != url:
+                task.update(url=final_url, redirected_from=url)
+        fetched.put(task)
 
-    def ready_batches():  # what the fetchers have brought, up to URL_BATCH_PAGES; None: nothing yet
+    def ready_batches():  # what the fetcher has brought, up to URL_BATCH_PAGES; None: nothing yet
         while pending:
+            if not fetch_thread.is_alive():
+                fail("scrape: the fetch thread died; see the error above")
             batch = []
             with contextlib.suppress(queue.Empty):
                 batch.append(fetched.get(timeout=0.02))
@@ -172,8 +171,9 @@ def scrape_urls(args, pool, source, urls):
     for url, depth in urls:
         submit(url, depth)
     print(f"scrape: {len(pending):,} URLs to fetch ({len(done):,} done in earlier runs)")
-    for _ in range(args.connections):
-        threading.Thread(target=fetch_loop, daemon=True).start()
+    fetch_thread = threading.Thread(target=fetcher.run, args=(todo, page_fetched, lambda: fetched.qsize() < backlog),
+                                    daemon=True)
+    fetch_thread.start()
     prefix = f"{source}-{args.shard:05d}-"
     part = 1 + max([int(p.name[len(prefix):][:5]) for p in out.glob(prefix + "*.jsonl.gz")], default=-1)
     results = ((task, result) for batch, batch_results in pool.map(ready_batches()) for task, result in zip(batch, batch_results))
@@ -214,8 +214,7 @@ def scrape_urls(args, pool, source, urls):
                 {**pending, **next_run}.items(), key=lambda item: item[1])})
         totals += stats
     bar.close()
-    for _ in range(args.connections):
-        todo.put(None)
+    todo.put(None)
     return write_report(args, out, start, totals, complete=not pending)
 
 

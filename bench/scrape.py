@@ -10,7 +10,7 @@ extractor. scrape.py --warc must read and inflate the WARC, decode, find title a
 to its workers and back, make the JSON lines and their gzip, and write the shards, all inside its
 own process's time from start to exit: that must cost under a tenth.
 
-    python bench/scrape.py [--records=21000] [--extractors=trafilatura,resiliparse] [--url_pages=2000]
+    python bench/scrape.py [--records=21000] [--extractors=trafilatura,resiliparse] [--url_pages=10000]
                            [--rounds=3] [--workers=2] [--cache=~/.cache/webgpt-bench]
 
 The corpus: the Debian documentation packages (python3.11-doc, postgresql-doc-15, debian-handbook,
@@ -26,11 +26,11 @@ is the figure. For each extractor it prints pages/s per core of both (and their 
 page (scrape.py's main process and its workers apart), the peak memory of scrape.py's processes
 together in the first and second half of a run (flat: it does not grow with the pages), and
 scrape.py's last progress line; scrape.py --urls against a local server (its own process, on the
-same cores) on the corpus's first --url_pages pages, against the extractor alone on those pages
-(run just before and after it: they are smaller than the corpus's average, ~1.6 against ~2.2 ms of
-resiliparse), with the ratio counting the server's CPU and scrape.py's CPU per page (main process,
-where the fetching is, and workers apart); then what each
-extractor keeps (characters, agreement between the two, documents and GPT-2 tokens clean.py's
+same cores) on the corpus's first --url_pages pages (10,000: enough that start-up, ~0.4 s of CPU in
+the main process and as much in the workers, is not a tenth of the bill), against the extractor
+alone on those pages (run just before and after it: they are smaller than the corpus's average),
+with the ratio counting the server's CPU and scrape.py's CPU per page (main process, where the
+fetching is, and workers apart); then what each extractor keeps (characters, agreement between the two, documents and GPT-2 tokens clean.py's
 FineWeb chain keeps), on the bench corpus and on the built-in sample.
 """
 import argparse
@@ -283,7 +283,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=21_000, help="pages in the bench WARC (>= 20,000)")
     p.add_argument("--extractors", default="trafilatura,resiliparse")
-    p.add_argument("--url_pages", type=int, default=2000, help="pages fetched in the --urls run (0: none)")
+    p.add_argument("--url_pages", type=int, default=10_000, help="pages fetched in the --urls run (0: none)")
     p.add_argument("--rounds", type=int, default=3, help="scrape.py runs per extractor, each between two runs alone")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/webgpt-bench"))

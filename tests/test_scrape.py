@@ -11,6 +11,7 @@ resiliparse run directly on the correctly decoded page.
 import gzip
 import io
 import json
+import queue
 import re
 import socket
 import threading
@@ -539,6 +540,40 @@ def test_proxies_from_the_environment(server, monkeypatch):
     assert fetcher.fetch_page(base + "/pages/abort.html")[2] == page[2]
     assert [p for p, _ in log] == ["http://proxied.invalid/robots.txt", "http://proxied.invalid/a.html",
                                    "/robots.txt", "/pages/abort.html"]
+
+
+def test_fetcher_caps_connections_per_host_and_in_all(sample):
+    """The frontier's caps, as servers see them: three hosts of slow pages, --per_host=2 and
+    --connections=5. No host ever has more than 2 requests at once, never more than 5 run in all,
+    and both caps are reached (the requests do overlap); every page comes back once."""
+    page = (200, {"Content-Type": "text/html"}, sample[0][REAL["/pages/abort.html"]][1])
+    in_flight, most, lock = Counter(), Counter(), threading.Lock()
+
+    def slow(name):
+        def respond(handler, n):
+            with lock:
+                in_flight[name] += 1
+                most[name], most["all"] = max(most[name], in_flight[name]), max(most["all"], sum(in_flight.values()))
+            time.sleep(0.1)
+            with lock:
+                in_flight[name] -= 1
+            return page
+        return respond
+
+    hosts = {name: serve({f"/{i}.html": slow(name) for i in range(8)}, []) for name in ("a", "b", "c")}
+    fetcher = fetch.Fetcher(scrape.parse_args(["--urls=x", "--per_host=2", "--connections=5"] +
+                                              [f for f in FLAGS if not f.startswith(("--per_host", "--connections"))]))
+    todo, outcomes = queue.SimpleQueue(), []
+    for i in range(8):
+        for name, (base, _) in hosts.items():
+            todo.put((f"{base}/{i}.html", name))
+    todo.put(None)
+    fetcher.run(todo, lambda url, name, outcome: outcomes.append((url, outcome)))
+    for _, stop in hosts.values():
+        stop()
+    assert sorted(url for url, _ in outcomes) == sorted(f"{b}/{i}.html" for b, _ in hosts.values() for i in range(8))
+    assert all(body == page[2] for _, (_, _, body) in outcomes)
+    assert most["a"] == most["b"] == most["c"] == 2 and most["all"] == 5, most
 
 
 def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
