@@ -320,7 +320,7 @@ class ExtractionPool:
     def map(self, batches, serialize=False):
         """Yield (batch, output of run_batch) for every batch (a list of tasks, or a chunk of a
         local .warc.gz), as they finish. `batches` may yield None, meaning 'nothing ready yet': the
-        URL modes batch pages as the fetchers bring them. Each worker gets a second batch queued
+        URL modes batch pages as the fetcher brings them. Each worker gets a second batch queued
         behind the one it works on, so that it never waits for this process. Batches that come back
         from a killed worker go out again first."""
         batches, more, again = iter(batches), True, collections.deque()

@@ -122,7 +122,7 @@ def scrape_urls(args, pool, source, urls):
         urls, sites = [(u, d) for u, d in frontier["pending"] if u not in done], set(frontier["sites"])
     budget = args.max_pages - sum(urlsplit(u).netloc.lower() in sites for u in done) if crawl else float("inf")
     fetcher, todo, fetched = Fetcher(args), queue.SimpleQueue(), queue.Queue()
-    backlog = args.connections + URL_BATCH_PAGES * args.workers  # pages fetched and not yet extracted, at most
+    backlog = args.connections + URL_BATCH_PAGES * args.workers  # fetched pages waiting for a worker, at most: memory
     seen, saved, pending, next_run = set(done), set(done), {}, {}  # next_run: the crawl's frontier
 
     def submit(url, depth):

@@ -238,6 +238,9 @@ def serve(pages, port_queue):
         # fifth of --connections=16 opened at once wait a second for their SYN to be sent again
         request_queue_size, daemon_threads = 128, True
 
+        def handle_error(self, request, client_address):
+            pass  # a client hanging up on a keep-alive connection (scrape.py at exit) is no error
+
     httpd = Server(("127.0.0.1", 0), Handler)
     port_queue.put(httpd.server_address[1])
     httpd.serve_forever()
