@@ -151,7 +151,7 @@ def scrape_urls(args, pool, source, urls):
     def ready_batches():  # what the fetcher has brought, up to URL_BATCH_PAGES; None: nothing yet
         while pending:
             if not fetch_thread.is_alive():
-                fail("scrape: the fetch thread died; see the error above")
+                fail("scrape.py: the fetch thread died; its traceback is above")
             batch = []
             with contextlib.suppress(queue.Empty):
                 batch.append(fetched.get(timeout=0.02))
