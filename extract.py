@@ -279,7 +279,7 @@ def worker_main(conn, options, progress, slot):
 class ExtractionPool:
     def __init__(self, workers, time_limit, options):
         # forkserver: workers are forked from a clean single-threaded process, never from the main
-        # one while fetch threads hold locks. The extractor is imported there once, and so is
+        # one while its fetch thread holds locks. The extractor is imported there once, and so is
         # scrape.py with all it imports: each worker runs the main script again as it starts (as
         # multiprocessing does), which then costs it ~0.04 s of CPU instead of ~0.5 s
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
