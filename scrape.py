@@ -11,8 +11,8 @@ Nearly all the cost is finding the main text of each page (the article, not the 
 footers): extract.py, in --workers processes. This file is the pipeline around it, and must cost
 far less than it. A local .warc.gz is cut into chunks by byte offset, and each worker reads its
 chunk's records itself (warc.py, with fastwarc), extracts them and makes the shard's gzip bytes, so
-the main process only appends what comes back, in input order. A WARC streamed over HTTP, or a
-plain .warc, is read by the main process and sent to the workers in batches. In the URL modes,
+the main process only appends what comes back, in input order. A WARC streamed over HTTP, a
+plain .warc or one gzipped whole is read by the main process and sent to the workers in batches. In the URL modes,
 one thread of the main process fetches (fetch.py: polite, with a deadline on every request) and
 the main thread batches what it brings.
 
@@ -41,7 +41,7 @@ from common import (atomic_path, fail, mark_in_progress, print_summary, progress
                     write_json)
 from extract import EXTRACTORS, ExtractionPool, doc_id, gzip_member, json_line, record
 from fetch import Failure, Fetcher, failure, now_iso
-from warc import warc_chunks, warc_pages
+from warc import one_member_per_record, warc_chunks, warc_pages
 
 SKIP_EXTENSIONS = (".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".zip", ".gz", ".tar", ".mp3",
                    ".mp4", ".css", ".js", ".ico", ".woff", ".woff2", ".exe", ".dmg", ".iso")
@@ -309,10 +309,11 @@ def scrape_warc(path, out_path, pool, args, fetcher, bar, eta_bytes):
             with open_warc(path, fetcher) as stream, gzip_members_writer(out_path) as write_docs, \
                     gzip_members_writer(errors_path(out_path)) as write_errors:
                 source, local = "cc" if args.cc else "warc", not path.startswith(("http://", "https://"))
-                if local and path.endswith(".gz"):  # the workers read it, in chunks: the main process
-                    size = os.path.getsize(path)   # only appends what they send back
+                size = os.path.getsize(path) if local else 0
+                if local and path.endswith(".gz") and one_member_per_record(stream, size):
+                    # the workers read it in chunks; the main process only appends what comes back
                     work = pool.map(warc_chunks(path, size, source, args.max_bytes), serialize=True)
-                else:  # a stream, or plain WARC: read here, sent to the workers in batches
+                else:  # a stream, or plain WARC (or one gzipped whole): read here, sent in batches
                     work = pool.map(batches(warc_pages(stream, path, source, args.max_bytes)), serialize=True)
                 for batch, (docs, errors, batch_stats) in in_order(work):
                     write_docs(docs)

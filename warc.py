@@ -26,6 +26,16 @@ def warc_chunks(path, size, source, max_bytes):
              "batch": number, "failed": {}} for number, start in enumerate(range(0, size, CHUNK_BYTES))]
 
 
+def one_member_per_record(f, size):
+    """Whether a .warc.gz can be cut into chunks: its first gzip member holds a whole WARC record
+    and ends before the file does. A WARC gzipped whole (`gzip crawl.warc`) or a plain WARC named
+    .gz cannot (no chunk after the first would find a record: they would be lost); it is read as a
+    stream instead. A file of one record, or with its first record damaged, streams as well."""
+    end = member_end(f, 0)
+    f.seek(0)
+    return end is not None and end < size
+
+
 def read_chunk(chunk):
     """The tasks of a chunk, read in the worker; pages marked failed on an earlier try keep that."""
     with open(chunk["warc"], "rb") as f:

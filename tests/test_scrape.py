@@ -452,6 +452,25 @@ def test_one_or_two_workers_write_the_same_bytes(sample, tmp_path, monkeypatch, 
     assert len(read_shards(tmp_path / "w1")) > count * 0.8 and len(read_errors(tmp_path / "w1")) >= 1
 
 
+def test_warc_gzipped_whole_or_misnamed_loses_no_record(sample, tmp_path, monkeypatch):
+    """A .warc.gz that is not one gzip member per record (`gzip crawl.warc`, or a plain WARC named
+    .gz) cannot be cut into chunks: it is read as a stream, and every record still comes out."""
+    monkeypatch.setattr(warc, "CHUNK_BYTES", 20_000)  # several chunks
+    pages, _ = sample
+    write_warc(tmp_path / "plain.warc", sample_records(sample, list(pages)[:10]), gzipped=False)
+    plain = (tmp_path / "plain.warc").read_bytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "whole.warc.gz").write_bytes(gzip.compress(plain))
+    (tmp_path / "in" / "misnamed.warc.gz").write_bytes(plain)
+    flags = ["--workers=1", "--extractor=resiliparse"]
+    scrape.main([f"--warc={tmp_path / 'plain.warc'}", f"--output={tmp_path / 'ref'}"] + flags)
+    scrape.main([f"--warc={tmp_path / 'in'}", f"--output={tmp_path / 'out'}"] + flags)
+    expected = (tmp_path / "ref" / "plain.jsonl.gz").read_bytes()
+    assert len(read_shards(tmp_path / "ref")) == 10
+    for name in ("whole", "misnamed"):
+        assert (tmp_path / "out" / f"{name}.jsonl.gz").read_bytes() == expected
+
+
 @pytest.mark.parametrize("extractor", extract.EXTRACTORS)
 def test_hostile_pages_in_a_warc_cost_only_themselves(sample, tmp_path, extractor):
     """A page that hangs its worker and one that kills it, inside one batch: each is recorded with
