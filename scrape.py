@@ -406,7 +406,8 @@ def url_list(args):
     """(url, depth 0) for each line of --urls that falls to this machine's shard. Hosts, not URLs,
     are dealt out, so that politeness per host holds across machines."""
     try:
-        lines = Path(args.urls).read_text(encoding="utf-8", errors="replace").splitlines()
+        # utf-8-sig: Notepad starts a file with a byte-order mark that would spoil the first URL
+        lines = Path(args.urls).read_text(encoding="utf-8-sig", errors="replace").splitlines()
     except OSError as e:
         fail(f"cannot read --urls={args.urls}: {e}")
     urls = [u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")]

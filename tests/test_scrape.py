@@ -257,6 +257,13 @@ def test_rerun_fetches_only_transient_failures(server, url_run):
     assert sorted(d["id"] for d in read_shards(out / "raw")) == before  # no duplicates
 
 
+def test_url_list_with_a_byte_order_mark_and_crlf(tmp_path):
+    """A list saved by a Windows editor (a byte-order mark, CRLF): every URL is read as written."""
+    (tmp_path / "urls.txt").write_bytes(b"\xef\xbb\xbfhttp://a.org/1\r\n# a comment\r\nhttp://b.org/2\r\n")
+    args = scrape.parse_args([f"--urls={tmp_path / 'urls.txt'}"])
+    assert sorted(scrape.url_list(args)) == [("http://a.org/1", 0), ("http://b.org/2", 0)]
+
+
 def crawl_site(routes, texts):
     """index -> a, b, a private page, another site, an image; a -> c, index; b -> c, d; c -> e."""
     text = texts[REAL["/pages/alterroutine.html"]]
