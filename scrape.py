@@ -397,6 +397,10 @@ def parse_args(argv=None):
         fail("give exactly one of --urls, --crawl, --warc, --cc")
     if not 0 <= args.shard < args.num_shards:
         fail(f"--shard={args.shard} must be in [0, --num_shards={args.num_shards})")
+    # below these, nothing could ever start (a hang), or a WARC file would never be tried (a crash)
+    for name, least in (("workers", 1), ("connections", 1), ("per_host", 1), ("retries", 0)):
+        if getattr(args, name) < least:
+            fail(f"--{name}={getattr(args, name)} must be at least {least}")
     if args.crawl and args.num_shards > 1:
         fail("--crawl follows one site from one machine; split a large job with --urls instead")
     return args

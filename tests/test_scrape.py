@@ -264,6 +264,14 @@ def test_url_list_with_a_byte_order_mark_and_crlf(tmp_path):
     assert sorted(scrape.url_list(args)) == [("http://a.org/1", 0), ("http://b.org/2", 0)]
 
 
+@pytest.mark.parametrize("flag", ["--workers=0", "--connections=0", "--per_host=0", "--retries=-1"])
+def test_flags_that_would_hang_or_crash_are_refused(flag, capsys):
+    """0 workers, connections or fetches per host wait forever; retries=-1 never tried a WARC."""
+    with pytest.raises(SystemExit):
+        scrape.parse_args(["--warc=x.warc.gz", flag])
+    assert flag.split("=")[0] in capsys.readouterr().err
+
+
 def crawl_site(routes, texts):
     """index -> a, b, a private page, another site, an image; a -> c, index; b -> c, d; c -> e."""
     text = texts[REAL["/pages/alterroutine.html"]]
