@@ -356,6 +356,12 @@ def scrape_warcs(args, pool):
         return stats
 
     report = run_stage("scrape", process, list(by_name), args.output, args, extra_report=this_run)
+    # a WARC file given up on has no shard: the folder is not complete until a rerun reads it
+    failed = [name for name in by_name if not (Path(args.output) / (name + ".gz")).exists()]
+    if failed:
+        report.update(complete=False, warc_failed=[by_name[name] for name in failed],
+                      shards=[s for s in report["shards"] if s["name"][:-len(".gz")] not in failed])
+        write_json(report["report"], report)
     bar.total = bar.n  # the estimate ends exact
     bar.close()
     return report

@@ -486,6 +486,17 @@ def test_warc_gzipped_whole_or_misnamed_loses_no_record(sample, tmp_path, monkey
         assert (tmp_path / "out" / f"{name}.jsonl.gz").read_bytes() == expected
 
 
+def test_a_warc_file_given_up_on_leaves_the_report_incomplete(tmp_path):
+    """A WARC file that cannot be read (here over HTTP from a closed port) makes no shard: the
+    report must not say complete, nor list the shard, so that clean.py warns and a rerun reads it."""
+    url = f"http://127.0.0.1:{closed_port()}/lost.warc.gz"
+    report = scrape.main([f"--warc={url}", f"--output={tmp_path / 'out'}", "--workers=1", "--retries=0",
+                          "--extractor=resiliparse"])
+    assert report["complete"] is False and report["warc_failed"] == [url]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["complete"] is False and saved["shards"] == []
+
+
 @pytest.mark.parametrize("extractor", extract.EXTRACTORS)
 def test_hostile_pages_in_a_warc_cost_only_themselves(sample, tmp_path, extractor):
     """A page that hangs its worker and one that kills it, inside one batch: each is recorded with
