@@ -94,6 +94,9 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                     elif len(body) < rec.content_length:
                         task["result"] = failure("warc_truncated", f"record cut after {len(body)} of "
                                                  f"{rec.content_length} bytes, at byte {position} of {path}")
+                    elif (body := http_decoded(body, headers, max_bytes)) is None:
+                        task["result"] = failure("bad_encoding", "does not decode (or is over "
+                                                 f"{max_bytes} bytes inflated)")
                     else:
                         task.update(body=body, content_type=content_type)
                 yield task
@@ -115,6 +118,49 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                 return
             stream.seek(resume)
             offset = resume
+
+
+def http_decoded(body, headers, max_bytes):
+    """The payload as the page: a WARC written from the wire (wget, Heritrix, warcprox) keeps it as
+    the server sent it, chunked and gzipped. Bytes that are not encoded stay as they are, whatever
+    the headers say: older Common Crawl files hold the payload decoded under the original headers
+    (newer ones rename them X-Crawler-*). None if it is cut short, or inflates to over max_bytes."""
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        body = unchunked(body)
+        if body is None:
+            return None
+    coding = (headers.get("Content-Encoding") or "").strip().lower()
+    if coding in ("gzip", "x-gzip", "deflate"):
+        inflated = None
+        with contextlib.suppress(zlib.error):  # 47: a gzip or zlib header; -15: raw deflate
+            inflate = zlib.decompressobj(wbits=47 if body[:1] in (b"\x1f", b"\x78") else -15)
+            inflated = inflate.decompress(body, max_bytes + 1)
+        if inflated is not None and inflate.eof and len(inflated) <= max_bytes:
+            return inflated
+        if body[:2] == b"\x1f\x8b" or body[:1] == b"\x78":  # compressed, and broken or too large
+            return None
+    elif coding not in ("", "identity") and body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"<":
+        return None  # br, zstd: no decoder here, and these bytes are not HTML as they are
+    return body
+
+
+def unchunked(body):
+    """The bytes of a chunked body; the body as it is if it does not start as one; None if it is
+    cut short."""
+    chunks, i = [], 0
+    while True:  # size in hex (maybe ';extensions'), CRLF, the bytes, CRLF; a size 0 ends it
+        j = body.find(b"\n", i)
+        try:
+            size = int(body[i:j].split(b";")[0], 16) if j >= 0 else -1
+        except ValueError:
+            size = -1
+        if size == 0:
+            return b"".join(chunks)
+        end = body.find(b"\n", j + 1 + size) if size > 0 else -1  # the CRLF after the bytes
+        if end < 0:
+            return None if chunks or size > 0 else body
+        chunks.append(body[j + 1:j + 1 + size])
+        i = end + 1
 
 
 def next_warc_member(f, start, whole=True):

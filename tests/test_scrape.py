@@ -497,6 +497,39 @@ def test_a_warc_file_given_up_on_leaves_the_report_incomplete(tmp_path):
     assert saved["complete"] is False and saved["shards"] == []
 
 
+def test_warc_payloads_kept_as_sent_are_decoded(sample, tmp_path):
+    """wget, Heritrix and warcprox store a response as it came over the wire: chunked, gzipped or
+    both. Each must give the page's own text, never 'binary' or chunk sizes in the text, and so must
+    a payload stored decoded under those headers; one cut short is an error with its reason."""
+    (_, content_type, html), = sample_records(sample, list(sample[0])[:1])
+
+    def chunked(body):
+        return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 999]), body[i:i + 999])
+                        for i in range(0, len(body), 999)) + b"0\r\n\r\n"
+    gzipped, chunks = ("Content-Encoding", "gzip"), ("Transfer-Encoding", "chunked")
+    variants = {"plain": ([], html), "gzip": ([gzipped], gzip.compress(html)),
+                "chunked": ([chunks], chunked(html)),
+                "both": ([gzipped, chunks], chunked(gzip.compress(html))),
+                "cut": ([chunks], chunked(html)[:-1500]),
+                "br": ([("Content-Encoding", "br")], b"\x8b\x02"),  # no decoder for it here
+                "decoded": ([gzipped, chunks], html)}  # old Common Crawl files: the same headers
+    with open(tmp_path / "wire.warc.gz", "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        for name, (headers, body) in variants.items():
+            http = StatusAndHeaders("200 OK", [("Content-Type", content_type), *headers],
+                                    protocol="HTTP/1.1")
+            rec = writer.create_warc_record(f"http://x.org/{name}", "response",
+                                            payload=io.BytesIO(body), http_headers=http)
+            writer.write_record(rec)
+    scrape.main([f"--warc={tmp_path / 'wire.warc.gz'}", f"--output={tmp_path / 'out'}",
+                 "--workers=1", "--extractor=resiliparse"])
+    texts = {d["url"].rsplit("/", 1)[1]: d["text"] for d in read_shards(tmp_path / "out")}
+    assert list(texts) == ["plain", "gzip", "chunked", "both", "decoded"]
+    assert len(set(texts.values())) == 1
+    errors = [(e["url"], e["reason"]) for e in read_errors(tmp_path / "out")]
+    assert errors == [("http://x.org/cut", "bad_encoding"), ("http://x.org/br", "bad_encoding")]
+
+
 @pytest.mark.parametrize("extractor", extract.EXTRACTORS)
 def test_hostile_pages_in_a_warc_cost_only_themselves(sample, tmp_path, extractor):
     """A page that hangs its worker and one that kills it, inside one batch: each is recorded with
