@@ -88,7 +88,9 @@ def decode_html(body, content_type, url=""):
             with contextlib.suppress(UnicodeDecodeError):
                 return body.decode("utf-8")
             return body.decode("cp1252", errors="replace")
-        with contextlib.suppress(LookupError, UnicodeDecodeError):
+        if label.startswith(("utf-16", "utf-32", "utf16", "utf32")):
+            continue  # a lie: UTF-16 text has a BOM (above) or NUL bytes. Browsers ignore it too
+        with contextlib.suppress(LookupError, UnicodeError):  # UnicodeError: Python's 'undefined'
             return body.decode(label)
     with contextlib.suppress(UnicodeDecodeError):
         return body.decode("utf-8")

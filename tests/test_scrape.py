@@ -441,6 +441,16 @@ def test_decoding_and_sniffing(sample):
     assert fetch.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
 
 
+@pytest.mark.parametrize("label", ["utf-16", "UTF-16LE", "utf-32", "undefined"])
+def test_charset_labels_that_cannot_be_true_are_ignored(label):
+    """A UTF-8 page whose <meta> says UTF-16 (no BOM, no NUL bytes: it cannot be) is read as
+    browsers read it, not as CJK mojibake; a label Python knows but cannot decode with costs
+    nothing either."""
+    html = f"<html><head><meta charset='{label}'></head><body>Ça coûte 5 € — déjà vu</body>"
+    assert fetch.decode_html(html.encode("utf-8"), "text/html") == html
+    assert fetch.decode_html(html.encode("utf-8"), f"text/html; charset={label}") == html
+
+
 def sample_records(sample, urls):
     pages, _ = sample
     return [(url, pages[url][0], pages[url][1]) for url in urls]
