@@ -172,10 +172,19 @@ def extract_page(task, options):
     result = {"text": text, "title": title, "date": date_}
     if task.get("want_links"):
         (base, hrefs) = links
-        base = urljoin(task["url"], base[0] if base else "")
-        links = (urldefrag(urljoin(base, (href or "").strip()))[0] for href in hrefs)
-        result["links"] = list(dict.fromkeys(links))[:1000]
+        base = absolute(task["url"], base[0] if base else "") or task["url"]
+        links = (absolute(base, href) for href in hrefs)
+        result["links"] = [link for link in dict.fromkeys(links) if link][:1000]
     return result
+
+
+def absolute(base, href):
+    """href as an absolute URL without its #fragment, or None if it does not parse: one broken
+    link ('http://[oops/') must not cost the page its text and its other links."""
+    try:
+        return urldefrag(urljoin(base, (href or "").strip()))[0]
+    except ValueError:
+        return None
 
 # -----------------------------------------------------------------------------------------------
 # the record of an outcome

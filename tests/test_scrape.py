@@ -272,6 +272,19 @@ def test_flags_that_would_hang_or_crash_are_refused(flag, capsys):
     assert flag.split("=")[0] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extractor", extract.EXTRACTORS)
+def test_a_malformed_link_costs_only_itself(extractor):
+    """Crawling, a page with one href that does not parse (an unclosed IPv6 bracket), in <a> or
+    <base>, keeps its text and its other links."""
+    html = ("<html><head><base href='http://[bad/'></head><body><article><p>"
+            + "Enough text for the page to be kept. " * 20 + "</p><a href='http://[oops/'>x</a>"
+            "<a href='/next.html#top'>next</a></article></body></html>").encode()
+    task = {"url": "http://e.org/a/", "body": html, "want_links": True,
+            "fetched_at": "2026-11-01T00:00:00Z"}
+    result = extract.extract_page(task, {"extractor": extractor, "min_chars": 100})
+    assert "Enough text" in result["text"] and result["links"] == ["http://e.org/next.html"]
+
+
 def crawl_site(routes, texts):
     """index -> a, b, a private page, another site, an image; a -> c, index; b -> c, d; c -> e."""
     text = texts[REAL["/pages/alterroutine.html"]]
