@@ -73,6 +73,11 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                 # headers by fastwarc's names for them: a str key costs it ~10x more (~15 us a look-up)
                 task = {"url": rec.headers.get(WarcHeader.WARC_TARGET_URI), "source": source, "warc_pos": position,
                         "fetched_at": rec.headers.get(WarcHeader.WARC_DATE) or now_iso()}
+                if not task["url"]:  # malformed: no URL to name a document (and its id) by
+                    detail = f"no WARC-Target-URI in the record at byte {position}"
+                    task.update(url=path, result=failure("no_url", detail))
+                    yield task
+                    continue
                 if rec.record_type == WarcRecordType.conversion:
                     task["text"] = rec.reader.read().decode("utf-8", errors="replace")
                     yield task

@@ -553,6 +553,26 @@ def test_warc_payloads_kept_as_sent_are_decoded(sample, tmp_path):
     assert errors == [("http://x.org/cut", "bad_encoding"), ("http://x.org/br", "bad_encoding")]
 
 
+def test_a_warc_record_without_its_url_is_an_error(tmp_path):
+    """A record with no WARC-Target-URI has nothing to make the document's id from: it is an error
+    line (before, the worker died on it, again and again, and the run never ended)."""
+    path = tmp_path / "in.warc.gz"
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        for n in range(3):
+            rec = writer.create_warc_record(f"http://x.org/{n}", "conversion",
+                                            payload=io.BytesIO(b"Text. " * 50))
+            if n == 1:
+                rec.rec_headers.remove_header("WARC-Target-URI")
+            writer.write_record(rec)
+    with open(path, "rb") as f:
+        tasks = list(warc.warc_pages(f, str(path), "warc", 1000))
+    assert [t.get("result", {}).get("reason") for t in tasks] == [None, "no_url", None]
+    report = scrape.main([f"--warc={path}", f"--output={tmp_path / 'out'}", "--workers=1",
+                          "--min_chars=0", "--extractor=resiliparse"])
+    assert report["totals"]["docs"] == 2 and report["totals"]["no_url"] == 1
+
+
 @pytest.mark.parametrize("extractor", extract.EXTRACTORS)
 def test_hostile_pages_in_a_warc_cost_only_themselves(sample, tmp_path, extractor):
     """A page that hangs its worker and one that kills it, inside one batch: each is recorded with
