@@ -412,6 +412,13 @@ def parse_args(argv=None):
     return args
 
 
+def host(url):
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:  # a malformed URL ('http://[oops/'): dealt out too, and failed as bad_url
+        return ""
+
+
 def url_list(args):
     """(url, depth 0) for each line of --urls that falls to this machine's shard. Hosts, not URLs,
     are dealt out, so that politeness per host holds across machines."""
@@ -422,7 +429,7 @@ def url_list(args):
         fail(f"cannot read --urls={args.urls}: {e}")
     urls = [u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")]
     mine = [u for u in dict.fromkeys(urls)
-            if int(hashlib.sha256(urlsplit(u).netloc.lower().encode()).hexdigest()[:8], 16) % args.num_shards == args.shard]
+            if int(hashlib.sha256(host(u).encode()).hexdigest()[:8], 16) % args.num_shards == args.shard]
     # in hash order, so that hosts interleave: a list sorted by host would have every fetch thread
     # queueing behind one host's politeness delay
     return [(u, 0) for u in sorted(mine, key=doc_id)]

@@ -264,6 +264,16 @@ def test_url_list_with_a_byte_order_mark_and_crlf(tmp_path):
     assert sorted(scrape.url_list(args)) == [("http://a.org/1", 0), ("http://b.org/2", 0)]
 
 
+def test_a_malformed_url_in_the_list_is_one_bad_url(tmp_path):
+    """One line that does not parse as a URL must not stop the run before its first fetch."""
+    (tmp_path / "urls.txt").write_text("http://a.org/1\nhttp://[oops/\n")
+    both = [url for shard in ("0", "1") for url in scrape.url_list(scrape.parse_args(
+        [f"--urls={tmp_path / 'urls.txt'}", "--num_shards=2", f"--shard={shard}"]))]
+    assert sorted(both) == [("http://[oops/", 0), ("http://a.org/1", 0)]
+    with pytest.raises(fetch.Failure, match="bad_url"):  # what the fetcher then makes of it
+        fetch.Fetcher(scrape.parse_args(["--urls=x"])).fetch_page("http://[oops/")
+
+
 @pytest.mark.parametrize("flag", ["--workers=0", "--connections=0", "--per_host=0", "--retries=-1"])
 def test_flags_that_would_hang_or_crash_are_refused(flag, capsys):
     """0 workers, connections or fetches per host wait forever; retries=-1 never tried a WARC."""
