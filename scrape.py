@@ -255,6 +255,8 @@ def warc_sources(args):
         sources = [args.warc]
     elif os.path.isdir(args.warc):
         sources = sorted(str(p) for p in Path(args.warc).iterdir() if re.search(r"\.(warc|wet)(\.gz)?$", p.name))
+    elif os.path.isfile(args.warc):  # as written: glob would take 'crawl [2024]/' as a pattern
+        sources = [args.warc]
     else:
         sources = sorted(glob.glob(args.warc))
     if not sources:

@@ -563,6 +563,16 @@ def test_warc_payloads_kept_as_sent_are_decoded(sample, tmp_path):
     assert errors == [("http://x.org/cut", "bad_encoding"), ("http://x.org/br", "bad_encoding")]
 
 
+def test_a_warc_path_with_glob_characters(sample, tmp_path):
+    """A file in a folder such as 'crawl [2024]' is read as named, not taken as a pattern."""
+    pages, _ = sample
+    (tmp_path / "crawl [2024]").mkdir()
+    write_warc(tmp_path / "crawl [2024]" / "a b.warc.gz", sample_records(sample, list(pages)[:1]))
+    report = scrape.main([f"--warc={tmp_path / 'crawl [2024]' / 'a b.warc.gz'}", "--workers=1",
+                          f"--output={tmp_path / 'out'}", "--extractor=resiliparse"])
+    assert report["totals"]["pages"] == 1
+
+
 def test_a_warc_record_without_its_url_is_an_error(tmp_path):
     """A record with no WARC-Target-URI has nothing to make the document's id from: it is an error
     line (before, the worker died on it, again and again, and the run never ended)."""
