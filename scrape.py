@@ -33,6 +33,7 @@ import queue
 import re
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -373,7 +374,7 @@ def scrape_warcs(args, pool):
 
 def parse_args(argv=None):
     p = stage_arguments(__doc__.split("\n\n")[0], None, "data/raw")
-    p.add_argument("--urls", help="file with one URL per line")
+    p.add_argument("--urls", help="file with one URL per line (gzipped or not)")
     p.add_argument("--crawl", help="seed URL: crawl its site breadth first")
     p.add_argument("--warc", help="WARC or WET file(s): path, folder, glob or http(s) URL")
     p.add_argument("--cc", help="Common Crawl snapshot, e.g. CC-MAIN-2024-10")
@@ -425,10 +426,13 @@ def url_list(args):
     """(url, depth 0) for each line of --urls that falls to this machine's shard. Hosts, not URLs,
     are dealt out, so that politeness per host holds across machines."""
     try:
-        # utf-8-sig: Notepad starts a file with a byte-order mark that would spoil the first URL
-        lines = Path(args.urls).read_text(encoding="utf-8-sig", errors="replace").splitlines()
-    except OSError as e:
+        data = Path(args.urls).read_bytes()
+        if data.startswith(b"\x1f\x8b"):  # urls.txt.gz: read as zcat would, not as lines of noise
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:  # EOFError: a .gz cut short
         fail(f"cannot read --urls={args.urls}: {e}")
+    # utf-8-sig: Notepad starts a file with a byte-order mark that would spoil the first URL
+    lines = data.decode("utf-8-sig", errors="replace").splitlines()
     urls = [u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")]
     mine = [u for u in dict.fromkeys(urls)
             if int(hashlib.sha256(host(u).encode()).hexdigest()[:8], 16) % args.num_shards == args.shard]

@@ -264,6 +264,18 @@ def test_url_list_with_a_byte_order_mark_and_crlf(tmp_path):
     assert sorted(scrape.url_list(args)) == [("http://a.org/1", 0), ("http://b.org/2", 0)]
 
 
+def test_a_gzipped_url_list(tmp_path, capsys):
+    """urls.txt.gz is read as its lines (it was lines of gzip noise, each a 'bad_url'); one cut
+    short stops with a message that names it."""
+    (tmp_path / "urls.txt.gz").write_bytes(gzip.compress(b"http://a.org/1\nhttp://b.org/2\n"))
+    args = scrape.parse_args([f"--urls={tmp_path / 'urls.txt.gz'}"])
+    assert sorted(scrape.url_list(args)) == [("http://a.org/1", 0), ("http://b.org/2", 0)]
+    (tmp_path / "cut.txt.gz").write_bytes((tmp_path / "urls.txt.gz").read_bytes()[:20])
+    with pytest.raises(SystemExit):
+        scrape.url_list(scrape.parse_args([f"--urls={tmp_path / 'cut.txt.gz'}"]))
+    assert "cut.txt.gz" in capsys.readouterr().err
+
+
 def test_a_malformed_url_in_the_list_is_one_bad_url(tmp_path):
     """One line that does not parse as a URL must not stop the run before its first fetch."""
     (tmp_path / "urls.txt").write_text("http://a.org/1\nhttp://[oops/\n")
