@@ -342,9 +342,11 @@ def scrape_warc(path, out_path, pool, args, fetcher, bar, eta_bytes):
 def scrape_warcs(args, pool):
     sources = warc_sources(args)
     # run_stage names each output after its input; give it the names we want: pages.warc.gz -> pages
-    by_name = {re.sub(r"(\.warc)?(\.wet)?(\.gz)?$", "", Path(urlsplit(s).path).name) + ".jsonl": s for s in sources}
-    if len(by_name) < len(sources):
-        fail("two WARC files with the same name would write the same output shard")
+    by_name = {}
+    for s in sources:
+        name = re.sub(r"(\.warc)?(\.wet)?(\.gz)?$", "", Path(urlsplit(s).path).name) + ".jsonl"
+        if (other := by_name.setdefault(name, s)) != s:
+            fail(f"{other} and {s} would both be written as {name}.gz: rename one")
     args.input = args.warc or args.cc
     fetcher = Fetcher(args)  # for WARC files over HTTP
     bar, start, this_run = progress("scrape", unit="page"), time.time(), {}

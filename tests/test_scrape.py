@@ -585,6 +585,18 @@ def test_a_warc_path_with_glob_characters(sample, tmp_path):
     assert report["totals"]["pages"] == 1
 
 
+def test_two_warc_files_of_one_name_are_named(tmp_path, capsys):
+    """x/a.warc.gz and y/a.warc.gz would write one shard: the message says which two files."""
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        write_warc(tmp_path / folder / "a.warc.gz", [])
+    with pytest.raises(SystemExit):
+        scrape.main([f"--warc={tmp_path}/*/a.warc.gz", f"--output={tmp_path / 'out'}",
+                     "--workers=1", "--extractor=resiliparse"])
+    x, y = tmp_path / "x" / "a.warc.gz", tmp_path / "y" / "a.warc.gz"
+    assert f"{x} and {y} would both be written as a.jsonl.gz" in capsys.readouterr().err
+
+
 def test_a_warc_record_without_its_url_is_an_error(tmp_path):
     """A record with no WARC-Target-URI has nothing to make the document's id from: it is an error
     line (before, the worker died on it, again and again, and the run never ended)."""
