@@ -35,7 +35,7 @@ import urllib.request
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import quote, urldefrag, urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
 import chardetng_py
@@ -146,6 +146,26 @@ def parse_head(lines):
         if colon:
             headers[name.strip().lower()] = value.strip()
     return status, headers
+
+
+NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def wire_url(url):
+    """A URL as it is sent: libcurl takes ASCII only, so a host such as bücher.de goes to IDNA
+    (xn--bcher-kva.de) and other non-ASCII characters are percent-encoded as UTF-8, as browsers
+    do. ValueError (UnicodeError is one) for a URL that cannot be sent: a NUL byte, a bad host."""
+    if "\x00" in url:
+        raise ValueError("a NUL byte in the URL")
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    if parts.hostname and not parts.hostname.isascii():
+        user, at, _ = parts.netloc.rpartition("@")
+        port = f":{parts.port}" if parts.port else ""
+        host = parts.hostname.encode("idna").decode("ascii")
+        parts = parts._replace(netloc=user + at + host + port)
+    return NON_ASCII.sub(lambda m: quote(m.group()), urlunsplit(parts))
 
 
 def redirect_target(r):
@@ -352,10 +372,15 @@ class Fetcher:
             r.size += len(chunk)
             return 0 if r.size > max_bytes else None
 
+        try:
+            url = wire_url(job.url)
+        except ValueError as e:  # not sent: it costs this request, never the fetch thread
+            done = self.robots_done if job.kind == "robots" else self.page_fetched
+            return done(job, Failure("bad_url", e))
         job.limits = max_bytes, html_only, truncate
         curl = self.idle.pop()
         curl.job = job
-        curl.setopt(pycurl.URL, job.url)
+        curl.setopt(pycurl.URL, url)
         curl.setopt(pycurl.PROXY, job.host.proxy)
         curl.setopt(pycurl.HEADERFUNCTION, r.lines.append)
         curl.setopt(pycurl.WRITEFUNCTION, take)

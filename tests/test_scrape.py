@@ -741,6 +741,22 @@ def test_fetcher_caps_connections_per_host_and_in_all(sample):
     assert most["a"] == most["b"] == most["c"] == 2 and most["all"] == 5, most
 
 
+def test_urls_with_non_ascii_characters_are_fetched(sample):
+    """A path with 'é' is sent percent-encoded as UTF-8 and an IDN host in IDNA, as browsers send
+    them: libcurl takes ASCII only, and one such URL used to kill the fetch thread and the run.
+    A URL that cannot be sent (a NUL byte) fails on its own as bad_url."""
+    page = (200, {"Content-Type": "text/html"}, sample[0][REAL["/pages/abort.html"]][1])
+    base, stop = serve({"/caf%C3%A9.html": page}, [])
+    fetcher = fetch.Fetcher(scrape.parse_args(["--urls=x"] + FLAGS))
+    try:
+        assert fetcher.fetch_page(f"{base}/café.html")[2] == page[2]
+        with pytest.raises(fetch.Failure, match="bad_url"):
+            fetcher.fetch_page(f"{base}/a\x00b.html")
+    finally:
+        stop()
+    assert fetch.wire_url("http://bücher.de/ü?q=é") == "http://xn--bcher-kva.de/%C3%BC?q=%C3%A9"
+
+
 def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
     """Real pages as servers really mislabel them: UTF-8 bytes declared iso-8859-1 (header and
     <meta>), and windows-1252 bytes declared nowhere. Both extractors must see the true text."""
