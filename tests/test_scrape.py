@@ -294,6 +294,15 @@ def test_flags_that_would_hang_or_crash_are_refused(flag, capsys):
     assert flag.split("=")[0] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("seed", ["example.org", "http://[oops/"])
+def test_a_crawl_seed_that_is_not_a_url_is_refused(seed, tmp_path, capsys):
+    """A seed without its scheme gave one 'bad_url' line and nothing else; one that does not
+    parse, a traceback."""
+    with pytest.raises(SystemExit):
+        scrape.main([f"--crawl={seed}", "--workers=1", f"--output={tmp_path}"])
+    assert f"--crawl={seed}: the seed must be an http(s) URL" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extractor", extract.EXTRACTORS)
 def test_a_malformed_link_costs_only_itself(extractor):
     """Crawling, a page with one href that does not parse (an unclosed IPv6 bracket), in <a> or
