@@ -412,6 +412,8 @@ def parse_args(argv=None):
     for name, least in (("workers", 1), ("connections", 1), ("per_host", 1), ("retries", 0)):
         if getattr(args, name) < least:
             fail(f"--{name}={getattr(args, name)} must be at least {least}")
+    if args.extract_timeout <= 0:  # not 'no limit': every page would be over it, and killed
+        fail(f"--extract_timeout={args.extract_timeout} must be more than 0 seconds")
     if args.crawl and not (args.crawl.startswith(("http://", "https://")) and host(args.crawl)):
         fail(f"--crawl={args.crawl}: the seed must be an http(s) URL, such as https://example.org/")
     if args.crawl and args.num_shards > 1:

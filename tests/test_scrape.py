@@ -286,9 +286,11 @@ def test_a_malformed_url_in_the_list_is_one_bad_url(tmp_path):
         fetch.Fetcher(scrape.parse_args(["--urls=x"])).fetch_page("http://[oops/")
 
 
-@pytest.mark.parametrize("flag", ["--workers=0", "--connections=0", "--per_host=0", "--retries=-1"])
+@pytest.mark.parametrize("flag", ["--workers=0", "--connections=0", "--per_host=0", "--retries=-1",
+                                  "--extract_timeout=0"])
 def test_flags_that_would_hang_or_crash_are_refused(flag, capsys):
-    """0 workers, connections or fetches per host wait forever; retries=-1 never tried a WARC."""
+    """0 workers, connections or fetches per host wait forever; retries=-1 never tried a WARC;
+    extract_timeout=0 (not "no limit") killed the extraction of most pages."""
     with pytest.raises(SystemExit):
         scrape.parse_args(["--warc=x.warc.gz", flag])
     assert flag.split("=")[0] in capsys.readouterr().err
