@@ -142,7 +142,11 @@ def parse_head(lines):
         return 0, {}
     status, headers = int(lines[first].split()[1]), {}
     for line in lines[first + 1:]:
-        name, colon, value = line.decode("latin-1").partition(":")
+        try:  # a Location such as /café.html comes in UTF-8, and browsers read it so
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line.decode("latin-1")
+        name, colon, value = text.partition(":")
         if colon:
             headers[name.strip().lower()] = value.strip()
     return status, headers

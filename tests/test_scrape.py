@@ -768,6 +768,23 @@ def test_urls_with_non_ascii_characters_are_fetched(sample):
     assert fetch.wire_url("http://bücher.de/ü?q=é") == "http://xn--bcher-kva.de/%C3%BC?q=%C3%A9"
 
 
+def test_a_redirect_to_a_non_ascii_location(sample):
+    """Servers send a Location such as /café.html in raw UTF-8: it is followed as browsers follow
+    it (read as latin-1, it led to /cafÃ©.html, a 404)."""
+    page = (200, {"Content-Type": "text/html"}, sample[0][REAL["/pages/abort.html"]][1])
+
+    def moved(handler, n):
+        handler.wfile.write("HTTP/1.1 301 Moved\r\nLocation: /café.html\r\n"
+                            "Content-Length: 0\r\n\r\n".encode())
+    base, stop = serve({"/old.html": moved, "/caf%C3%A9.html": page}, [])
+    try:
+        fetcher = fetch.Fetcher(scrape.parse_args(["--urls=x"] + FLAGS))
+        url, _, body = fetcher.fetch_page(f"{base}/old.html")
+    finally:
+        stop()
+    assert url == f"{base}/café.html" and body == page[2]
+
+
 def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
     """Real pages as servers really mislabel them: UTF-8 bytes declared iso-8859-1 (header and
     <meta>), and windows-1252 bytes declared nowhere. Both extractors must see the true text."""
