@@ -73,6 +73,8 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                 # headers by fastwarc's names for them: a str key costs it ~10x more (~15 us a look-up)
                 task = {"url": rec.headers.get(WarcHeader.WARC_TARGET_URI), "source": source, "warc_pos": position,
                         "fetched_at": rec.headers.get(WarcHeader.WARC_DATE) or now_iso()}
+                if task["url"] and task["url"][0] == "<" and task["url"][-1] == ">":
+                    task["url"] = task["url"][1:-1]  # <http://...>, as wget 1.19 wrote it
                 if not task["url"]:  # malformed: no URL to name a document (and its id) by
                     detail = f"no WARC-Target-URI in the record at byte {position}"
                     task.update(url=path, result=failure("no_url", detail))

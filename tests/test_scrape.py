@@ -610,7 +610,8 @@ def test_two_warc_files_of_one_name_are_named(tmp_path, capsys):
 
 def test_a_warc_record_without_its_url_is_an_error(tmp_path):
     """A record with no WARC-Target-URI has nothing to make the document's id from: it is an error
-    line (before, the worker died on it, again and again, and the run never ended)."""
+    line (before, the worker died on it, again and again, and the run never ended). One in angle
+    brackets is the URL inside."""
     path = tmp_path / "in.warc.gz"
     with open(path, "wb") as f:
         writer = WARCWriter(f, gzip=True)
@@ -619,10 +620,13 @@ def test_a_warc_record_without_its_url_is_an_error(tmp_path):
                                             payload=io.BytesIO(b"Text. " * 50))
             if n == 1:
                 rec.rec_headers.remove_header("WARC-Target-URI")
+            if n == 2:  # as wget 1.19 wrote it: the URL is the one inside
+                rec.rec_headers.replace_header("WARC-Target-URI", "<http://x.org/2>")
             writer.write_record(rec)
     with open(path, "rb") as f:
         tasks = list(warc.warc_pages(f, str(path), "warc", 1000))
     assert [t.get("result", {}).get("reason") for t in tasks] == [None, "no_url", None]
+    assert tasks[2]["url"] == "http://x.org/2"
     report = scrape.main([f"--warc={path}", f"--output={tmp_path / 'out'}", "--workers=1",
                           "--min_chars=0", "--extractor=resiliparse"])
     assert report["totals"]["docs"] == 2 and report["totals"]["no_url"] == 1
