@@ -408,8 +408,10 @@ def parse_args(argv=None):
         fail("give exactly one of --urls, --crawl, --warc, --cc")
     if not 0 <= args.shard < args.num_shards:
         fail(f"--shard={args.shard} must be in [0, --num_shards={args.num_shards})")
-    # below these, nothing could ever start (a hang), or a WARC file would never be tried (a crash)
-    for name, least in (("workers", 1), ("connections", 1), ("per_host", 1), ("retries", 0)):
+    # below these, nothing could ever start (a hang), or a WARC file would never be tried (a crash);
+    # a redirect loop would never end, or no Common Crawl file be read
+    for name, least in (("workers", 1), ("connections", 1), ("per_host", 1), ("retries", 0),
+                        ("max_redirects", 0), ("cc_files", 1)):
         if getattr(args, name) < least:
             fail(f"--{name}={getattr(args, name)} must be at least {least}")
     if args.extract_timeout <= 0:  # not 'no limit': every page would be over it, and killed

@@ -287,10 +287,11 @@ def test_a_malformed_url_in_the_list_is_one_bad_url(tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--workers=0", "--connections=0", "--per_host=0", "--retries=-1",
-                                  "--extract_timeout=0"])
+                                  "--extract_timeout=0", "--max_redirects=-1", "--cc_files=0"])
 def test_flags_that_would_hang_or_crash_are_refused(flag, capsys):
     """0 workers, connections or fetches per host wait forever; retries=-1 never tried a WARC;
-    extract_timeout=0 (not "no limit") killed the extraction of most pages."""
+    extract_timeout=0 (not "no limit") killed the extraction of most pages; max_redirects=-1
+    followed a redirect loop forever; cc_files=0 said 'no WARC files found'."""
     with pytest.raises(SystemExit):
         scrape.parse_args(["--warc=x.warc.gz", flag])
     assert flag.split("=")[0] in capsys.readouterr().err
