@@ -290,6 +290,23 @@ def test_passes_as_separate_tasks_equal_one_process(corpus, deduped, tmp_path, m
         assert (tmp_path / p.name).read_bytes() == p.read_bytes()
 
 
+def test_rerun_with_other_settings_rewrites_the_output(tmp_path, monkeypatch):
+    """A rerun into the same --output with another --threshold finds other clusters: the shards
+    written from the old ones must be redone, not skipped as done."""
+    rng = random.Random(3)
+    words = [random_word(rng) for _ in range(200)]
+    docs = [{"id": "a", "text": " ".join(words)}, 
+            {"id": "b", "text": " ".join(edited(rng, words, 2))}]
+    write_shard(tmp_path / "in" / "a.jsonl.gz", docs)
+    flags = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", "--workers=1"]
+    dedup_in_process(monkeypatch, *flags)
+    assert output_ids(tmp_path / "out") == {"a.jsonl.gz": ["a"]}
+    dedup_in_process(monkeypatch, *flags, "--threshold=1")
+    assert output_ids(tmp_path / "out") == {"a.jsonl.gz": ["a", "b"]}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"]["documents_out"] == 2
+
+
 def chained_pages(rng, pages, length, step):
     """A chain of edits of each page: A, an edit of A, an edit of the edit, ... Each edit replaces
     words at fresh places at least 5 words from any earlier edit, so it breaks its own 5-grams only
