@@ -240,17 +240,20 @@ def run(shards, output, args):
         shard, target, done_path = shards[k], target_path(shards[k], output), state_path(output, shards[k], ".done.json")
         new = Path(output) / ".sentences" / "new" / shard_name(shard)
         done, meta = read_json(done_path), read_json(state_path(output, shard, ".json"))
-        if done and done["fingerprint"] == current and done["target"] in (file_stat(target), file_stat(new)):
+        # the same hashes and the same --min_doc_words (a marker without it is older: trust it)
+        same = done and done["fingerprint"] == current
+        same = same and done.get("min_doc_words", args.min_doc_words) == args.min_doc_words
+        if same and done["target"] in (file_stat(target), file_stat(new)):
             if done["target"] == file_stat(new):
                 os.replace(new, target)  # the killed run's last step
             totals.update(done["stats"])  # written by an earlier run, from the same hashes
             continue
         if done and done["target"] == file_stat(target) and Path(shard).resolve() == target.resolve():
-            fail(f"{shard}: rewritten in place from other sentence hashes than today's (the input changed); "
-                 f"rerun dedup.py into an empty --output")
+            fail(f"{shard}: rewritten in place from other sentence hashes than today's (the input "
+                 f"changed) or with another --min_doc_words; rerun dedup.py into an empty --output")
         stats = write_shard(shard, new, duplicates[k], n, args.min_doc_words, args.workers)
         write_json(done_path, {"source": meta["source"], "target": file_stat(new), "fingerprint": current,
-                               "stats": dict(stats)})
+                               "min_doc_words": args.min_doc_words, "stats": dict(stats)})
         os.replace(new, target)
         totals.update(stats)
     report = {"stage": "sentence_dedup", "complete": True, "output": str(output), "n_sentences": n,

@@ -164,3 +164,15 @@ def test_short_document_left_is_dropped(tmp_path):
     assert read(out / "x.jsonl.gz") == reference(docs, min_doc_words=10) == [docs[0]]
     assert report["totals"]["documents_dropped"] == 1 and report["totals"]["spans_removed"] == 2
     assert report["totals"]["characters_removed"] == len(BOILERPLATE) + 1
+
+
+def test_rerun_with_another_min_doc_words_redoes_the_shard(tmp_path):
+    docs = [{"id": "a", "text": BOILERPLATE + " One more line."},
+            {"id": "b", "text": BOILERPLATE + " The end."}]
+    write(tmp_path / "in" / "x.jsonl.gz", docs)
+    shards, out = [tmp_path / "in" / "x.jsonl.gz"], tmp_path / "out"
+    first = sentence_dedup.run(shards, out, args(min_doc_words=10))
+    assert first["totals"]["documents_dropped"] == 1
+    report = sentence_dedup.run(shards, out, args(min_doc_words=1))
+    assert [d["id"] for d in read(out / "x.jsonl.gz")] == ["a", "b"]
+    assert "documents_dropped" not in report["totals"]
