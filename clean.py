@@ -480,6 +480,8 @@ def parse_config(argv=None):
         common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
     if cfg.quality_model and not os.path.exists(cfg.quality_model):
         common.fail(f"--quality_model: nothing at {cfg.quality_model}")
+    if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
+        common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
     on = cfg.quality_model and "quality" in cfg.filters
     cfg.quality_kind = quality.model_kind(cfg.quality_model) if on else None
     if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:

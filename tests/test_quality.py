@@ -106,6 +106,12 @@ def test_transformer_filter_in_the_stage(tiny_bert, tmp_path):
     assert totals["rejected:quality:below_threshold"] == len(below) and totals["docs_out"] == len(kept)
 
 
+def test_threshold_without_a_model_is_refused(capsys):
+    with pytest.raises(SystemExit):  # it would have filtered nothing, without a word
+        clean.parse_config(["--quality_threshold=2.5"])
+    assert "--quality_model" in capsys.readouterr().err
+
+
 def test_histogram_bins():
     assert quality.histogram_bin(2.49, "huggingface") == "quality_score:2.0-2.5"
     assert quality.histogram_bin(2.5, "huggingface") == "quality_score:2.5-3.0"
