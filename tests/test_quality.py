@@ -129,6 +129,30 @@ def held_out(doc):
     return int(hashlib.sha256(doc["id"].encode()).hexdigest(), 16) % 4 == 0
 
 
+def test_fasttext_training_with_workers_0(tmp_path, monkeypatch):
+    """--workers=0 (one process, for the other stages) must not reach fastText as 0 threads, which
+    kills the process with a floating-point exception."""
+    import fasttext
+    for name in ("pos", "neg"):
+        docs = [{"id": f"{name}{i}", "text": f"{name} words {i}"} for i in range(4)]
+        write(tmp_path / name / "a.jsonl.gz", docs)
+    threads = []
+
+    class Model:  # training itself takes seconds (2 M hash buckets): what matters is the call
+        def save_model(self, path):
+            Path(path).write_bytes(b"model")
+
+        def predict(self, text, k):
+            return [quality.HIGH], [1.0]
+
+    def train_supervised(**options):
+        threads.append(options["thread"])
+        return Model()
+    monkeypatch.setattr(fasttext, "train_supervised", train_supervised)
+    quality.train_fasttext(tmp_path / "pos", tmp_path / "neg", tmp_path / "m.bin", threads=0)
+    assert threads == [1]
+
+
 def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
     docs, seen = [], set()
     for doc in read(SAMPLE):  # one copy of each text, so no page is in both parts
