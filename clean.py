@@ -480,6 +480,8 @@ def parse_config(argv=None):
         common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
     if cfg.quality_model and not os.path.exists(cfg.quality_model):
         common.fail(f"--quality_model: nothing at {cfg.quality_model}")
+    if cfg.quality_batch_size < 1:  # 0 would end the scoring loop at once: every page lost
+        common.fail(f"--quality_batch_size must be at least 1, not {cfg.quality_batch_size}")
     if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
         common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
     on = cfg.quality_model and "quality" in cfg.filters

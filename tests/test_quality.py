@@ -106,10 +106,13 @@ def test_transformer_filter_in_the_stage(tiny_bert, tmp_path):
     assert totals["rejected:quality:below_threshold"] == len(below) and totals["docs_out"] == len(kept)
 
 
-def test_threshold_without_a_model_is_refused(capsys):
+def test_flags_that_would_lose_or_keep_everything_are_refused(capsys):
     with pytest.raises(SystemExit):  # it would have filtered nothing, without a word
         clean.parse_config(["--quality_threshold=2.5"])
     assert "--quality_model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # batches of 0 pages: the loop ended with no page written
+        clean.parse_config(["--quality_batch_size=0"])
+    assert "--quality_batch_size" in capsys.readouterr().err
 
 
 def test_histogram_bins():
