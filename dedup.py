@@ -113,7 +113,7 @@ def signatures_of_shard(shard, shard_index, args):
     folder = shard_dir(args, shard)
     stat = Path(shard).stat()
     settings = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ngram": args.ngram, "bands": args.bands,
-                "rows": args.rows, "seed": args.seed}
+                "rows": args.rows, "seed": args.seed, "shard_index": shard_index}  # keys hold it
     done = read_json(folder / "done.json")
     if done and all(done.get(k) == v for k, v in settings.items()):
         return
