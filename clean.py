@@ -45,7 +45,7 @@ from words import count_sentences, count_words, split_words
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii", "quality")
 
 # Every threshold of the chain, FineWeb's values (datatrove's defaults), each a --flag with its help.
-# As in datatrove, 0 turns a rule off (-1 for the C4 ones).
+# As in datatrove's Gopher filters (here in all of them), 0 turns a rule off (-1 for the C4 ones).
 THRESHOLDS = dict(
     url_soft_word_threshold=(2, "URL filter: drop if the URL holds this many soft-banned words"),
     language_threshold=(0.65, "keep if the top language is wanted and its score is > this"),
@@ -192,11 +192,13 @@ def gopher_repetition(text, words, t):
     hashes = ngram_hashes(words, 10)
     ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))))
     for n, frac in zip((2, 3, 4), t.top_ngram_fracs):
-        if len(hashes[n]) and top_ngram_chars(hashes[n], n, ends) / len(text) > frac:
+        if frac and len(hashes[n]) and top_ngram_chars(hashes[n], n, ends) / len(text) > frac:
             return f"top_{n}_gram"
     for n, frac in zip(range(5, 11), t.dup_ngram_fracs):
         if not len(hashes[n]):
             break
+        if not frac:
+            continue  # this rule is off
         repeated, bound = repeated_ngram_chars(hashes[n], n, ends, len(text), frac)
         if repeated / len(text) > frac:
             return f"duplicated_{n}_n_grams"
@@ -289,12 +291,14 @@ def fineweb(text, t):
         return "empty"
     if sum(line.endswith(TERMINAL_TUPLE) for line in lines) / len(lines) < t.line_punct_thr:
         return "line_punct_ratio"
-    if sum(len(line) <= t.short_line_length for line in lines) / len(lines) > t.short_line_thr:
+    short = sum(len(line) <= t.short_line_length for line in lines)
+    if t.short_line_thr and short / len(lines) > t.short_line_thr:  # (0 turns each rule off)
         return "short_line_ratio"
-    if duplicates(lines)[1] / len(text.replace("\n", "")) > t.char_duplicates_ratio:
+    duplicated_chars = duplicates(lines)[1] if t.char_duplicates_ratio else 0
+    if duplicated_chars / len(text.replace("\n", "")) > t.char_duplicates_ratio:
         return "char_dup_ratio"
     words = count_words(text)
-    if not words or text.count("\n") / words > t.new_line_ratio:
+    if t.new_line_ratio and (not words or text.count("\n") / words > t.new_line_ratio):
         return "list_ratio"
     return None
 

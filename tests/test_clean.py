@@ -292,6 +292,20 @@ def test_fineweb_thresholds(rule):
     assert fineweb(outside) == rule
 
 
+def test_zero_turns_the_repetition_and_fineweb_rules_off():
+    """As for every other threshold (README, --help): 0 is off, not 'drop on the least'. A page of
+    prose with a short line said twice and a 5-gram said twice passes FineWeb's defaults."""
+    lines = prose(10) + ["Yes.", "we went to the shop and bought milk.",
+                         "later we went to the shop again.", "Yes."]
+    text = "\n".join(lines)
+    assert repetition(text) is None and fineweb(lines) is None
+    for flags in (["--top_ngram_fracs=0,0,0"], ["--dup_ngram_fracs=0,0,0,0,0,0"],
+                  ["--short_line_thr=0"], ["--char_duplicates_ratio=0"], ["--new_line_ratio=0"]):
+        cfg = clean.parse_config(flags)
+        assert clean.gopher_repetition(text, words.split_words(text), cfg) is None, flags
+        assert clean.fineweb(text, cfg) is None, flags
+
+
 # -----------------------------------------------------------------------------------------------
 # words: the regular expression against spaCy's English tokenizer (spacy 3.8, spacy.blank("en"),
 # whitespace tokens dropped as datatrove does)
