@@ -467,10 +467,12 @@ def parse_config(argv=None):
     for key, (value, meaning) in THRESHOLDS.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help=f"{meaning} (default {value})")
     cfg = p.parse_args(argv)
-    cfg.languages = set(cfg.languages.split(","))
+    cfg.languages = {label.strip() for label in cfg.languages.split(",") if label.strip()}  # en, de
     cfg.filters = [f.strip() for f in cfg.filters.split(",") if f.strip()]
     if unknown := set(cfg.filters) - set(FILTERS):
         common.fail(f"--filters: unknown {sorted(unknown)}; choose from {','.join(FILTERS)}")
+    if "language" in cfg.filters and not cfg.languages:
+        common.fail("--languages is empty: to keep all, leave 'language' out of --filters")
     cfg.top_ngram_fracs = [float(x) for x in cfg.top_ngram_fracs.split(",")]
     cfg.dup_ngram_fracs = [float(x) for x in cfg.dup_ngram_fracs.split(",")]
     if len(cfg.top_ngram_fracs) != 3 or len(cfg.dup_ngram_fracs) != 6:

@@ -389,6 +389,13 @@ def test_language_threshold():
     assert clean.run_filters(dict(doc, text=SAMPLES["en"]), strict, Counter()) == ("language", "low_score")
 
 
+def test_languages_flag_with_spaces(capsys):
+    assert clean.parse_config(["--languages=en, de"]).languages == {"en", "de"}  # not " de"
+    with pytest.raises(SystemExit):
+        clean.parse_config(["--languages="])  # every page dropped, as language ''
+    assert "--languages" in capsys.readouterr().err
+
+
 # -----------------------------------------------------------------------------------------------
 # PII and the URL blocklist
 
