@@ -219,7 +219,8 @@ def run(shards, output, args):
     mine = list(range(args.shard, len(shards), args.num_shards))
     start = time.time()
     report_path = output / f"report_sentences{'' if args.num_shards == 1 else f'_{args.shard:05d}_of_{args.num_shards:05d}'}.json"
-    write_json(report_path, {"stage": "sentence_dedup", "complete": False})
+    # "complete" and "shards" as in every stage's report: the next stage reads report_*_of_*.json
+    write_json(report_path, {"stage": "sentence_dedup", "complete": False, "shards": []})
     for k in mine:
         if not signatures_current(shards[k], output, n):
             compute_signatures(shards[k], output, n, args.workers)
@@ -257,9 +258,10 @@ def run(shards, output, args):
         os.replace(new, target)
         totals.update(stats)
     report = {"stage": "sentence_dedup", "complete": True, "output": str(output), "n_sentences": n,
-              "min_doc_words": args.min_doc_words, "shards": len(mine), "seconds_hashing": round(hashed, 2),
-              "seconds": round(time.time() - start, 2), "totals": dict(sorted(totals.items())),
-              "report": str(report_path)}
+              "min_doc_words": args.min_doc_words,
+              "shards": [{"name": shard_name(shards[k])} for k in mine],
+              "seconds_hashing": round(hashed, 2), "seconds": round(time.time() - start, 2),
+              "totals": dict(sorted(totals.items())), "report": str(report_path)}
     write_json(report_path, report)
     return report
 
@@ -267,7 +269,8 @@ def run(shards, output, args):
 def dedup_sentences(shards, output, args):
     """run(), and the summary a user reads at the end."""
     report = run(shards, output, args)
-    print_summary("sentence_dedup", {**report, "shards_processed": report["shards"], "shards_skipped_done": 0},
+    processed = {"shards_processed": len(report["shards"]), "shards_skipped_done": 0}
+    print_summary("sentence_dedup", {**report, **processed},
                   ["documents_in", "documents_out", "documents_changed", "spans_removed", "characters_removed",
                    "documents_dropped"])
     return report

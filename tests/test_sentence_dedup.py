@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import crashsafe
 import dedup
 import sentence_dedup
 import words
@@ -126,6 +127,10 @@ def test_same_output_for_any_workers_machines_and_ranges(corpus):
         name = f"part-{i}.jsonl.gz"
         assert (one / name).read_bytes() == (two / name).read_bytes() == (tmp / "two_machines" / name).read_bytes()
     assert json.loads((tmp / "two_machines" / "report_sentences_00001_of_00002.json").read_text())["complete"]
+    # the next stage reads these reports as it reads every stage's: complete, nothing missing
+    shards = sorted((tmp / "two_machines").glob("*.jsonl.gz"))
+    check = crashsafe.check_input(tmp / "two_machines", shards)
+    assert check == {"input_complete": True, "input_problems": []}
 
 
 def test_rerun_skips_done_shards(corpus):
