@@ -505,6 +505,11 @@ def main():
                                         lr=cfg.quality_lr, threads=cfg.workers)
         print(f"quality: wrote {cfg.output_model}: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
         return
+    if "language" in cfg.filters:  # no fastText model: stop here, rather than drop every page
+        try:
+            load_language_model(cfg.language_model)
+        except (ValueError, OSError) as e:
+            common.fail(f"--language_model={cfg.language_model}: {e}")
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)

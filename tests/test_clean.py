@@ -492,6 +492,18 @@ def run_clean(tmp_path, name, *flags, input_dir="in"):
     return out, json.loads((out / "report.json").read_text())
 
 
+def test_a_language_model_that_is_no_model_stops_the_run(tmp_path, capsys):
+    """Not each page dropped as a filter error, and the shards marked done, so that a rerun with
+    the right model would skip them."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "a", "text": prose(10)[0]}) + "\n")
+    (tmp_path / "model.bin").write_text("not a model")
+    with pytest.raises(SystemExit):
+        run_clean(tmp_path, "out", f"--language_model={tmp_path / 'model.bin'}", "--workers=1")
+    assert "--language_model" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "a.jsonl.gz").exists()
+
+
 def read(path):
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
