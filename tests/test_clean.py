@@ -417,6 +417,17 @@ def test_pii():
     assert out.count("22.214.171.124") == 1 and "126.96.36.199" in out  # placeholders cycle
 
 
+def test_pii_in_a_chunk_of_over_2000_characters():
+    """A JSON blob or a long comma-separated list is one chunk between spaces: its addresses go
+    too (they were kept, to spare the expression a long chunk)."""
+    users = ",".join(f'{{"name":"user{i}","mail":"user{i}@corp.com"}}' for i in range(60))
+    blob = '{"users":[' + users + "]}"
+    stats = Counter()
+    out = clean.replace_pii(f"The export: {blob} (end)", stats)
+    assert len(blob) > 2000 and "@corp.com" not in out and stats["pii:email"] == 60
+    assert out.startswith('The export: {"users":[{"name":"user0","mail":"email@example.com"},')
+
+
 def test_url_blocklist(tmp_path):
     blocklist = tmp_path / "block.txt"
     blocklist.write_text("# spam\nspam.example\nhttps://ok.example/bad-page\nwww.other.example\n")
