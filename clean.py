@@ -45,7 +45,7 @@ from words import count_sentences, count_words, split_words
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii", "quality")
 
 # Every threshold of the chain, FineWeb's values (datatrove's defaults), each a --flag with its help.
-# As in datatrove, 0 turns a rule off (-1 for the C4 ones).
+# As in datatrove's Gopher filters (here in all of them), 0 turns a rule off (-1 for the C4 ones).
 THRESHOLDS = dict(
     url_soft_word_threshold=(2, "URL filter: drop if the URL holds this many soft-banned words"),
     language_threshold=(0.65, "keep if the top language is wanted and its score is > this"),
@@ -192,11 +192,13 @@ def gopher_repetition(text, words, t):
     hashes = ngram_hashes(words, 10)
     ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))))
     for n, frac in zip((2, 3, 4), t.top_ngram_fracs):
-        if len(hashes[n]) and top_ngram_chars(hashes[n], n, ends) / len(text) > frac:
+        if frac and len(hashes[n]) and top_ngram_chars(hashes[n], n, ends) / len(text) > frac:
             return f"top_{n}_gram"
     for n, frac in zip(range(5, 11), t.dup_ngram_fracs):
         if not len(hashes[n]):
             break
+        if not frac:
+            continue  # this rule is off
         repeated, bound = repeated_ngram_chars(hashes[n], n, ends, len(text), frac)
         if repeated / len(text) > frac:
             return f"duplicated_{n}_n_grams"
@@ -289,12 +291,14 @@ def fineweb(text, t):
         return "empty"
     if sum(line.endswith(TERMINAL_TUPLE) for line in lines) / len(lines) < t.line_punct_thr:
         return "line_punct_ratio"
-    if sum(len(line) <= t.short_line_length for line in lines) / len(lines) > t.short_line_thr:
+    short = sum(len(line) <= t.short_line_length for line in lines)
+    if t.short_line_thr and short / len(lines) > t.short_line_thr:  # (0 turns each rule off)
         return "short_line_ratio"
-    if duplicates(lines)[1] / len(text.replace("\n", "")) > t.char_duplicates_ratio:
+    duplicated_chars = duplicates(lines)[1] if t.char_duplicates_ratio else 0
+    if duplicated_chars / len(text.replace("\n", "")) > t.char_duplicates_ratio:
         return "char_dup_ratio"
     words = count_words(text)
-    if not words or text.count("\n") / words > t.new_line_ratio:
+    if t.new_line_ratio and (not words or text.count("\n") / words > t.new_line_ratio):
         return "list_ratio"
     return None
 
@@ -463,10 +467,12 @@ def parse_config(argv=None):
     for key, (value, meaning) in THRESHOLDS.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help=f"{meaning} (default {value})")
     cfg = p.parse_args(argv)
-    cfg.languages = set(cfg.languages.split(","))
+    cfg.languages = {label.strip() for label in cfg.languages.split(",") if label.strip()}  # en, de
     cfg.filters = [f.strip() for f in cfg.filters.split(",") if f.strip()]
     if unknown := set(cfg.filters) - set(FILTERS):
         common.fail(f"--filters: unknown {sorted(unknown)}; choose from {','.join(FILTERS)}")
+    if "language" in cfg.filters and not cfg.languages:
+        common.fail("--languages is empty: to keep all, leave 'language' out of --filters")
     cfg.top_ngram_fracs = [float(x) for x in cfg.top_ngram_fracs.split(",")]
     cfg.dup_ngram_fracs = [float(x) for x in cfg.dup_ngram_fracs.split(",")]
     if len(cfg.top_ngram_fracs) != 3 or len(cfg.dup_ngram_fracs) != 6:
@@ -480,6 +486,10 @@ def parse_config(argv=None):
         common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
     if cfg.quality_model and not os.path.exists(cfg.quality_model):
         common.fail(f"--quality_model: nothing at {cfg.quality_model}")
+    if cfg.quality_batch_size < 1:  # 0 would end the scoring loop at once: every page lost
+        common.fail(f"--quality_batch_size must be at least 1, not {cfg.quality_batch_size}")
+    if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
+        common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
     on = cfg.quality_model and "quality" in cfg.filters
     cfg.quality_kind = quality.model_kind(cfg.quality_model) if on else None
     if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:
@@ -495,6 +505,11 @@ def main():
                                         lr=cfg.quality_lr, threads=cfg.workers)
         print(f"quality: wrote {cfg.output_model}: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
         return
+    if "language" in cfg.filters:  # no fastText model: stop here, rather than drop every page
+        try:
+            load_language_model(cfg.language_model)
+        except (ValueError, OSError) as e:
+            common.fail(f"--language_model={cfg.language_model}: {e}")
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)

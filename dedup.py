@@ -113,7 +113,7 @@ def signatures_of_shard(shard, shard_index, args):
     folder = shard_dir(args, shard)
     stat = Path(shard).stat()
     settings = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ngram": args.ngram, "bands": args.bands,
-                "rows": args.rows, "seed": args.seed}
+                "rows": args.rows, "seed": args.seed, "shard_index": shard_index}  # keys hold it
     done = read_json(folder / "done.json")
     if done and all(done.get(k) == v for k, v in settings.items()):
         return
@@ -381,6 +381,10 @@ def write_clusters(path, nodes, root, kept, partner, agree, is_copy, all_shards,
 # pass 4: write the survivors
 
 
+def written_path(args, shard):
+    return work_dir(args) / "written" / (shard_name(shard) + ".json")
+
+
 def write_survivors(path, out_path, removal_path):
     removal = np.load(removal_path)
     exact = dict(zip(removal["row"].tolist(), removal["exact"].tolist()))
@@ -469,8 +473,17 @@ def main():
              **{k: v for k, v in summary.items() if k != "fingerprint"}, **seconds}
     print(f"dedup: writing survivors to {args.output}", file=sys.stderr)
     my_shards = list_shards(args.input, args.shard, args.num_shards)
-    report = run_stage("dedup", lambda path, out_path: write_survivors(
-        path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")), my_shards, args.output, args, extra)
+    for path in my_shards:  # written from other clusters (input or settings changed): redo it, as
+        # run_stage would skip it for its stats file
+        if (read_json(written_path(args, path)) or {}).get("fingerprint") != job:
+            (Path(args.output) / ".stats" / (shard_name(path) + ".json")).unlink(missing_ok=True)
+
+    def write_shard(path, out_path):
+        removal = work_dir(args) / "removed" / (shard_name(path) + ".npy")
+        stats = write_survivors(path, out_path, removal)
+        write_json(written_path(args, path), {"fingerprint": job})
+        return stats
+    report = run_stage("dedup", write_shard, my_shards, args.output, args, extra)
     print_summary("dedup", report, ["documents_in", "documents_out", "removed_exact_duplicates",
                                     "removed_near_duplicates"])
     found = summary["all_shards"]

@@ -17,6 +17,11 @@ EMAIL_RE = re.compile(
 # An address holds no whitespace, so EMAIL_RE runs on the chunks holding an '@' only: the same
 # matches, and a chunk of thousands of characters (base64 data) cannot make it take quadratic time.
 AT_CHUNK_RE = re.compile(r"(?<!\S)\S*@\S*")
+# A longer chunk (a JSON blob, a list joined by commas) is searched between the characters no
+# address holds, each run of the others on its own (a separator holds no '@': it is kept as it is);
+# only a run of over 2,000 characters is skipped.
+NOT_IN_ADDRESS_RE = re.compile(r"([^A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\[\]:-]+)")
+MAX_CHUNK = 2000
 # unlike datatrove, not inside a longer word or dotted number: versions such as 1.2.3.4.5, v1.2.3.4
 # or 2.20.1.155.g426c are no addresses (section numbers such as "14.3.4.3." still look like one)
 IPV4_RE = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)(?!\.?\w)")
@@ -48,8 +53,12 @@ def replace_pii(text, stats):
     so its output depends on how documents are dealt to workers)."""
     if "@" in text:
         emails = count()
-        text = AT_CHUNK_RE.sub(lambda chunk: chunk.group() if len(chunk.group()) > 2000 else substitute(
-            EMAIL_RE, chunk.group(), EMAIL_PLACEHOLDERS, emails, stats, "pii:email"), text)
+
+        def replace_emails(chunk):
+            runs = [chunk] if len(chunk) <= MAX_CHUNK else NOT_IN_ADDRESS_RE.split(chunk)
+            return "".join(substitute(EMAIL_RE, run, EMAIL_PLACEHOLDERS, emails, stats, "pii:email")
+                           if "@" in run and len(run) <= MAX_CHUNK else run for run in runs)
+        text = AT_CHUNK_RE.sub(lambda chunk: replace_emails(chunk.group()), text)
     ips = count()
     text = substitute(IPV4_RE, text, IP_PLACEHOLDERS, ips, stats, "pii:ip", is_public_ip)
     if "::" in text or text.count(":") >= 7:

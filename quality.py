@@ -150,8 +150,9 @@ def train_fasttext(positive, negative, output, epoch=5, lr=0.1, word_ngrams=2, d
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(train), encoding="utf-8")
+        # (fastText dies of SIGFPE on 0 threads: --workers=0 means one process elsewhere)
         model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, wordNgrams=word_ngrams,
-                                          dim=dim, thread=threads, seed=seed, verbose=0)
+                                          dim=dim, thread=max(1, threads), seed=seed, verbose=0)
     with common.atomic_path(output) as tmp_path:
         model.save_model(str(tmp_path))
     report = {"train_documents": len(train), "held_out_documents": len(held_out), **stats}

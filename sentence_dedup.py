@@ -219,7 +219,8 @@ def run(shards, output, args):
     mine = list(range(args.shard, len(shards), args.num_shards))
     start = time.time()
     report_path = output / f"report_sentences{'' if args.num_shards == 1 else f'_{args.shard:05d}_of_{args.num_shards:05d}'}.json"
-    write_json(report_path, {"stage": "sentence_dedup", "complete": False})
+    # "complete" and "shards" as in every stage's report: the next stage reads report_*_of_*.json
+    write_json(report_path, {"stage": "sentence_dedup", "complete": False, "shards": []})
     for k in mine:
         if not signatures_current(shards[k], output, n):
             compute_signatures(shards[k], output, n, args.workers)
@@ -240,23 +241,27 @@ def run(shards, output, args):
         shard, target, done_path = shards[k], target_path(shards[k], output), state_path(output, shards[k], ".done.json")
         new = Path(output) / ".sentences" / "new" / shard_name(shard)
         done, meta = read_json(done_path), read_json(state_path(output, shard, ".json"))
-        if done and done["fingerprint"] == current and done["target"] in (file_stat(target), file_stat(new)):
+        # the same hashes and the same --min_doc_words (a marker without it is older: trust it)
+        same = done and done["fingerprint"] == current
+        same = same and done.get("min_doc_words", args.min_doc_words) == args.min_doc_words
+        if same and done["target"] in (file_stat(target), file_stat(new)):
             if done["target"] == file_stat(new):
                 os.replace(new, target)  # the killed run's last step
             totals.update(done["stats"])  # written by an earlier run, from the same hashes
             continue
         if done and done["target"] == file_stat(target) and Path(shard).resolve() == target.resolve():
-            fail(f"{shard}: rewritten in place from other sentence hashes than today's (the input changed); "
-                 f"rerun dedup.py into an empty --output")
+            fail(f"{shard}: rewritten in place from other sentence hashes than today's (the input "
+                 f"changed) or with another --min_doc_words; rerun dedup.py into an empty --output")
         stats = write_shard(shard, new, duplicates[k], n, args.min_doc_words, args.workers)
         write_json(done_path, {"source": meta["source"], "target": file_stat(new), "fingerprint": current,
-                               "stats": dict(stats)})
+                               "min_doc_words": args.min_doc_words, "stats": dict(stats)})
         os.replace(new, target)
         totals.update(stats)
     report = {"stage": "sentence_dedup", "complete": True, "output": str(output), "n_sentences": n,
-              "min_doc_words": args.min_doc_words, "shards": len(mine), "seconds_hashing": round(hashed, 2),
-              "seconds": round(time.time() - start, 2), "totals": dict(sorted(totals.items())),
-              "report": str(report_path)}
+              "min_doc_words": args.min_doc_words,
+              "shards": [{"name": shard_name(shards[k])} for k in mine],
+              "seconds_hashing": round(hashed, 2), "seconds": round(time.time() - start, 2),
+              "totals": dict(sorted(totals.items())), "report": str(report_path)}
     write_json(report_path, report)
     return report
 
@@ -264,7 +269,8 @@ def run(shards, output, args):
 def dedup_sentences(shards, output, args):
     """run(), and the summary a user reads at the end."""
     report = run(shards, output, args)
-    print_summary("sentence_dedup", {**report, "shards_processed": report["shards"], "shards_skipped_done": 0},
+    processed = {"shards_processed": len(report["shards"]), "shards_skipped_done": 0}
+    print_summary("sentence_dedup", {**report, **processed},
                   ["documents_in", "documents_out", "documents_changed", "spans_removed", "characters_removed",
                    "documents_dropped"])
     return report

@@ -292,6 +292,20 @@ def test_fineweb_thresholds(rule):
     assert fineweb(outside) == rule
 
 
+def test_zero_turns_the_repetition_and_fineweb_rules_off():
+    """As for every other threshold (README, --help): 0 is off, not 'drop on the least'. A page of
+    prose with a short line said twice and a 5-gram said twice passes FineWeb's defaults."""
+    lines = prose(10) + ["Yes.", "we went to the shop and bought milk.",
+                         "later we went to the shop again.", "Yes."]
+    text = "\n".join(lines)
+    assert repetition(text) is None and fineweb(lines) is None
+    for flags in (["--top_ngram_fracs=0,0,0"], ["--dup_ngram_fracs=0,0,0,0,0,0"],
+                  ["--short_line_thr=0"], ["--char_duplicates_ratio=0"], ["--new_line_ratio=0"]):
+        cfg = clean.parse_config(flags)
+        assert clean.gopher_repetition(text, words.split_words(text), cfg) is None, flags
+        assert clean.fineweb(text, cfg) is None, flags
+
+
 # -----------------------------------------------------------------------------------------------
 # words: the regular expression against spaCy's English tokenizer (spacy 3.8, spacy.blank("en"),
 # whitespace tokens dropped as datatrove does)
@@ -375,6 +389,13 @@ def test_language_threshold():
     assert clean.run_filters(dict(doc, text=SAMPLES["en"]), strict, Counter()) == ("language", "low_score")
 
 
+def test_languages_flag_with_spaces(capsys):
+    assert clean.parse_config(["--languages=en, de"]).languages == {"en", "de"}  # not " de"
+    with pytest.raises(SystemExit):
+        clean.parse_config(["--languages="])  # every page dropped, as language ''
+    assert "--languages" in capsys.readouterr().err
+
+
 # -----------------------------------------------------------------------------------------------
 # PII and the URL blocklist
 
@@ -394,6 +415,17 @@ def test_pii():
         assert private in out
     assert stats == {"pii:email": 2, "pii:ip": 3}
     assert out.count("22.214.171.124") == 1 and "126.96.36.199" in out  # placeholders cycle
+
+
+def test_pii_in_a_chunk_of_over_2000_characters():
+    """A JSON blob or a long comma-separated list is one chunk between spaces: its addresses go
+    too (they were kept, to spare the expression a long chunk)."""
+    users = ",".join(f'{{"name":"user{i}","mail":"user{i}@corp.com"}}' for i in range(60))
+    blob = '{"users":[' + users + "]}"
+    stats = Counter()
+    out = clean.replace_pii(f"The export: {blob} (end)", stats)
+    assert len(blob) > 2000 and "@corp.com" not in out and stats["pii:email"] == 60
+    assert out.startswith('The export: {"users":[{"name":"user0","mail":"email@example.com"},')
 
 
 def test_url_blocklist(tmp_path):
@@ -469,6 +501,18 @@ def run_clean(tmp_path, name, *flags, input_dir="in"):
     finally:
         sys.argv = argv
     return out, json.loads((out / "report.json").read_text())
+
+
+def test_a_language_model_that_is_no_model_stops_the_run(tmp_path, capsys):
+    """Not each page dropped as a filter error, and the shards marked done, so that a rerun with
+    the right model would skip them."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "a", "text": prose(10)[0]}) + "\n")
+    (tmp_path / "model.bin").write_text("not a model")
+    with pytest.raises(SystemExit):
+        run_clean(tmp_path, "out", f"--language_model={tmp_path / 'model.bin'}", "--workers=1")
+    assert "--language_model" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "a.jsonl.gz").exists()
 
 
 def read(path):

@@ -290,6 +290,41 @@ def test_passes_as_separate_tasks_equal_one_process(corpus, deduped, tmp_path, m
         assert (tmp_path / p.name).read_bytes() == p.read_bytes()
 
 
+def test_rerun_with_other_settings_rewrites_the_output(tmp_path, monkeypatch):
+    """A rerun into the same --output with another --threshold finds other clusters: the shards
+    written from the old ones must be redone, not skipped as done."""
+    rng = random.Random(3)
+    words = [random_word(rng) for _ in range(200)]
+    docs = [{"id": "a", "text": " ".join(words)}, 
+            {"id": "b", "text": " ".join(edited(rng, words, 2))}]
+    write_shard(tmp_path / "in" / "a.jsonl.gz", docs)
+    flags = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", "--workers=1"]
+    dedup_in_process(monkeypatch, *flags)
+    assert output_ids(tmp_path / "out") == {"a.jsonl.gz": ["a"]}
+    dedup_in_process(monkeypatch, *flags, "--threshold=1")
+    assert output_ids(tmp_path / "out") == {"a.jsonl.gz": ["a", "b"]}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"]["documents_out"] == 2
+
+
+def test_a_new_shard_sorted_first_renumbers_the_others(tmp_path, monkeypatch):
+    """Keys hold a shard's number among all input shards: a shard added in front of the others
+    shifts their numbers, so their signature files, keyed by the old ones, must be redone."""
+    rng = random.Random(4)
+    docs = [{"id": f"b{i}", "text": " ".join(random_word(rng) for _ in range(100))}
+            for i in range(3)]
+    copies = [dict(d, id=d["id"] + "-copy") for d in docs]
+    write_shard(tmp_path / "in" / "b.jsonl.gz", docs + copies)
+    flags = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", "--workers=1"]
+    dedup_in_process(monkeypatch, *flags)
+    other = [{"id": f"a{i}", "text": " ".join(random_word(rng) for _ in range(100))}
+             for i in range(6)]
+    write_shard(tmp_path / "in" / "a.jsonl.gz", other)
+    dedup_in_process(monkeypatch, *flags)
+    assert output_ids(tmp_path / "out") == {"a.jsonl.gz": [d["id"] for d in other],
+                                            "b.jsonl.gz": ["b0", "b1", "b2"]}
+
+
 def chained_pages(rng, pages, length, step):
     """A chain of edits of each page: A, an edit of A, an edit of the edit, ... Each edit replaces
     words at fresh places at least 5 words from any earlier edit, so it breaks its own 5-grams only

@@ -106,6 +106,15 @@ def test_transformer_filter_in_the_stage(tiny_bert, tmp_path):
     assert totals["rejected:quality:below_threshold"] == len(below) and totals["docs_out"] == len(kept)
 
 
+def test_flags_that_would_lose_or_keep_everything_are_refused(capsys):
+    with pytest.raises(SystemExit):  # it would have filtered nothing, without a word
+        clean.parse_config(["--quality_threshold=2.5"])
+    assert "--quality_model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # batches of 0 pages: the loop ended with no page written
+        clean.parse_config(["--quality_batch_size=0"])
+    assert "--quality_batch_size" in capsys.readouterr().err
+
+
 def test_histogram_bins():
     assert quality.histogram_bin(2.49, "huggingface") == "quality_score:2.0-2.5"
     assert quality.histogram_bin(2.5, "huggingface") == "quality_score:2.5-3.0"
@@ -121,6 +130,30 @@ def test_histogram_bins():
 
 def held_out(doc):
     return int(hashlib.sha256(doc["id"].encode()).hexdigest(), 16) % 4 == 0
+
+
+def test_fasttext_training_with_workers_0(tmp_path, monkeypatch):
+    """--workers=0 (one process, for the other stages) must not reach fastText as 0 threads, which
+    kills the process with a floating-point exception."""
+    import fasttext
+    for name in ("pos", "neg"):
+        docs = [{"id": f"{name}{i}", "text": f"{name} words {i}"} for i in range(4)]
+        write(tmp_path / name / "a.jsonl.gz", docs)
+    threads = []
+
+    class Model:  # training itself takes seconds (2 M hash buckets): what matters is the call
+        def save_model(self, path):
+            Path(path).write_bytes(b"model")
+
+        def predict(self, text, k):
+            return [quality.HIGH], [1.0]
+
+    def train_supervised(**options):
+        threads.append(options["thread"])
+        return Model()
+    monkeypatch.setattr(fasttext, "train_supervised", train_supervised)
+    quality.train_fasttext(tmp_path / "pos", tmp_path / "neg", tmp_path / "m.bin", threads=0)
+    assert threads == [1]
 
 
 def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import crashsafe
 import dedup
 import sentence_dedup
 import words
@@ -126,6 +127,10 @@ def test_same_output_for_any_workers_machines_and_ranges(corpus):
         name = f"part-{i}.jsonl.gz"
         assert (one / name).read_bytes() == (two / name).read_bytes() == (tmp / "two_machines" / name).read_bytes()
     assert json.loads((tmp / "two_machines" / "report_sentences_00001_of_00002.json").read_text())["complete"]
+    # the next stage reads these reports as it reads every stage's: complete, nothing missing
+    shards = sorted((tmp / "two_machines").glob("*.jsonl.gz"))
+    check = crashsafe.check_input(tmp / "two_machines", shards)
+    assert check == {"input_complete": True, "input_problems": []}
 
 
 def test_rerun_skips_done_shards(corpus):
@@ -164,3 +169,15 @@ def test_short_document_left_is_dropped(tmp_path):
     assert read(out / "x.jsonl.gz") == reference(docs, min_doc_words=10) == [docs[0]]
     assert report["totals"]["documents_dropped"] == 1 and report["totals"]["spans_removed"] == 2
     assert report["totals"]["characters_removed"] == len(BOILERPLATE) + 1
+
+
+def test_rerun_with_another_min_doc_words_redoes_the_shard(tmp_path):
+    docs = [{"id": "a", "text": BOILERPLATE + " One more line."},
+            {"id": "b", "text": BOILERPLATE + " The end."}]
+    write(tmp_path / "in" / "x.jsonl.gz", docs)
+    shards, out = [tmp_path / "in" / "x.jsonl.gz"], tmp_path / "out"
+    first = sentence_dedup.run(shards, out, args(min_doc_words=10))
+    assert first["totals"]["documents_dropped"] == 1
+    report = sentence_dedup.run(shards, out, args(min_doc_words=1))
+    assert [d["id"] for d in read(out / "x.jsonl.gz")] == ["a", "b"]
+    assert "documents_dropped" not in report["totals"]
