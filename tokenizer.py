@@ -264,8 +264,8 @@ def parse_args(argv=None):
                    help=f"tokens in all: 256 bytes + merges + <|endoftext|>; at most {MAX_VOCAB:,} (uint16 shards)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads that count the chunks")
     p.add_argument("--val_bytes", type=float, default=4.5e7,
-                   help="hold out the first documents, as prepare.py's val shard: a tenth of the text, at most "
-                        "this many bytes (~ prepare's default 1e7 val tokens)")
+                   help="hold out the first documents, as prepare.py's val shard: this many bytes "
+                        "(~ prepare's default 1e7 val tokens), or a tenth of a smaller corpus")
     p.add_argument("--max_train_bytes", type=float, default=2e9,
                    help="train on at most this much text (after the held-out part); more rarely changes the merges")
     args = p.parse_args(argv)
@@ -315,9 +315,10 @@ def main(argv=None):
             yield text
             if stats["train_bytes"] >= args.max_train_bytes:
                 break  # enough text: the rest of the input is not read
-        # prepare.py's val shard: the first tenth of the stream, at most --val_tokens; held out here,
-        # every document that starts within the first tenth of the bytes (at most --val_bytes)
-        cut = min(args.val_bytes, stats["bytes"] / 10)
+        # prepare.py's val shard: the first --val_tokens of the stream, or a tenth of a smaller
+        # corpus; held out here, every document that starts within the first --val_bytes, or
+        # within the first tenth of the bytes of a corpus smaller than --val_bytes
+        cut = args.val_bytes if stats["bytes"] >= args.val_bytes else stats["bytes"] / 10
         seen = 0
         for group, text, size in head:
             if seen < cut:
