@@ -139,12 +139,18 @@ def _encoding(name, pattern, ranks, special_tokens):
 
 def tokenizer_spec(source):
     """What a checkpoint stores to decode without data/: the name of a built-in encoding ('gpt2'), or
-    for a trained tokenizer a dict of plain data (name, pattern, vocab as .tiktoken text,
-    special_tokens) that torch.load(weights_only=True) reads back and load_tokenizer accepts."""
+    for a trained tokenizer (or a .tiktoken file) a dict of plain data (name, pattern, vocab as
+    .tiktoken text, special_tokens) that torch.load(weights_only=True) reads back and load_tokenizer
+    accepts."""
     if isinstance(source, dict):
         return source
     if os.path.isdir(str(source)):
         return read_folder(source)
+    if str(source).endswith(".tiktoken"):  # its ranks, not its path: the file may move or change
+        from tiktoken_ext.openai_public import r50k_pat_str
+        eot = load_tokenizer(source).eot_token
+        return dict(name=Path(source).name, pattern=r50k_pat_str,
+                    vocab=Path(source).read_text(encoding="ascii"), special_tokens={ENDOFTEXT: eot})
     return str(source)
 
 

@@ -213,3 +213,18 @@ def test_vocabulary_over_uint16_is_refused(tmp_path):
     assert result.returncode == 1
     assert "70,001 tokens" in result.stderr and "uint16" in result.stderr
     assert "Traceback" not in result.stderr and not list((tmp_path / "tok").glob("*.bin"))
+
+
+def test_a_tiktoken_file_is_recorded_by_its_ranks_not_its_path(tmp_path):
+    """The report (and so the checkpoint) carries the tokenizer itself: deleting or rewriting the
+    .tiktoken file afterwards must not change how the tokens decode."""
+    vocab = tmp_path / "bytes.tiktoken"
+    vocab.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)))
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": "a", "text": "hello world " * 20}])
+    result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok", f"--tokenizer={vocab}")
+    assert result.returncode == 0, result.stderr
+    vocab.unlink()
+    spec = json.loads((tmp_path / "tok" / "report.json").read_text())["tokenizer"]
+    enc = tokenizer.load_tokenizer(spec)
+    assert enc.eot_token == 256
+    assert enc.decode(read_stream(tmp_path / "tok")[0][1:].tolist()) == "hello world " * 20
