@@ -118,7 +118,10 @@ def open_source(folder, block_size):
         if detail:
             raise ValueError(f"{folder}: the shards on disk are not the ones report.json lists ({detail}): "
                              f"a killed or mixed run; rerun prepare.py")
-    for path, shard in zip(val_paths + train_paths, val + train):
+    # the last train shard of a series ends where the corpus ends, so it can be too short for one
+    # window: it then adds none; only a train split with no window at all is refused
+    longest = max(range(len(train)), key=lambda i: len(train[i]))
+    for path, shard in [*zip(val_paths, val), (train_paths[longest], train[longest])]:
         if len(shard) <= block_size:
             raise ValueError(f"{path}: {len(shard)} tokens, fewer than block_size + 1 = {block_size + 1}")
     highest = max_tokens(val_paths + train_paths, val + train, report)
