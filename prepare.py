@@ -78,10 +78,11 @@ def main():
     p.add_argument("--val_tokens", type=float, default=1e7,
                    help="tokens in the val shard; a corpus smaller than that gives a tenth of itself")
     args = p.parse_args()
+    # checked before anything is written: a crash later would leave a good folder marked incomplete
+    if not (1 <= args.shard_size < 2**63 and 1 <= args.val_tokens < 2**63) or args.workers < 1:
+        fail("--shard_size and --val_tokens must be at least 1 (and finite), --workers at least 1")
     shard_size = int(args.shard_size)
     val_tokens = int(args.val_tokens)
-    if shard_size < 1 or val_tokens < 1:
-        fail("--shard_size and --val_tokens must be at least 1")
 
     try:
         enc = load_tokenizer(args.tokenizer)

@@ -228,3 +228,17 @@ def test_a_tiktoken_file_is_recorded_by_its_ranks_not_its_path(tmp_path):
     enc = tokenizer.load_tokenizer(spec)
     assert enc.eot_token == 256
     assert enc.decode(read_stream(tmp_path / "tok")[0][1:].tolist()) == "hello world " * 20
+
+
+def test_bad_flags_are_refused_before_a_good_folder_is_touched(tmp_path):
+    """A crash after the run started would leave an earlier, finished folder marked incomplete."""
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": "a", "text": "hello world " * 20}])
+    (tmp_path / "tok").mkdir()
+    report = tmp_path / "tok" / "report.json"
+    report.write_text('{"stage": "prepare", "complete": true, "shards": []}')
+    before = report.read_bytes()
+    for flag in ("--workers=0", "--shard_size=inf", "--val_tokens=nan"):
+        result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok", flag)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (flag, result.stderr)
+        assert "at least 1" in result.stderr
+    assert report.read_bytes() == before  # still complete: true
