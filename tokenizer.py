@@ -104,6 +104,9 @@ def read_folder(folder):
     for key in ("pattern", "special_tokens"):
         if key not in config:
             raise ValueError(f"{folder / CONFIG_FILE}: no {key!r}")
+    if ENDOFTEXT not in config["special_tokens"]:  # every document starts with it
+        raise ValueError(f"{folder / CONFIG_FILE}: no {ENDOFTEXT} among the special tokens "
+                         f"{sorted(config['special_tokens'])}")
     # config.json is written after the vocabulary and names its hash: a run killed between the two
     # files, or a vocabulary edited by hand, cannot pass for the tokenizer the config describes
     expected = config.get("vocab_sha256")

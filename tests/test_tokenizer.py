@@ -318,3 +318,15 @@ def test_a_corpus_larger_than_val_bytes_holds_out_val_bytes_as_prepare_does(tmp_
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "tok" / "report.json").read_text())
     assert report["held_out_documents"] == 30 and report["train_documents"] == 70
+
+
+def test_a_folder_without_endoftext_is_refused_with_the_file_named(trained, tmp_path):
+    """prepare.py puts <|endoftext|> before every document: a config without it was a KeyError
+    traceback halfway into prepare.py."""
+    for name in ("vocab.tiktoken", "config.json"):
+        (tmp_path / name).write_bytes((trained["folder"] / name).read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["special_tokens"] = {"<|end_of_text|>": 2047}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: no <\|endoftext\|> among the special"):
+        tokenizer.load_tokenizer(tmp_path)
