@@ -61,6 +61,12 @@ def read_report(folder):
         if len(paths) != wanted or not all(parts):
             raise ValueError(f"{folder}: {len(paths)} report files for a prepare.py run on {wanted} machines: "
                              f"the folder is incomplete or mixes runs; rerun prepare.py")
+    # machines run one by one (a rerun of one, with a retrained tokenizer) can write other ids
+    for path, report in zip(paths, reports):
+        if not same_tokenizer(report.get('tokenizer', 'gpt2'), reports[0].get('tokenizer', 'gpt2')):
+            raise ValueError(f"{path} and {paths[0]} name different tokenizers: their ids do not "
+                             f"mean the same tokens; rerun prepare.py on every machine with one "
+                             f"--tokenizer")
     merged = dict(reports[0])
     merged['complete'] = all(r.get('complete', True) for r in reports) if any('complete' in r for r in reports) else None
     if all('shards' in r for r in reports):
