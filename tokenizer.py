@@ -223,7 +223,11 @@ def train_bpe(texts, vocab_size, pattern=GPT4_PATTERN, name=None):
 def group_of(doc):
     """Where a document comes from, for the per-source table: its language (clean.py adds it) and the
     host of its URL, or its 'source' key."""
-    host = urlsplit(str(doc.get("url") or "")).hostname or doc.get("source") or "?"
+    try:
+        host = urlsplit(str(doc.get("url") or "")).hostname
+    except ValueError:  # 'http://[::1', an unclosed IPv6 bracket: no host, and no reason to crash
+        host = None
+    host = host or doc.get("source") or "?"
     return f"{doc.get('language') or '?'} {host}"
 
 

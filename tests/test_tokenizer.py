@@ -330,3 +330,9 @@ def test_a_folder_without_endoftext_is_refused_with_the_file_named(trained, tmp_
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config.json: no <\|endoftext\|> among the special"):
         tokenizer.load_tokenizer(tmp_path)
+
+
+def test_a_malformed_url_does_not_stop_the_evaluation():
+    """urlsplit raises on an unclosed IPv6 bracket: a held-out page with that url crashed it."""
+    assert tokenizer.group_of({"url": "http://[::1/x", "language": "en", "source": "cc"}) == "en cc"
+    assert tokenizer.group_of({"url": "https://[2001:db8::1]:8080/x"}) == "? 2001:db8::1"
