@@ -32,12 +32,14 @@ from tokenizer import load_tokenizer, tokenizer_spec
 
 def tokenize_batch(enc, texts):
     """<|endoftext|> then the document's tokens, for each text, as one uint16 array."""
-    eot = enc.eot_token
-    stream = []
+    eot = np.array([enc.eot_token], dtype=np.uint16)
+    parts = []
     for text in texts:
-        stream.append(eot)
-        stream.extend(enc.encode_ordinary(text))  # ordinary: '<|endoftext|>' in a page is just text
-    return np.array(stream, dtype=np.uint16)
+        # ordinary: '<|endoftext|>' in a page is just text. Each document's list of Python ints (~36
+        # bytes a token) becomes 2 bytes a token at once, not after the whole batch: long pages
+        # (books, code files) would otherwise hold gigabytes per batch in flight
+        parts += [eot, np.array(enc.encode_ordinary(text), dtype=np.uint16)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
 def token_batches(enc, docs, workers, batch_size=256):

@@ -242,3 +242,23 @@ def test_bad_flags_are_refused_before_a_good_folder_is_touched(tmp_path):
         assert result.returncode == 1 and "Traceback" not in result.stderr, (flag, result.stderr)
         assert "at least 1" in result.stderr
     assert report.read_bytes() == before  # still complete: true
+
+
+def test_a_batch_of_long_pages_is_held_as_uint16_not_as_python_ints():
+    """A batch in flight held every token as a Python int (~36 bytes) until the batch was done: with
+    long pages (books, code files), gigabytes per batch. Now 2 bytes a token, and a page's ints."""
+    import tracemalloc
+
+    import prepare
+    enc = tokenizer.load_tokenizer("gpt2")
+    pages = real_texts(200)
+    texts = [" ".join(pages[i::20])[:40000] for i in range(20)]
+    tracemalloc.start()
+    try:
+        tokens = prepare.tokenize_batch(enc, texts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    expected = [t for text in texts for t in [enc.eot_token] + enc.encode_ordinary(text)]
+    assert tokens.tolist() == expected
+    assert peak < 12 * len(tokens), f"{peak / len(tokens):.1f} bytes per token"
