@@ -61,6 +61,12 @@ def read_report(folder):
         if len(paths) != wanted or not all(parts):
             raise ValueError(f"{folder}: {len(paths)} report files for a prepare.py run on {wanted} machines: "
                              f"the folder is incomplete or mixes runs; rerun prepare.py")
+    # machines run one by one (a rerun of one, with a retrained tokenizer) can write other ids
+    for path, report in zip(paths, reports):
+        if not same_tokenizer(report.get('tokenizer', 'gpt2'), reports[0].get('tokenizer', 'gpt2')):
+            raise ValueError(f"{path} and {paths[0]} name different tokenizers: their ids do not "
+                             f"mean the same tokens; rerun prepare.py on every machine with one "
+                             f"--tokenizer")
     merged = dict(reports[0])
     merged['complete'] = all(r.get('complete', True) for r in reports) if any('complete' in r for r in reports) else None
     if all('shards' in r for r in reports):
@@ -118,7 +124,10 @@ def open_source(folder, block_size):
         if detail:
             raise ValueError(f"{folder}: the shards on disk are not the ones report.json lists ({detail}): "
                              f"a killed or mixed run; rerun prepare.py")
-    for path, shard in zip(val_paths + train_paths, val + train):
+    # the last train shard of a series ends where the corpus ends, so it can be too short for one
+    # window: it then adds none; only a train split with no window at all is refused
+    longest = max(range(len(train)), key=lambda i: len(train[i]))
+    for path, shard in [*zip(val_paths, val), (train_paths[longest], train[longest])]:
         if len(shard) <= block_size:
             raise ValueError(f"{path}: {len(shard)} tokens, fewer than block_size + 1 = {block_size + 1}")
     highest = max_tokens(val_paths + train_paths, val + train, report)

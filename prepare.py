@@ -32,12 +32,14 @@ from tokenizer import load_tokenizer, tokenizer_spec
 
 def tokenize_batch(enc, texts):
     """<|endoftext|> then the document's tokens, for each text, as one uint16 array."""
-    eot = enc.eot_token
-    stream = []
+    eot = np.array([enc.eot_token], dtype=np.uint16)
+    parts = []
     for text in texts:
-        stream.append(eot)
-        stream.extend(enc.encode_ordinary(text))  # ordinary: '<|endoftext|>' in a page is just text
-    return np.array(stream, dtype=np.uint16)
+        # ordinary: '<|endoftext|>' in a page is just text. Each document's list of Python ints (~36
+        # bytes a token) becomes 2 bytes a token at once, not after the whole batch: long pages
+        # (books, code files) would otherwise hold gigabytes per batch in flight
+        parts += [eot, np.array(enc.encode_ordinary(text), dtype=np.uint16)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
 def token_batches(enc, docs, workers, batch_size=256):
@@ -78,10 +80,11 @@ def main():
     p.add_argument("--val_tokens", type=float, default=1e7,
                    help="tokens in the val shard; a corpus smaller than that gives a tenth of itself")
     args = p.parse_args()
+    # checked before anything is written: a crash later would leave a good folder marked incomplete
+    if not (1 <= args.shard_size < 2**63 and 1 <= args.val_tokens < 2**63) or args.workers < 1:
+        fail("--shard_size and --val_tokens must be at least 1 (and finite), --workers at least 1")
     shard_size = int(args.shard_size)
     val_tokens = int(args.val_tokens)
-    if shard_size < 1 or val_tokens < 1:
-        fail("--shard_size and --val_tokens must be at least 1")
 
     try:
         enc = load_tokenizer(args.tokenizer)

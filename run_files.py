@@ -166,10 +166,17 @@ def open_log(config, step, paths, run):
         remove_stale_temps(config['out_dir'])
     history = []
     if run.master and config['init_from'] == 'resume' and os.path.exists(paths.log):
-        history = [h for h in map(json.loads, open(paths.log)) if h['step'] <= step]
+        for line in open(paths.log, encoding='utf-8', errors='replace'):
+            try:
+                record = json.loads(line)
+            except ValueError:  # the last line, cut short by a kill or a full disk
+                continue
+            if isinstance(record, dict) and record.get('step', math.inf) <= step:
+                history.append(record)
     if run.master:
-        with open(paths.log, 'w') as f:
-            f.writelines(json.dumps(h) + '\n' for h in history)
+        with atomic_path(paths.log) as tmp:  # a kill now must not lose the history
+            with open(tmp, 'w') as f:
+                f.writelines(json.dumps(h) + '\n' for h in history)
         if config['init_from'] != 'resume' and os.path.exists(paths.ckpt):
             run.log(f"note: the first save replaces {paths.ckpt} (--init_from=resume would continue it)")
 

@@ -104,6 +104,9 @@ def read_folder(folder):
     for key in ("pattern", "special_tokens"):
         if key not in config:
             raise ValueError(f"{folder / CONFIG_FILE}: no {key!r}")
+    if ENDOFTEXT not in config["special_tokens"]:  # every document starts with it
+        raise ValueError(f"{folder / CONFIG_FILE}: no {ENDOFTEXT} among the special tokens "
+                         f"{sorted(config['special_tokens'])}")
     # config.json is written after the vocabulary and names its hash: a run killed between the two
     # files, or a vocabulary edited by hand, cannot pass for the tokenizer the config describes
     expected = config.get("vocab_sha256")
@@ -139,12 +142,18 @@ def _encoding(name, pattern, ranks, special_tokens):
 
 def tokenizer_spec(source):
     """What a checkpoint stores to decode without data/: the name of a built-in encoding ('gpt2'), or
-    for a trained tokenizer a dict of plain data (name, pattern, vocab as .tiktoken text,
-    special_tokens) that torch.load(weights_only=True) reads back and load_tokenizer accepts."""
+    for a trained tokenizer (or a .tiktoken file) a dict of plain data (name, pattern, vocab as
+    .tiktoken text, special_tokens) that torch.load(weights_only=True) reads back and load_tokenizer
+    accepts."""
     if isinstance(source, dict):
         return source
     if os.path.isdir(str(source)):
         return read_folder(source)
+    if str(source).endswith(".tiktoken"):  # its ranks, not its path: the file may move or change
+        from tiktoken_ext.openai_public import r50k_pat_str
+        eot = load_tokenizer(source).eot_token
+        return dict(name=Path(source).name, pattern=r50k_pat_str,
+                    vocab=Path(source).read_text(encoding="ascii"), special_tokens={ENDOFTEXT: eot})
     return str(source)
 
 
@@ -214,7 +223,11 @@ def train_bpe(texts, vocab_size, pattern=GPT4_PATTERN, name=None):
 def group_of(doc):
     """Where a document comes from, for the per-source table: its language (clean.py adds it) and the
     host of its URL, or its 'source' key."""
-    host = urlsplit(str(doc.get("url") or "")).hostname or doc.get("source") or "?"
+    try:
+        host = urlsplit(str(doc.get("url") or "")).hostname
+    except ValueError:  # 'http://[::1', an unclosed IPv6 bracket: no host, and no reason to crash
+        host = None
+    host = host or doc.get("source") or "?"
     return f"{doc.get('language') or '?'} {host}"
 
 
@@ -264,8 +277,8 @@ def parse_args(argv=None):
                    help=f"tokens in all: 256 bytes + merges + <|endoftext|>; at most {MAX_VOCAB:,} (uint16 shards)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads that count the chunks")
     p.add_argument("--val_bytes", type=float, default=4.5e7,
-                   help="hold out the first documents, as prepare.py's val shard: a tenth of the text, at most "
-                        "this many bytes (~ prepare's default 1e7 val tokens)")
+                   help="hold out the first documents, as prepare.py's val shard: this many bytes "
+                        "(~ prepare's default 1e7 val tokens), or a tenth of a smaller corpus")
     p.add_argument("--max_train_bytes", type=float, default=2e9,
                    help="train on at most this much text (after the held-out part); more rarely changes the merges")
     args = p.parse_args(argv)
@@ -315,9 +328,10 @@ def main(argv=None):
             yield text
             if stats["train_bytes"] >= args.max_train_bytes:
                 break  # enough text: the rest of the input is not read
-        # prepare.py's val shard: the first tenth of the stream, at most --val_tokens; held out here,
-        # every document that starts within the first tenth of the bytes (at most --val_bytes)
-        cut = min(args.val_bytes, stats["bytes"] / 10)
+        # prepare.py's val shard: the first --val_tokens of the stream, or a tenth of a smaller
+        # corpus; held out here, every document that starts within the first --val_bytes, or
+        # within the first tenth of the bytes of a corpus smaller than --val_bytes
+        cut = args.val_bytes if stats["bytes"] >= args.val_bytes else stats["bytes"] / 10
         seen = 0
         for group, text, size in head:
             if seen < cut:

@@ -92,3 +92,31 @@ def test_bad_mixtures_are_refused_before_training(data, second, tmp_path):
     with pytest.raises(SystemExit, match='both --data and stages are set'):
         run(data, tmp_path / 'out', str(preset))
     assert not (tmp_path / 'out').exists()
+
+
+def test_a_last_train_shard_too_short_for_a_window_adds_none(tmp_path):
+    """prepare.py's last train shard ends with the corpus, so it may hold a few tokens: the folder
+    is still usable (the shard gives no window); only a train split without a window is refused."""
+    write_shard(tmp_path / 'val_000000.bin', markov_tokens(300, 1))
+    write_shard(tmp_path / 'train_000001.bin', markov_tokens(200, 2))
+    write_shard(tmp_path / 'train_000002.bin', markov_tokens(5, 3))
+    source = loader.open_source(str(tmp_path), 32)
+    assert source['windows'] == (6, 0)
+    data = dict(sources=[source])
+    rows = [loader.read_windows(data, [0], [g], 32, 1) for g in range(12)]  # two epochs
+    assert all(r.shape == (1, 33) for r in rows) and len({r.tobytes() for r in rows}) == 6
+    with pytest.raises(ValueError, match='train_000001.bin: 200 tokens, fewer than block_size'):
+        loader.open_source(str(tmp_path), 200)
+
+
+def test_machines_that_used_different_tokenizers_are_refused(tmp_path):
+    """prepare.py's machine 1 rerun with a retrained tokenizer: two vocabularies in one folder."""
+    for machine, tokenizer in enumerate(['gpt2', 'p50k_base']):
+        names = [f'val_m{machine:04d}_000000.bin', f'train_m{machine:04d}_000001.bin']
+        for name in names:
+            write_shard(tmp_path / name, markov_tokens(100, machine))
+        report = dict(stage='prepare', complete=True, tokenizer=tokenizer, vocab_size=VOCAB,
+                      shards=[dict(name=n, tokens=100) for n in names])
+        (tmp_path / f'report_{machine:05d}_of_00002.json').write_text(json.dumps(report))
+    with pytest.raises(ValueError, match='report_00001_of_00002.json and .* different tokenizers'):
+        loader.open_source(str(tmp_path), 32)

@@ -213,3 +213,52 @@ def test_vocabulary_over_uint16_is_refused(tmp_path):
     assert result.returncode == 1
     assert "70,001 tokens" in result.stderr and "uint16" in result.stderr
     assert "Traceback" not in result.stderr and not list((tmp_path / "tok").glob("*.bin"))
+
+
+def test_a_tiktoken_file_is_recorded_by_its_ranks_not_its_path(tmp_path):
+    """The report (and so the checkpoint) carries the tokenizer itself: deleting or rewriting the
+    .tiktoken file afterwards must not change how the tokens decode."""
+    vocab = tmp_path / "bytes.tiktoken"
+    vocab.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)))
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": "a", "text": "hello world " * 20}])
+    result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok", f"--tokenizer={vocab}")
+    assert result.returncode == 0, result.stderr
+    vocab.unlink()
+    spec = json.loads((tmp_path / "tok" / "report.json").read_text())["tokenizer"]
+    enc = tokenizer.load_tokenizer(spec)
+    assert enc.eot_token == 256
+    assert enc.decode(read_stream(tmp_path / "tok")[0][1:].tolist()) == "hello world " * 20
+
+
+def test_bad_flags_are_refused_before_a_good_folder_is_touched(tmp_path):
+    """A crash after the run started would leave an earlier, finished folder marked incomplete."""
+    write_docs(tmp_path / "in.jsonl.gz", [{"id": "a", "text": "hello world " * 20}])
+    (tmp_path / "tok").mkdir()
+    report = tmp_path / "tok" / "report.json"
+    report.write_text('{"stage": "prepare", "complete": true, "shards": []}')
+    before = report.read_bytes()
+    for flag in ("--workers=0", "--shard_size=inf", "--val_tokens=nan"):
+        result = run_prepare(f"--input={tmp_path}", f"--output={tmp_path}/tok", flag)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (flag, result.stderr)
+        assert "at least 1" in result.stderr
+    assert report.read_bytes() == before  # still complete: true
+
+
+def test_a_batch_of_long_pages_is_held_as_uint16_not_as_python_ints():
+    """A batch in flight held every token as a Python int (~36 bytes) until the batch was done: with
+    long pages (books, code files), gigabytes per batch. Now 2 bytes a token, and a page's ints."""
+    import tracemalloc
+
+    import prepare
+    enc = tokenizer.load_tokenizer("gpt2")
+    pages = real_texts(200)
+    texts = [" ".join(pages[i::20])[:40000] for i in range(20)]
+    tracemalloc.start()
+    try:
+        tokens = prepare.tokenize_batch(enc, texts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    expected = [t for text in texts for t in [enc.eot_token] + enc.encode_ordinary(text)]
+    assert tokens.tolist() == expected
+    assert peak < 12 * len(tokens), f"{peak / len(tokens):.1f} bytes per token"

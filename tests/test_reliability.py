@@ -301,3 +301,21 @@ def test_the_next_stage_is_told_of_stale_shards_missing_machines_and_foreign_fol
     (folder / "report_00002_of_00003.json").write_text("{not json")
     complete, said = check(folder)
     assert complete is False and "report_00002_of_00003.json is unreadable" in said
+
+
+def test_a_resume_survives_a_log_line_cut_short_by_the_kill(tmp_path):
+    """A kill or a full disk mid-append leaves half a line at the end of log.jsonl: the resume drops
+    it (and the lines after the checkpoint's step) instead of dying on a JSONDecodeError."""
+    from types import SimpleNamespace
+
+    import run_files
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "val_loss": 4.0}\n'
+                   '{"step": 3, "loss": 3.0}\n{"step": 4, "lo')
+    paths = SimpleNamespace(log=str(log), ckpt=str(tmp_path / "ckpt.pt"))
+    run = SimpleNamespace(master=True, log=print)
+    config = dict(out_dir=str(tmp_path), init_from="resume")
+    history, write_log = run_files.open_log(config, 2, paths, run)
+    assert [h["step"] for h in history] == [1, 2]
+    write_log({"step": 3, "loss": 2.5})
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]

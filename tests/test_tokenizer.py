@@ -192,9 +192,10 @@ def test_report_compares_with_gpt2_on_held_out_documents(trained):
     report = json.loads((trained["folder"] / "report.json").read_text())
     assert report["complete"] and report["vocab_size"] == 2048 and report["trainer"] == "rustbpe"
     assert report["roundtrip_failures"] == 0
-    # the held-out part: the documents starting in the first tenth of the bytes, at most 2e5 bytes
+    # the held-out part: the documents starting in the first 2e5 bytes (--val_bytes), or in the
+    # first tenth of a smaller corpus
     sizes = [len(d["text"].encode()) for d in trained["docs"]]
-    cut = min(2e5, sum(sizes) / 10)
+    cut = 2e5 if sum(sizes) >= 2e5 else sum(sizes) / 10
     expected = next(i + 1 for i in range(len(sizes)) if sum(sizes[:i + 1]) >= cut)
     assert report["held_out_documents"] == expected
     assert report["train_documents"] == len(sizes) - expected
@@ -303,3 +304,35 @@ def test_max_train_bytes_stops_reading_and_still_holds_out(tmp_path):
     report = json.loads((tmp_path / "tok" / "report.json").read_text())
     assert report["held_out_documents"] == 3 and report["evaluation"]["all"]["documents"] == 3
     assert report["train_documents"] == 50 and report["documents"] == 53
+
+
+def test_a_corpus_larger_than_val_bytes_holds_out_val_bytes_as_prepare_does(tmp_path):
+    """prepare.py's val shard is --val_tokens of a corpus larger than that (a tenth of a smaller
+    one): here 30 of 100 documents, not the first tenth, or the tokenizer trains on 20 of them."""
+    docs = [{"id": str(i), "text": f"document {i} says something about databases. " * 20}
+            for i in range(100)]
+    write_docs(tmp_path / "in" / "a.jsonl.gz", docs)
+    size = len(docs[0]["text"].encode())
+    result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}",
+                           "--vocab_size=300", f"--val_bytes={30 * size}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["held_out_documents"] == 30 and report["train_documents"] == 70
+
+
+def test_a_folder_without_endoftext_is_refused_with_the_file_named(trained, tmp_path):
+    """prepare.py puts <|endoftext|> before every document: a config without it was a KeyError
+    traceback halfway into prepare.py."""
+    for name in ("vocab.tiktoken", "config.json"):
+        (tmp_path / name).write_bytes((trained["folder"] / name).read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["special_tokens"] = {"<|end_of_text|>": 2047}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: no <\|endoftext\|> among the special"):
+        tokenizer.load_tokenizer(tmp_path)
+
+
+def test_a_malformed_url_does_not_stop_the_evaluation():
+    """urlsplit raises on an unclosed IPv6 bracket: a held-out page with that url crashed it."""
+    assert tokenizer.group_of({"url": "http://[::1/x", "language": "en", "source": "cc"}) == "en cc"
+    assert tokenizer.group_of({"url": "https://[2001:db8::1]:8080/x"}) == "? 2001:db8::1"
