@@ -136,6 +136,17 @@ def get_config(argv):
         die("both --data and stages are set: stages name the data of each stage")
     if config['gradient_accumulation_steps'] > 0:
         config['batch_tokens'] = config['gradient_accumulation_steps'] * config['batch_size'] * config['block_size']
+    # else a 0 crashes with a traceback (a modulo by zero, an empty val set), some only at the
+    # first eval, and a negative grad_clip silently flips the gradient (clip_grad_norm_ scales by
+    # max_norm / norm)
+    for key in ('batch_size', 'block_size', 'batch_tokens', 'eval_interval', 'eval_iters',
+                'log_interval'):
+        if config[key] < 1:
+            die(f"--{key}={config[key]}: expected a whole number >= 1")
+    for key in ('max_iters', 'warmup_iters', 'learning_rate', 'min_lr', 'embedding_lr',
+                'weight_decay', 'grad_clip', 'lora_rank'):
+        if not config[key] >= 0:  # not >=: NaN is refused too
+            die(f"--{key}={config[key]}: expected a number >= 0")
     return config
 
 

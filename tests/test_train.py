@@ -319,6 +319,18 @@ def test_help_typos_and_bad_settings(capsys):
         train.get_config(['--norm=batchnorm'])
 
 
+@pytest.mark.parametrize('flag', ['--eval_interval=0', '--log_interval=0', '--batch_size=0',
+                                  '--eval_iters=0', '--batch_tokens=0', '--block_size=0',
+                                  '--grad_clip=-1.0', '--learning_rate=nan', '--max_iters=-1'])
+def test_edge_values_are_refused_with_one_line(flag):
+    # each crashed with a traceback (modulo by zero, an empty val set) or, grad_clip < 0, flipped
+    # the gradient
+    key, value = flag[2:].split('=')
+    message = f'^train.py: error: --{key}={value}: expected a .*>= [01]$'
+    with pytest.raises(SystemExit, match=message):
+        train.get_config(TINY + [flag])
+
+
 def test_a_step_is_shared_among_processes():
     from types import SimpleNamespace
     config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
