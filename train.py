@@ -387,6 +387,7 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
             if p.last_good:
                 state = run_files.checkpoint_state(config, data, p)
                 run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+                p.saved_step = p.step
             run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
                                                 "not saved: the last eval was refused (see above)"))
         if stop or finished:
@@ -546,10 +547,13 @@ def main(argv):
         if history and 'val_loss' not in history[-1]:  # else the last eval drew it
             run_files.plot(history, paths.plot)
         elapsed = time.time() - started
+        # every eval refused, or --max_iters=0: no checkpoint of this run (it said 'from step None')
+        saved = (f"{paths.ckpt} is from step {p.saved_step}" if p.saved_step is not None
+                 else "no checkpoint saved")
         run.log(f"done at step {p.step} in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s: best val loss {p.best:.4f}" +
                 (f", {skipped} steps skipped" if skipped else '') +
-                (f"; {p.refused} eval(s) worse than the start not saved, {paths.ckpt} is from step {p.saved_step}"
-                 if p.refused else '') + f"; {paths.ckpt}, {paths.log}, {paths.plot}")
+                (f"; {p.refused} eval(s) worse than the start not saved" if p.refused else '') +
+                f"; {saved}; {paths.log}, {paths.plot}")
     if run.own_group:
         dist.destroy_process_group()
     return history

@@ -430,3 +430,12 @@ def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
     assert f'not saving {tmp_path / "ckpt.pt"}: the val loss is' in text and 'it keeps the last good checkpoint' in text
     kept = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert kept['iter_num'] == 2 and all(torch.equal(kept['model'][k], v) for k, v in good['model'].items())
+
+
+def test_a_run_that_saved_nothing_says_so(data, tmp_path, capsys):
+    # its last line said 'out/ckpt.pt is from step None' and listed a ckpt.pt never written
+    run(data, tmp_path, '--max_iters=1', '--eval_interval=1', '--learning_rate=1e3',
+        '--skip_nonfinite=true')  # its one eval is worse than the start: refused
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    assert done.startswith('done at step 1') and '; no checkpoint saved; ' in done and 'None' not in done
+    assert not (tmp_path / 'ckpt.pt').exists()
