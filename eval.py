@@ -323,6 +323,9 @@ def main(argv=None):
                               windows=len(windows), window_selection="all" if count == 0 else "train.py val windows")
         except ValueError as e:
             fail(str(e))
+        if n_tokens == 0:  # else loss 0 and perplexity 1: a perfect score on nothing
+            fail(f"{data}: no tokens to score ({report.get('documents', 0)} documents, "
+                 f"{report.get('bad_lines', 0)} bad lines)")
         report.update(loss_report(nats, n_tokens, n_bytes), block_size=block_size, batch_size=batch_size)
         summary = (f"loss {report['loss']:.4f}, perplexity {report['perplexity']:.2f}, bits per byte "
                    f"{report['bits_per_byte']:.4f} on {n_tokens:,} tokens ({n_bytes:,} bytes)")
