@@ -271,7 +271,13 @@ def main(argv=None):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    device_type = args.device.split(":")[0]
+    try:  # a typo, or a device this machine lacks: one line, not a traceback from inside torch
+        device_type = torch.device(args.device).type
+    except RuntimeError:
+        fail(f"--device={args.device}: expected auto, cpu, cuda, cuda:N or mps")
+    if device_type == "cuda" and not torch.cuda.is_available() or \
+            device_type == "mps" and not torch.backends.mps.is_available():
+        fail(f"--device={args.device}: {device_type} is not available on this machine; use --device=cpu")
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"

@@ -112,7 +112,13 @@ def main(argv=None):
         except (OSError, UnicodeDecodeError) as e:
             fail(f"--prompt_file={args.prompt_file}: {e}")
     device = best_device() if args.device == "auto" else args.device
-    device_type = device.split(":")[0]
+    try:  # a typo, or a device this machine lacks: one line, not a traceback from inside torch
+        device_type = torch.device(device).type
+    except RuntimeError:
+        fail(f"--device={device}: expected auto, cpu, cuda, cuda:N or mps")
+    if device_type == "cuda" and not torch.cuda.is_available() or \
+            device_type == "mps" and not torch.backends.mps.is_available():
+        fail(f"--device={device}: {device_type} is not available on this machine; use --device=cpu")
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"

@@ -216,3 +216,15 @@ def test_documents_with_no_tokens_to_score_are_an_error(tmp_path, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"error: {docs}: no tokens to score (0 documents, 2 bad lines)"
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda"])
+def test_a_device_that_is_not_there_gives_one_line(tmp_path, capsys, device):
+    # both ended in a traceback from inside torch ("Torch not compiled with CUDA enabled")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", block_size=32)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([f"--ckpt={path}", f"--data={tmp_path}", f"--device={device}"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: --device={device}: ")

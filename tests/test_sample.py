@@ -256,3 +256,14 @@ def test_samples_from_an_exported_hugging_face_folder(gpt2_checkpoint, tmp_path,
     from_folder = run_main(capsys, f"--ckpt={tmp_path / 'hf'}", *common)
     assert from_folder.out == run_main(capsys, f"--ckpt={gpt2_checkpoint}", *common).out
     assert "tokenizer gpt2" in from_folder.err
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda"])
+def test_a_device_that_is_not_there_gives_one_line(gpt2_checkpoint, capsys, device):
+    # both ended in a traceback from inside torch ("Torch not compiled with CUDA enabled")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main([f"--ckpt={gpt2_checkpoint}", f"--device={device}"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: --device={device}: ")
