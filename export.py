@@ -403,6 +403,10 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"{out} already exists: pass --force to replace it")
+    # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all
+    if out.is_dir() and Path(ckpt).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out={out} holds --ckpt={ckpt}, which replacing it would delete: "
+                         f"pass another --out (out/hf, say)")
     t0 = time.time()
     pretrained = load_pretrained(ckpt)
     model_args, spec = pretrained["model_args"], pretrained["tokenizer"]

@@ -354,6 +354,15 @@ def test_existing_output_is_refused_unless_force(checkpoints, tmp_path, capsys):
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
 
 
+def test_force_never_deletes_the_checkpoint_it_exports(tmp_path, capsys):
+    # --out=out --force removed train.py's whole out/ folder, ckpt.pt and log.jsonl with it
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    assert run_main(f"--ckpt={path}", f"--out={tmp_path}", "--force") == 1
+    assert f"--out={tmp_path} holds --ckpt={path}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "log.jsonl"]
+
+
 def test_a_killed_runs_temporary_folder_is_removed(checkpoints, tmp_path):
     stale = export.partial_folder(tmp_path / "hf", pid=999999999)  # a process that is not running
     stale.mkdir()
