@@ -401,6 +401,8 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
     if dtype not in DTYPES[fmt]:
         raise ValueError(f"--dtype={dtype} is not one of {', '.join(DTYPES[fmt])} for --format={fmt}")
     out = Path(out)
+    if fmt == "gguf" and out.is_dir():  # else --force fails at the rename, after all the work
+        raise ValueError(f"--out={out} is a folder; a GGUF export is one file: pass --out=FILE.gguf")
     if out.exists() and not force:
         raise ValueError(f"{out} already exists: pass --force to replace it")
     # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all

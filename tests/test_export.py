@@ -363,6 +363,15 @@ def test_force_never_deletes_the_checkpoint_it_exports(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "log.jsonl"]
 
 
+def test_a_gguf_export_onto_a_folder_is_refused_first(tmp_path, capsys):
+    # with --force it failed at the final rename, after all the work, with IsADirectoryError
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    (tmp_path / "hf").mkdir()
+    assert run_main(f"--ckpt={path}", "--format=gguf", f"--out={tmp_path / 'hf'}", "--force") == 1
+    assert capsys.readouterr().err.strip() == (f"error: --out={tmp_path / 'hf'} is a folder; a GGUF "
+                                               f"export is one file: pass --out=FILE.gguf")
+
+
 def test_a_killed_runs_temporary_folder_is_removed(checkpoints, tmp_path):
     stale = export.partial_folder(tmp_path / "hf", pid=999999999)  # a process that is not running
     stale.mkdir()
