@@ -21,6 +21,7 @@ stderr, so `python sample.py ... > out.txt` keeps only the samples.
 import argparse
 import codecs
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -137,7 +138,12 @@ def main(argv=None):
         f"tokenizer {tokenizer_name(ckpt['tokenizer'])}, on {device} in {dtype}")
 
     torch.manual_seed(args.seed)  # seeds the CPU and every GPU generator
-    write = lambda text: print(text, end="", flush=True)  # noqa: E731
+    def write(text):
+        try:
+            print(text, end="", flush=True)
+        except BrokenPipeError:  # `sample.py | head` closed stdout: stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+            sys.exit(1)
     total_tokens, t0 = 0, time.time()
     for i in range(args.num_samples):
         write(prompt)

@@ -267,3 +267,21 @@ def test_a_device_that_is_not_there_gives_one_line(gpt2_checkpoint, capsys, devi
         sample.main([f"--ckpt={gpt2_checkpoint}", f"--device={device}"])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith(f"error: --device={device}: ")
+
+
+def test_a_closed_stdout_stops_quietly(gpt2_checkpoint, tmp_path, monkeypatch):
+    # `python sample.py | head` ended in a BrokenPipeError traceback
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):  # a real descriptor, for the dup2 that keeps the exit quiet
+            return replaced.fileno()
+    with open(tmp_path / "stdout", "w") as replaced:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe())
+        with pytest.raises(SystemExit) as exit_info:
+            sample.main([f"--ckpt={gpt2_checkpoint}", "--device=cpu", "--max_new_tokens=2"])
+    assert exit_info.value.code == 1
