@@ -85,6 +85,8 @@ SETTINGS = [
     ('real_vocab_size', None, "ids below this are real tokens, the rest padding (default: the data's vocabulary)"),
     ('dropout', 0.0, "dropout rate (0 for pretraining)"),
     ('bias', False, "biases in Linears and LayerNorms (GPT-2 has them)"),
+    ('tie_embeddings', True, "one matrix for the token embedding and the output layer, as GPT-2; "
+                             "false: an output layer of its own"),
     ('n_kv_head', None, "grouped-query attention: key/value heads (default: n_head)"),
     ('rope', False, "rotary position embeddings instead of learned ones"),
     ('rope_theta', 10000.0, "RoPE's base"),
