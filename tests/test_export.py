@@ -137,6 +137,20 @@ def write_gpt2_vocab_files(folder, enc):
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
+def test_a_damaged_hf_folder_gets_one_line_naming_the_file(hf_folders, tmp_path):
+    # a truncated model.safetensors and config.json without vocab_size ended in tracebacks; a broken
+    # tokenizer.json gave json's message alone, naming no file
+    cases = [("model.safetensors", lambda b: b[:1000], "model.safetensors: not readable safetensors"),
+             ("tokenizer.json", lambda b: b"{bad", "tokenizer.json: not readable JSON"),
+             ("config.json", lambda b: b'{"model_type": "gpt2"}', "lack 'vocab_size' for a gpt2 model")]
+    for name, damage, expected in cases:
+        folder = tmp_path / name
+        shutil.copytree(hf_folders["gpt2"], folder)
+        (folder / name).write_bytes(damage((folder / name).read_bytes()))
+        with pytest.raises(ValueError, match=expected):
+            checkpoint.load_pretrained(str(folder))
+
+
 def test_a_saved_hf_gpt2_loads_into_our_model_and_samples(tmp_path):
     config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=50257)
     torch.manual_seed(0)
