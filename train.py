@@ -525,6 +525,8 @@ def main(argv):
     started = time.time()
     config = get_config(argv)  # phase 1: settings, processes, device
     run = setup_processes(config)
+    if os.path.exists(config['out_dir']) and not os.path.isdir(config['out_dir']):  # else a traceback
+        die(f"--out_dir={config['out_dir']} is a file; expected a folder (it is created if missing)")
     data = open_run_data(config, run)  # phase 2: data, checked before any training time is spent
     paths = SimpleNamespace(**{k: os.path.join(config['out_dir'], f) for k, f in
                                (('ckpt', 'ckpt.pt'), ('log', 'log.jsonl'), ('plot', 'loss.png'))})

@@ -420,6 +420,8 @@ def test_bad_checkpoints_and_devices(data, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='--device=cuda: CUDA is not available on this machine'):
             run(data, out, '--device=cuda')
+    with pytest.raises(SystemExit, match='--out_dir=.*ckpt.pt is a file; expected a folder'):
+        run(data, out / 'ckpt.pt')  # a FileExistsError traceback, after the model was built
 
 
 def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
