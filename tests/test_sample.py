@@ -285,3 +285,13 @@ def test_a_closed_stdout_stops_quietly(gpt2_checkpoint, tmp_path, monkeypatch):
         with pytest.raises(SystemExit) as exit_info:
             sample.main([f"--ckpt={gpt2_checkpoint}", "--device=cpu", "--max_new_tokens=2"])
     assert exit_info.value.code == 1
+
+
+def test_help_says_what_each_flag_does_and_its_default(capsys):
+    # --max_new_tokens and --seed had no help, and no default was shown (a top-k cut of 200 applies)
+    with pytest.raises(SystemExit):
+        sample.get_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [("--max_new_tokens MAX_NEW_TOKENS tokens", 200), ("--top_k TOP_K 0", 200),
+                          ("--temperature TEMPERATURE 0", 0.8), ("--seed SEED the", 1337)]:
+        assert flag in text and f"(default: {default})" in text.split(flag)[1].split(" --")[0], flag
