@@ -119,8 +119,12 @@ def load_hf_folder(folder):
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{folder}: not a Hugging Face model folder (config.json: {e})") from None
-    kind = config.get("model_type")
+        # --ckpt=out (train.py's --out_dir) is the likeliest way here: name the file that was meant
+        ckpt = folder / "ckpt.pt"
+        hint = f"; the checkpoint is the file {ckpt}" if ckpt.is_file() else ""
+        raise ValueError(f"{folder}: not a Hugging Face model folder (config.json: {e}){hint}") \
+            from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
     if kind not in ("gpt2", "llama"):
         raise ValueError(f"{folder}: model_type {kind!r}; model.py's GPT can load 'gpt2' (GPT2LMHeadModel) "
                          f"and 'llama' (LlamaForCausalLM) folders")

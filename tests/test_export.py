@@ -142,9 +142,10 @@ def test_a_damaged_hf_folder_gets_one_line_naming_the_file(hf_folders, tmp_path)
     # tokenizer.json gave json's message alone, naming no file
     cases = [("model.safetensors", lambda b: b[:1000], "model.safetensors: not readable safetensors"),
              ("tokenizer.json", lambda b: b"{bad", "tokenizer.json: not readable JSON"),
-             ("config.json", lambda b: b'{"model_type": "gpt2"}', "lack 'vocab_size' for a gpt2 model")]
+             ("config.json", lambda b: b'{"model_type": "gpt2"}', "lack 'vocab_size' for a gpt2 model"),
+             ("config.json", lambda b: b"[1]", "model_type None")]  # an AttributeError
     for name, damage, expected in cases:
-        folder = tmp_path / name
+        folder = tmp_path / f"{name}{len(list(tmp_path.iterdir()))}"
         shutil.copytree(hf_folders["gpt2"], folder)
         (folder / name).write_bytes(damage((folder / name).read_bytes()))
         with pytest.raises(ValueError, match=expected):

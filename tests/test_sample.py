@@ -295,3 +295,12 @@ def test_help_says_what_each_flag_does_and_its_default(capsys):
     for flag, default in [("--max_new_tokens MAX_NEW_TOKENS tokens", 200), ("--top_k TOP_K 0", 200),
                           ("--temperature TEMPERATURE 0", 0.8), ("--seed SEED the", 1337)]:
         assert flag in text and f"(default: {default})" in text.split(flag)[1].split(" --")[0], flag
+
+
+def test_a_train_out_dir_as_ckpt_names_the_checkpoint_file(gpt2_checkpoint, capsys):
+    # --ckpt=out said only that out/ is no Hugging Face folder (no config.json)
+    folder = gpt2_checkpoint.parent
+    with pytest.raises(SystemExit):
+        sample.main([f"--ckpt={folder}", "--device=cpu"])
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"; the checkpoint is the file {gpt2_checkpoint}")
