@@ -149,6 +149,8 @@ def get_config(argv):
                 'weight_decay', 'grad_clip', 'lora_rank'):
         if not config[key] >= 0:  # not >=: NaN is refused too
             die(f"--{key}={config[key]}: expected a number >= 0")
+    if config['embedding_lr'] and not config['learning_rate']:  # else a ZeroDivisionError, later
+        die("--embedding_lr needs --learning_rate > 0: its schedule is learning_rate's, scaled")
     return config
 
 

@@ -314,6 +314,8 @@ def test_help_typos_and_bad_settings(capsys):
         assert f'--{key} ' in text and f"{' '.join(help_text.split())} (default: {default!r}" in text, key
     assert "(default: 'layernorm'; one of layernorm, rmsnorm)" in text
     assert 'model.py GPTConfig setting' not in text  # --tie_embeddings said only that
+    with pytest.raises(SystemExit, match='--embedding_lr needs --learning_rate > 0'):
+        train.get_config(TINY + ['--learning_rate=0', '--embedding_lr=0.1'])  # ZeroDivisionError
     with pytest.raises(SystemExit, match="unknown setting 'n_layers'; did you mean 'n_layer'"):
         train.get_config(['--n_layers=3'])
     with pytest.raises(SystemExit, match='^train.py: error: --norm=batchnorm: expected one of layernorm, rmsnorm$'):
