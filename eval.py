@@ -262,6 +262,9 @@ def get_args(argv=None):
         fail("give --data or --task, not both")
     if (args.windows or 0) < 0 or (args.batch_size is not None and args.batch_size < 1):
         fail("need --windows >= 0 and --batch_size >= 1")
+    if args.report and os.path.isdir(args.report):  # else an IsADirectoryError after the scoring
+        fail(f"--report={args.report} is a folder; expected a file name "
+             f"(say {Path(args.report) / 'eval.json'})")
     return args
 
 

@@ -228,3 +228,11 @@ def test_a_device_that_is_not_there_gives_one_line(tmp_path, capsys, device):
         evaluate.main([f"--ckpt={path}", f"--data={tmp_path}", f"--device={device}"])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith(f"error: --device={device}: ")
+
+
+def test_a_report_path_that_is_a_folder_is_refused_first(tmp_path, capsys):
+    # it ended in an IsADirectoryError traceback after all the scoring
+    with pytest.raises(SystemExit):
+        evaluate.get_args([f"--report={tmp_path}"])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --report={tmp_path} is a folder; expected a file")
