@@ -119,16 +119,20 @@ def load_hf_folder(folder):
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{folder}: not a Hugging Face model folder (config.json: {e})") from None
-    kind = config.get("model_type")
+        # --ckpt=out (train.py's --out_dir) is the likeliest way here: name the file that was meant
+        ckpt = folder / "ckpt.pt"
+        hint = f"; the checkpoint is the file {ckpt}" if ckpt.is_file() else ""
+        raise ValueError(f"{folder}: not a Hugging Face model folder (config.json: {e}){hint}") \
+            from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
     if kind not in ("gpt2", "llama"):
         raise ValueError(f"{folder}: model_type {kind!r}; model.py's GPT can load 'gpt2' (GPT2LMHeadModel) "
                          f"and 'llama' (LlamaForCausalLM) folders")
     hf_state = read_hf_weights(folder)
     tokenizer = tokenizer_from_hf(folder)
-    n_vocab = config["vocab_size"]
-    padded = 64 * math.ceil(n_vocab / 64)  # as nanoGPT pads 50257 to 50304: faster matmuls
     try:
+        n_vocab = config["vocab_size"]
+        padded = 64 * math.ceil(n_vocab / 64)  # as nanoGPT pads 50257 to 50304: faster matmuls
         if kind == "gpt2":
             model_args = gpt2_args(config)
             state = gpt2_from_hf(hf_state, padded, model_args["tie_embeddings"])
@@ -143,13 +147,19 @@ def load_hf_folder(folder):
 
 def read_hf_weights(folder):
     """All tensors of a folder: model.safetensors (or its shards), else pytorch_model.bin."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file as load_safetensors
+
+    def load_file(path):  # a truncated or damaged file: one line naming it, not a traceback
+        try:
+            return load_safetensors(path)
+        except Exception as e:
+            raise ValueError(f"{path}: not readable safetensors ({e})") from None
 
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").exists():
         return load_file(folder / "model.safetensors")
     if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = sorted(set(read_json(index)["weight_map"].values()))
         return {k: v for name in files for k, v in load_file(folder / name).items()}
     if (folder / "pytorch_model.bin").exists():
         try:
@@ -157,6 +167,14 @@ def read_hf_weights(folder):
         except Exception as e:
             raise ValueError(f"{folder / 'pytorch_model.bin'}: cannot read it with weights_only=True ({e})") from None
     raise ValueError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def read_json(path):
+    """A JSON file of a Hugging Face folder, or ValueError naming it (json's message does not)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from None
 
 
 def _require(config, checks):
@@ -251,7 +269,7 @@ def tokenizer_from_hf(folder):
 
     folder = Path(folder)
     if (folder / "tokenizer.json").exists():
-        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        data = read_json(folder / "tokenizer.json")
         model = data.get("model", {})
         if model.get("type") != "BPE":
             raise ValueError(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer; tiktoken runs byte-level BPE only")
@@ -259,7 +277,7 @@ def tokenizer_from_hf(folder):
         specials = {t["content"]: t["id"] for t in data.get("added_tokens", []) if t.get("special")}
         pattern = _split_pattern(data.get("pre_tokenizer"), r50k_pat_str, folder / "tokenizer.json")
     elif (folder / "vocab.json").exists():
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        vocab = read_json(folder / "vocab.json")
         lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines() if (folder / "merges.txt").exists() else []
         merges = [line for line in lines if line and not line.startswith("#version")]
         specials, pattern = {ENDOFTEXT: vocab[ENDOFTEXT]} if ENDOFTEXT in vocab else {}, r50k_pat_str

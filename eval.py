@@ -262,6 +262,9 @@ def get_args(argv=None):
         fail("give --data or --task, not both")
     if (args.windows or 0) < 0 or (args.batch_size is not None and args.batch_size < 1):
         fail("need --windows >= 0 and --batch_size >= 1")
+    if args.report and os.path.isdir(args.report):  # else an IsADirectoryError after the scoring
+        fail(f"--report={args.report} is a folder; expected a file name "
+             f"(say {Path(args.report) / 'eval.json'})")
     return args
 
 
@@ -271,7 +274,13 @@ def main(argv=None):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    device_type = args.device.split(":")[0]
+    try:  # a typo, or a device this machine lacks: one line, not a traceback from inside torch
+        device_type = torch.device(args.device).type
+    except RuntimeError:
+        fail(f"--device={args.device}: expected auto, cpu, cuda, cuda:N or mps")
+    if device_type == "cuda" and not torch.cuda.is_available() or \
+            device_type == "mps" and not torch.backends.mps.is_available():
+        fail(f"--device={args.device}: {device_type} is not available on this machine; use --device=cpu")
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
@@ -323,6 +332,9 @@ def main(argv=None):
                               windows=len(windows), window_selection="all" if count == 0 else "train.py val windows")
         except ValueError as e:
             fail(str(e))
+        if n_tokens == 0:  # else loss 0 and perplexity 1: a perfect score on nothing
+            fail(f"{data}: no tokens to score ({report.get('documents', 0)} documents, "
+                 f"{report.get('bad_lines', 0)} bad lines)")
         report.update(loss_report(nats, n_tokens, n_bytes), block_size=block_size, batch_size=batch_size)
         summary = (f"loss {report['loss']:.4f}, perplexity {report['perplexity']:.2f}, bits per byte "
                    f"{report['bits_per_byte']:.4f} on {n_tokens:,} tokens ({n_bytes:,} bytes)")

@@ -401,8 +401,14 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
     if dtype not in DTYPES[fmt]:
         raise ValueError(f"--dtype={dtype} is not one of {', '.join(DTYPES[fmt])} for --format={fmt}")
     out = Path(out)
+    if fmt == "gguf" and out.is_dir():  # else --force fails at the rename, after all the work
+        raise ValueError(f"--out={out} is a folder; a GGUF export is one file: pass --out=FILE.gguf")
     if out.exists() and not force:
         raise ValueError(f"{out} already exists: pass --force to replace it")
+    # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all
+    if out.is_dir() and Path(ckpt).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out={out} holds --ckpt={ckpt}, which replacing it would delete: "
+                         f"pass another --out (out/hf, say)")
     t0 = time.time()
     pretrained = load_pretrained(ckpt)
     model_args, spec = pretrained["model_args"], pretrained["tokenizer"]

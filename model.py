@@ -50,6 +50,8 @@ class GPTConfig:
     z_loss: float = 0.0          # PaLM's z-loss weight (1e-4 there): keeps log Z near 0; 0 = off
 
     def __post_init__(self):
+        if self.n_head < 1 or self.n_embd < 1:  # else a modulo by zero below, or a model of width 0
+            raise ValueError(f"GPTConfig: n_head and n_embd must be >= 1 (got {self})")
         kv = self.n_kv_head or self.n_head
         checks = [(self.n_embd % self.n_head == 0, "n_embd must be a multiple of n_head"),
                   (self.n_head % kv == 0, "n_head must be a multiple of n_kv_head"),

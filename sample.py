@@ -21,6 +21,7 @@ stderr, so `python sample.py ... > out.txt` keeps only the samples.
 import argparse
 import codecs
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -75,19 +76,22 @@ def stream_sample(model, enc, prompt, max_new_tokens, temperature=1.0, top_k=Non
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description="Sample text from a model trained by train.py.")
+    # the defaults shown: a top-k cut of 200 and a temperature of 0.8 apply unless changed
+    p = argparse.ArgumentParser(description="Sample text from a model trained by train.py.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", default="out/ckpt.pt",
                    help="checkpoint written by train.py, or a Hugging Face folder (GPT-2 family, or export.py's)")
     p.add_argument("--prompt", "--start", default="",
-                   help="text the samples continue (default: none, a fresh document)")
+                   help="text the samples continue (default: '%(default)s', a fresh document)")
     p.add_argument("--prompt_file", default=None, help="read the prompt from this file instead")
     p.add_argument("--num_samples", type=int, default=3, help="samples, one after another")
-    p.add_argument("--max_new_tokens", type=int, default=200)
+    p.add_argument("--max_new_tokens", type=int, default=200,
+                   help="tokens per sample at most (a sample also ends at <|endoftext|>)")
     p.add_argument("--temperature", type=float, default=0.8,
                    help=f"0 = greedy (as is anything below {GREEDY_BELOW:g})")
     p.add_argument("--top_k", type=int, default=200, help="0 = no top-k cut")
     p.add_argument("--top_p", type=float, default=1.0, help="1.0 = no nucleus cut")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=int, default=1337, help="the same seed gives the same text")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or e.g. cuda:1")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bfloat16 on a GPU that has it, else float32")
@@ -112,7 +116,13 @@ def main(argv=None):
         except (OSError, UnicodeDecodeError) as e:
             fail(f"--prompt_file={args.prompt_file}: {e}")
     device = best_device() if args.device == "auto" else args.device
-    device_type = device.split(":")[0]
+    try:  # a typo, or a device this machine lacks: one line, not a traceback from inside torch
+        device_type = torch.device(device).type
+    except RuntimeError:
+        fail(f"--device={device}: expected auto, cpu, cuda, cuda:N or mps")
+    if device_type == "cuda" and not torch.cuda.is_available() or \
+            device_type == "mps" and not torch.backends.mps.is_available():
+        fail(f"--device={device}: {device_type} is not available on this machine; use --device=cpu")
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
@@ -131,7 +141,12 @@ def main(argv=None):
         f"tokenizer {tokenizer_name(ckpt['tokenizer'])}, on {device} in {dtype}")
 
     torch.manual_seed(args.seed)  # seeds the CPU and every GPU generator
-    write = lambda text: print(text, end="", flush=True)  # noqa: E731
+    def write(text):
+        try:
+            print(text, end="", flush=True)
+        except BrokenPipeError:  # `sample.py | head` closed stdout: stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+            sys.exit(1)
     total_tokens, t0 = 0, time.time()
     for i in range(args.num_samples):
         write(prompt)

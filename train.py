@@ -85,6 +85,8 @@ SETTINGS = [
     ('real_vocab_size', None, "ids below this are real tokens, the rest padding (default: the data's vocabulary)"),
     ('dropout', 0.0, "dropout rate (0 for pretraining)"),
     ('bias', False, "biases in Linears and LayerNorms (GPT-2 has them)"),
+    ('tie_embeddings', True, "one matrix for the token embedding and the output layer, as GPT-2; "
+                             "false: an output layer of its own"),
     ('n_kv_head', None, "grouped-query attention: key/value heads (default: n_head)"),
     ('rope', False, "rotary position embeddings instead of learned ones"),
     ('rope_theta', 10000.0, "RoPE's base"),
@@ -136,6 +138,19 @@ def get_config(argv):
         die("both --data and stages are set: stages name the data of each stage")
     if config['gradient_accumulation_steps'] > 0:
         config['batch_tokens'] = config['gradient_accumulation_steps'] * config['batch_size'] * config['block_size']
+    # else a 0 crashes with a traceback (a modulo by zero, an empty val set), some only at the
+    # first eval, and a negative grad_clip silently flips the gradient (clip_grad_norm_ scales by
+    # max_norm / norm)
+    for key in ('batch_size', 'block_size', 'batch_tokens', 'eval_interval', 'eval_iters',
+                'log_interval'):
+        if config[key] < 1:
+            die(f"--{key}={config[key]}: expected a whole number >= 1")
+    for key in ('max_iters', 'warmup_iters', 'learning_rate', 'min_lr', 'embedding_lr',
+                'weight_decay', 'grad_clip', 'lora_rank'):
+        if not config[key] >= 0:  # not >=: NaN is refused too
+            die(f"--{key}={config[key]}: expected a number >= 0")
+    if config['embedding_lr'] and not config['learning_rate']:  # else a ZeroDivisionError, later
+        die("--embedding_lr needs --learning_rate > 0: its schedule is learning_rate's, scaled")
     return config
 
 
@@ -376,6 +391,7 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
             if p.last_good:
                 state = run_files.checkpoint_state(config, data, p)
                 run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+                p.saved_step = p.step
             run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
                                                 "not saved: the last eval was refused (see above)"))
         if stop or finished:
@@ -511,6 +527,8 @@ def main(argv):
     started = time.time()
     config = get_config(argv)  # phase 1: settings, processes, device
     run = setup_processes(config)
+    if os.path.exists(config['out_dir']) and not os.path.isdir(config['out_dir']):  # else a traceback
+        die(f"--out_dir={config['out_dir']} is a file; expected a folder (it is created if missing)")
     data = open_run_data(config, run)  # phase 2: data, checked before any training time is spent
     paths = SimpleNamespace(**{k: os.path.join(config['out_dir'], f) for k, f in
                                (('ckpt', 'ckpt.pt'), ('log', 'log.jsonl'), ('plot', 'loss.png'))})
@@ -535,10 +553,13 @@ def main(argv):
         if history and 'val_loss' not in history[-1]:  # else the last eval drew it
             run_files.plot(history, paths.plot)
         elapsed = time.time() - started
+        # every eval refused, or --max_iters=0: no checkpoint of this run (it said 'from step None')
+        saved = (f"{paths.ckpt} is from step {p.saved_step}" if p.saved_step is not None
+                 else "no checkpoint saved")
         run.log(f"done at step {p.step} in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s: best val loss {p.best:.4f}" +
                 (f", {skipped} steps skipped" if skipped else '') +
-                (f"; {p.refused} eval(s) worse than the start not saved, {paths.ckpt} is from step {p.saved_step}"
-                 if p.refused else '') + f"; {paths.ckpt}, {paths.log}, {paths.plot}")
+                (f"; {p.refused} eval(s) worse than the start not saved" if p.refused else '') +
+                f"; {saved}; {paths.log}, {paths.plot}")
     if run.own_group:
         dist.destroy_process_group()
     return history

@@ -202,3 +202,37 @@ def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_p
     with pytest.raises(SystemExit):
         evaluate.main([f"--ckpt={path}", f"--data={data}", "--device=cpu"])
     assert "holds cl100k_base tokens, but the model was trained with gpt2" in capsys.readouterr().err
+
+
+def test_documents_with_no_tokens_to_score_are_an_error(tmp_path, capsys):
+    # the report said loss 0, perplexity 1, bits per byte 0 on 0 tokens: a perfect score on nothing
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", block_size=32)
+    docs = tmp_path / "docs"
+    with jsonl_writer(docs / "part-0000.jsonl.gz"):
+        pass
+    (docs / "part-0001.jsonl").write_text('{"id": "x", "text": ""}\nnot json\n', encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([f"--ckpt={path}", f"--data={docs}", "--device=cpu"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: {docs}: no tokens to score (0 documents, 2 bad lines)"
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda"])
+def test_a_device_that_is_not_there_gives_one_line(tmp_path, capsys, device):
+    # both ended in a traceback from inside torch ("Torch not compiled with CUDA enabled")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", block_size=32)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([f"--ckpt={path}", f"--data={tmp_path}", f"--device={device}"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: --device={device}: ")
+
+
+def test_a_report_path_that_is_a_folder_is_refused_first(tmp_path, capsys):
+    # it ended in an IsADirectoryError traceback after all the scoring
+    with pytest.raises(SystemExit):
+        evaluate.get_args([f"--report={tmp_path}"])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --report={tmp_path} is a folder; expected a file")

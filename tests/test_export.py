@@ -137,6 +137,21 @@ def write_gpt2_vocab_files(folder, enc):
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
+def test_a_damaged_hf_folder_gets_one_line_naming_the_file(hf_folders, tmp_path):
+    # a truncated model.safetensors and config.json without vocab_size ended in tracebacks; a broken
+    # tokenizer.json gave json's message alone, naming no file
+    cases = [("model.safetensors", lambda b: b[:1000], "model.safetensors: not readable safetensors"),
+             ("tokenizer.json", lambda b: b"{bad", "tokenizer.json: not readable JSON"),
+             ("config.json", lambda b: b'{"model_type": "gpt2"}', "lack 'vocab_size' for a gpt2 model"),
+             ("config.json", lambda b: b"[1]", "model_type None")]  # an AttributeError
+    for name, damage, expected in cases:
+        folder = tmp_path / f"{name}{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(hf_folders["gpt2"], folder)
+        (folder / name).write_bytes(damage((folder / name).read_bytes()))
+        with pytest.raises(ValueError, match=expected):
+            checkpoint.load_pretrained(str(folder))
+
+
 def test_a_saved_hf_gpt2_loads_into_our_model_and_samples(tmp_path):
     config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=50257)
     torch.manual_seed(0)
@@ -352,6 +367,24 @@ def test_existing_output_is_refused_unless_force(checkpoints, tmp_path, capsys):
         export.main([f"--ckpt={path}", f"--format={fmt}", f"--out={out}", "--force"])
         assert (sorted(os.listdir(out)) if out.is_dir() else out.stat().st_size) == before
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+
+
+def test_force_never_deletes_the_checkpoint_it_exports(tmp_path, capsys):
+    # --out=out --force removed train.py's whole out/ folder, ckpt.pt and log.jsonl with it
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    assert run_main(f"--ckpt={path}", f"--out={tmp_path}", "--force") == 1
+    assert f"--out={tmp_path} holds --ckpt={path}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "log.jsonl"]
+
+
+def test_a_gguf_export_onto_a_folder_is_refused_first(tmp_path, capsys):
+    # with --force it failed at the final rename, after all the work, with IsADirectoryError
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    (tmp_path / "hf").mkdir()
+    assert run_main(f"--ckpt={path}", "--format=gguf", f"--out={tmp_path / 'hf'}", "--force") == 1
+    assert capsys.readouterr().err.strip() == (f"error: --out={tmp_path / 'hf'} is a folder; a GGUF "
+                                               f"export is one file: pass --out=FILE.gguf")
 
 
 def test_a_killed_runs_temporary_folder_is_removed(checkpoints, tmp_path):

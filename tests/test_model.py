@@ -177,6 +177,9 @@ def test_config_round_trips_through_a_plain_dict():
         GPTConfig(norm="batchnorm")
     with pytest.raises(ValueError, match="n_kv_head"):
         GPTConfig(n_head=12, n_kv_head=5)
+    for zero in (dict(n_head=0), dict(n_embd=0)):  # a ZeroDivisionError; a model of width 0 trained
+        with pytest.raises(ValueError, match="n_head and n_embd must be >= 1"):
+            GPTConfig(**zero)
 
 
 def test_flops_and_mfu():

@@ -256,3 +256,51 @@ def test_samples_from_an_exported_hugging_face_folder(gpt2_checkpoint, tmp_path,
     from_folder = run_main(capsys, f"--ckpt={tmp_path / 'hf'}", *common)
     assert from_folder.out == run_main(capsys, f"--ckpt={gpt2_checkpoint}", *common).out
     assert "tokenizer gpt2" in from_folder.err
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda"])
+def test_a_device_that_is_not_there_gives_one_line(gpt2_checkpoint, capsys, device):
+    # both ended in a traceback from inside torch ("Torch not compiled with CUDA enabled")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main([f"--ckpt={gpt2_checkpoint}", f"--device={device}"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: --device={device}: ")
+
+
+def test_a_closed_stdout_stops_quietly(gpt2_checkpoint, tmp_path, monkeypatch):
+    # `python sample.py | head` ended in a BrokenPipeError traceback
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):  # a real descriptor, for the dup2 that keeps the exit quiet
+            return replaced.fileno()
+    with open(tmp_path / "stdout", "w") as replaced:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe())
+        with pytest.raises(SystemExit) as exit_info:
+            sample.main([f"--ckpt={gpt2_checkpoint}", "--device=cpu", "--max_new_tokens=2"])
+    assert exit_info.value.code == 1
+
+
+def test_help_says_what_each_flag_does_and_its_default(capsys):
+    # --max_new_tokens and --seed had no help, and no default was shown (a top-k cut of 200 applies)
+    with pytest.raises(SystemExit):
+        sample.get_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [("--max_new_tokens MAX_NEW_TOKENS tokens", 200), ("--top_k TOP_K 0", 200),
+                          ("--temperature TEMPERATURE 0", 0.8), ("--seed SEED the", 1337)]:
+        assert flag in text and f"(default: {default})" in text.split(flag)[1].split(" --")[0], flag
+
+
+def test_a_train_out_dir_as_ckpt_names_the_checkpoint_file(gpt2_checkpoint, capsys):
+    # --ckpt=out said only that out/ is no Hugging Face folder (no config.json)
+    folder = gpt2_checkpoint.parent
+    with pytest.raises(SystemExit):
+        sample.main([f"--ckpt={folder}", "--device=cpu"])
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"; the checkpoint is the file {gpt2_checkpoint}")

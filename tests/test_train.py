@@ -313,10 +313,25 @@ def test_help_typos_and_bad_settings(capsys):
     for key, default, help_text in train.SETTINGS:  # every flag says what it does, its default and choices
         assert f'--{key} ' in text and f"{' '.join(help_text.split())} (default: {default!r}" in text, key
     assert "(default: 'layernorm'; one of layernorm, rmsnorm)" in text
+    assert 'model.py GPTConfig setting' not in text  # --tie_embeddings said only that
+    with pytest.raises(SystemExit, match='--embedding_lr needs --learning_rate > 0'):
+        train.get_config(TINY + ['--learning_rate=0', '--embedding_lr=0.1'])  # ZeroDivisionError
     with pytest.raises(SystemExit, match="unknown setting 'n_layers'; did you mean 'n_layer'"):
         train.get_config(['--n_layers=3'])
     with pytest.raises(SystemExit, match='^train.py: error: --norm=batchnorm: expected one of layernorm, rmsnorm$'):
         train.get_config(['--norm=batchnorm'])
+
+
+@pytest.mark.parametrize('flag', ['--eval_interval=0', '--log_interval=0', '--batch_size=0',
+                                  '--eval_iters=0', '--batch_tokens=0', '--block_size=0',
+                                  '--grad_clip=-1.0', '--learning_rate=nan', '--max_iters=-1'])
+def test_edge_values_are_refused_with_one_line(flag):
+    # each crashed with a traceback (modulo by zero, an empty val set) or, grad_clip < 0, flipped
+    # the gradient
+    key, value = flag[2:].split('=')
+    message = f'^train.py: error: --{key}={value}: expected a .*>= [01]$'
+    with pytest.raises(SystemExit, match=message):
+        train.get_config(TINY + [flag])
 
 
 def test_a_step_is_shared_among_processes():
@@ -407,6 +422,8 @@ def test_bad_checkpoints_and_devices(data, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='--device=cuda: CUDA is not available on this machine'):
             run(data, out, '--device=cuda')
+    with pytest.raises(SystemExit, match='--out_dir=.*ckpt.pt is a file; expected a folder'):
+        run(data, out / 'ckpt.pt')  # a FileExistsError traceback, after the model was built
 
 
 def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
@@ -418,3 +435,12 @@ def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
     assert f'not saving {tmp_path / "ckpt.pt"}: the val loss is' in text and 'it keeps the last good checkpoint' in text
     kept = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert kept['iter_num'] == 2 and all(torch.equal(kept['model'][k], v) for k, v in good['model'].items())
+
+
+def test_a_run_that_saved_nothing_says_so(data, tmp_path, capsys):
+    # its last line said 'out/ckpt.pt is from step None' and listed a ckpt.pt never written
+    run(data, tmp_path, '--max_iters=1', '--eval_interval=1', '--learning_rate=1e3',
+        '--skip_nonfinite=true')  # its one eval is worse than the start: refused
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    assert done.startswith('done at step 1') and '; no checkpoint saved; ' in done and 'None' not in done
+    assert not (tmp_path / 'ckpt.pt').exists()
