@@ -364,6 +364,10 @@ def run_filters(doc, cfg, stats):
 def quality_reason(doc, score, cfg, stats):
     """Put the model's score into the document and the report's histogram; the reason to drop it
     (below --quality_threshold), or None."""
+    if score != score:  # NaN: the model failed on this page; no score to keep it by (nor any JSON)
+        doc["quality_score"] = None
+        stats["quality_score:nan"] += 1
+        return "no_score" if cfg.quality_threshold is not None else None
     doc["quality_score"] = score
     stats[quality.histogram_bin(score, cfg.quality_kind)] += 1
     if cfg.quality_threshold is not None and score < cfg.quality_threshold:
@@ -441,6 +445,11 @@ def clean_shard(input_path, output_path, cfg):
     return dict(stats)
 
 
+# the flags that change how a run goes, not what it writes
+NOT_SETTINGS = ("input", "output", "workers", "shard", "num_shards", "quality_batch_size", "quality_device",
+                "train_quality", "output_model", "quality_epoch", "quality_lr")
+
+
 def parse_config(argv=None):
     p = common.stage_arguments("FineWeb's quality filters, language ID and PII removal.", "data/raw", "data/clean")
     p.add_argument("--languages", default="en", help="comma-separated fastText labels to keep")
@@ -513,7 +522,9 @@ def main():
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)
-    report = common.run_stage("clean", partial(clean_shard, cfg=cfg), inputs, cfg.output, cfg)
+    # what the output depends on: a rerun with another threshold redoes the shards, not skips them
+    settings = {k: v for k, v in vars(cfg).items() if k not in NOT_SETTINGS}
+    report = common.run_stage("clean", partial(clean_shard, cfg=cfg), inputs, cfg.output, cfg, settings=settings)
     totals = report["totals"]
     if totals.get("seconds"):
         report["docs_per_second"] = round(totals.get("docs_in", 0) / totals["seconds"], 1)

@@ -80,6 +80,8 @@ def list_shards(input_path, shard=0, num_shards=1):
         fail(f"--shard={shard} must be in [0, --num_shards={num_shards})")
     if os.path.isdir(input_path):
         paths = [p for p in Path(input_path).iterdir() if p.name.endswith(SHARD_SUFFIXES)]
+    elif os.path.isfile(input_path):  # as written: glob would read 'crawl [2024]/a.jsonl.gz' as a pattern
+        paths = [Path(input_path)] if input_path.endswith(SHARD_SUFFIXES) else []
     else:
         paths = [Path(p) for p in glob.glob(input_path) if p.endswith(SHARD_SUFFIXES)]
     if not paths:
@@ -409,28 +411,40 @@ def progress(desc, unit="doc", total=None):
                 mininterval=0.5 if interactive else 30, unit_scale=True)
 
 
-def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
+def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, settings=None):
     """Run process_shard(input_path, output_path) -> stats (a dict of numbers: documents in and out,
     bytes, 'bad_input:<reason>' counts, ...) over every input shard whose output is not done yet,
     then write the stage report beside the output.
 
     The report says "complete": false from before the first shard until the end, when it is
-    rewritten with "complete": true and the shards made. A shard is done when its stats file exists:
-    it is written after the shard itself is renamed into place, so a crash between the two only costs
-    redoing that shard. The report sums the stats of all shards done so far, this run's and earlier
-    runs', so a resumed run reports the whole output. The bad lines of each input shard are set aside
-    in OUTPUT/bad_input/<shard>, and a killed run's temporary files are removed first."""
+    rewritten with "complete": true and the shards made. A shard is done when its stats file exists
+    and was written from the same input file (size and modification time) under the same `settings`
+    (a dict of what the output depends on): the stats file is written after the shard itself is
+    renamed into place, so a crash between the two only costs redoing that shard, and a rerun with
+    another threshold or a changed input redoes the shards it changes. The report sums the stats of
+    all shards done so far, this run's and earlier runs', so a resumed run reports the whole output.
+    The bad lines of each input shard are set aside in OUTPUT/bad_input/<shard>, and a killed run's
+    temporary files are removed first."""
     output_dir = Path(output_dir)
     stats_dir = output_dir / ".stats"
     start = time.time()
-    remove_stale_temps(output_dir, recursive=True)
+    for path in inputs:  # clean.py --input=D --output=D would replace the raw pages by what it keeps
+        if os.path.exists(path) and Path(path).resolve() == (output_dir / shard_name(path)).resolve():
+            fail(f"{name}: the output {output_dir} is the input folder: {path} would be overwritten; "
+                 f"give another --output")
     mark_in_progress(name, output_dir, args)
-    done_before = 0
+    remove_stale_temps(output_dir, recursive=True)
+    settings = json.loads(json_bytes(settings or {}, default=sorted))  # as it reads back: sets, tuples
+    done_before, all_stats = 0, []
     for path in inputs:
         out_path = output_dir / shard_name(path)
         stats_path = stats_dir / (shard_name(path) + ".json")
-        if stats_path.exists() and out_path.exists():
+        source = file_identity(path)
+        done = read_json(stats_path) if out_path.exists() else None
+        # a stats file of before settings were recorded is plain stats: trusted, as it always was
+        if done and done.get("settings", settings) == settings and done.get("source", source) == source:
             done_before += 1
+            all_stats.append(done["stats"] if "settings" in done else done)
             continue
         print(f"{name}: {path} -> {out_path}", file=sys.stderr)
         SET_ASIDE[str(path)] = bad_input_path(out_path)
@@ -438,10 +452,11 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
             stats = process_shard(path, out_path)
         finally:
             del SET_ASIDE[str(path)]
-        write_json(stats_path, stats)
+        write_json(stats_path, {"settings": settings, "source": source, "stats": stats})
+        all_stats.append(stats)
     totals = Counter()
-    for path in inputs:
-        for key, value in json.loads((stats_dir / (shard_name(path) + ".json")).read_text()).items():
+    for stats in all_stats:
+        for key, value in stats.items():
             totals[key] += value
     seconds = time.time() - start
     set_aside = any(key.startswith("bad_input:") for key in totals)
@@ -455,6 +470,21 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None):
     report["report"] = str(report_path(output_dir, args))
     write_json(report["report"], report)
     return report
+
+
+def file_identity(path):
+    """[size, modification time] of an input file, to tell a rewritten input from the one a shard
+    was made from; None for an input that is not a local file (a WARC over HTTP)."""
+    with contextlib.suppress(OSError):
+        stat = os.stat(path)
+        return [stat.st_size, stat.st_mtime_ns]
+    return None
+
+
+def read_json(path):
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(Path(path).read_text())
+    return None
 
 
 def print_summary(name, report, keys):

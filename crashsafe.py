@@ -122,6 +122,9 @@ def report_path(output_dir, args):
 def mark_in_progress(name, output_dir, args, **extra):
     """Write the report a stage starts with: until it is rewritten at the end, anyone reading the
     folder knows the run has not finished, and a killed run is recognisable."""
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        print(f"error: the output folder {output_dir} is a file: give a folder", file=sys.stderr)
+        sys.exit(1)
     report = {"stage": name, "complete": False, "input": str(getattr(args, "input", "")),
               "output": str(output_dir), "host": HOST, "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shard": args.shard,
@@ -151,8 +154,9 @@ def check_input(input_path, paths):
     atomically), and using a partial input can be what the user wants (cleaning a crawl that is
     still running); its own report records input_complete, so the gap is never silent."""
     folders = sorted({Path(p).parent for p in paths})
-    reports_of = {folder: sorted(folder.glob("report.json")) + sorted(folder.glob("report_*_of_*.json"))
-                  for folder in folders}
+    # report_sentences.json: dedup.py --sentences, run again over dedup's own output
+    reports_of = {folder: sorted(folder.glob("report.json")) + sorted(folder.glob("report_sentences.json"))
+                  + sorted(folder.glob("report_*_of_*.json")) for folder in folders}
     checked = (sorted(map(str, paths)), [version(r) for f in folders for r in reports_of[f]])
     if str(input_path) in _input_checks and _input_checks[str(input_path)][0] == checked:
         return _input_checks[str(input_path)][1]

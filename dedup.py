@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
-                    read_documents, run_stage, shard_name, stage_arguments, write_json)
+                    read_documents, read_json, run_stage, shard_name, stage_arguments, write_json)
 from minhash import band_hashes, document_signature, permutations
 from minhash import normalize  # noqa: F401  (dedup.normalize: the normalization, for other scripts)
 
@@ -88,13 +88,6 @@ def fingerprint(all_shards, args):
     stats = [(Path(s).name, Path(s).stat().st_size, Path(s).stat().st_mtime_ns) for s in all_shards]
     text = repr((stats, args.ngram, args.bands, args.rows, args.seed, args.threshold, args.range_docs))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def save_array(path, array):
@@ -381,10 +374,6 @@ def write_clusters(path, nodes, root, kept, partner, agree, is_copy, all_shards,
 # pass 4: write the survivors
 
 
-def written_path(args, shard):
-    return work_dir(args) / "written" / (shard_name(shard) + ".json")
-
-
 def write_survivors(path, out_path, removal_path):
     removal = np.load(removal_path)
     exact = dict(zip(removal["row"].tolist(), removal["exact"].tolist()))
@@ -473,17 +462,10 @@ def main():
              **{k: v for k, v in summary.items() if k != "fingerprint"}, **seconds}
     print(f"dedup: writing survivors to {args.output}", file=sys.stderr)
     my_shards = list_shards(args.input, args.shard, args.num_shards)
-    for path in my_shards:  # written from other clusters (input or settings changed): redo it, as
-        # run_stage would skip it for its stats file
-        if (read_json(written_path(args, path)) or {}).get("fingerprint") != job:
-            (Path(args.output) / ".stats" / (shard_name(path) + ".json")).unlink(missing_ok=True)
-
-    def write_shard(path, out_path):
-        removal = work_dir(args) / "removed" / (shard_name(path) + ".npy")
-        stats = write_survivors(path, out_path, removal)
-        write_json(written_path(args, path), {"fingerprint": job})
-        return stats
-    report = run_stage("dedup", write_shard, my_shards, args.output, args, extra)
+    # a shard written from other clusters (the input or the settings changed) is written again
+    report = run_stage("dedup", lambda path, out_path: write_survivors(
+        path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")), my_shards, args.output, args, extra,
+        settings={"clusters": job})
     print_summary("dedup", report, ["documents_in", "documents_out", "removed_exact_duplicates",
                                     "removed_near_duplicates"])
     found = summary["all_shards"]

@@ -319,9 +319,10 @@ def main(argv=None):
                 if tokenizer is not None and not same_tokenizer(tokenizer, ckpt["tokenizer"]):
                     raise ValueError(f"{data} holds {tokenizer_name(tokenizer)} tokens, but the model was trained "
                                      f"with {tokenizer_name(ckpt['tokenizer'])}")
-                short = [p for p, s in zip(paths, shards) if len(s) <= block_size]
-                if short:
-                    raise ValueError(f"{short[0]}: fewer tokens than block_size + 1 = {block_size + 1}")
+                # a shard too short for one window adds none, as in train.py (prepare's last train
+                # shard can be that short); a split with no window at all is an error
+                if not (shards := [s for s in shards if len(s) > block_size]):
+                    raise ValueError(f"{paths[0]}: fewer tokens than block_size + 1 = {block_size + 1}")
                 count = args.windows
                 if count is None:  # the run's own val set: train.py's val loss
                     count = loader.val_window_count(config) if {"eval_iters", "batch_tokens"} <= config.keys() else 2400

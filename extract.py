@@ -259,7 +259,13 @@ def run_batch(batch, options, progress, slot, serialize):
         return results
     docs, errors, stats = [], [], collections.Counter()
     for task, result in zip(tasks, results):
-        record(task, result, lambda d: docs.append(json_line(d)), lambda e: errors.append(json_line(e)), stats)
+        try:
+            record(task, result, lambda d: docs.append(json_line(d)), lambda e: errors.append(json_line(e)), stats)
+        except Exception as e:  # one error line: an exception here would kill the worker, and the
+            # batch, sent again, would kill the next one, for ever
+            stats["record_error"] += 1
+            errors.append(json_line({"url": str(task.get("url")), **failure("record_error", repr(e)),
+                                     "time": now_iso()}))
     return gzip_member(docs), gzip_member(errors), stats
 
 

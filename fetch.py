@@ -492,7 +492,10 @@ class Fetcher:
         proxies from the environment as above."""
         redirects = urllib.request.HTTPRedirectHandler()
         redirects.max_redirections = self.args.max_redirects
-        request = urllib.request.Request(url, headers={"User-Agent": self.args.user_agent})
+        try:  # urllib, as libcurl, sends ASCII only
+            request = urllib.request.Request(wire_url(url), headers={"User-Agent": self.args.user_agent})
+        except ValueError as e:
+            raise Failure("bad_url", f"{url}: {e}") from None
         try:
             return ResponseStream(urllib.request.build_opener(redirects).open(request, timeout=self.args.read_timeout))
         except urllib.error.HTTPError as e:

@@ -83,6 +83,69 @@ def test_run_stage_skips_done_shards_and_reports_all(tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp*"))
 
 
+def test_run_stage_redoes_a_shard_made_under_other_settings_or_from_another_input(tmp_path):
+    path = tmp_path / "in" / "part0.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"id": "a", "text": "one"}) + "\n")
+    calls = []
+
+    def count_shard(in_path, out_path):
+        calls.append(in_path.name)
+        stats = Counter(documents_in=sum(1 for _ in common.read_documents(in_path, Counter())))
+        with common.jsonl_writer(out_path) as write:
+            write({"id": "x", "text": "made"})
+        return stats
+
+    args = argparse.Namespace(input=str(tmp_path / "in"), num_shards=1, shard=0)
+
+    def run(**settings):
+        return common.run_stage("copy", count_shard, [path], tmp_path / "out", args, settings=settings)
+
+    run(languages={"en"}, threshold=0.5)
+    run(languages={"en"}, threshold=0.5)
+    assert calls == ["part0.jsonl"]  # the same settings, read back from JSON: done
+    run(languages={"de"}, threshold=0.5)
+    assert len(calls) == 2
+    path.write_text("".join(json.dumps({"id": k, "text": "two"}) + "\n" for k in "ab"))
+    report = run(languages={"de"}, threshold=0.5)
+    assert len(calls) == 3 and report["totals"] == {"documents_in": 2}
+    # a stats file of an older run (plain stats, no settings recorded) still counts as done
+    (tmp_path / "out" / ".stats" / "part0.jsonl.gz.json").write_text('{"documents_in": 2}')
+    assert run(threshold=0.9)["shards_skipped_done"] == 1 and len(calls) == 3
+
+
+def test_run_stage_refuses_to_overwrite_its_input_or_to_write_into_a_file(tmp_path, capsys):
+    path = tmp_path / "part0.jsonl.gz"
+    with common.jsonl_writer(path) as write:
+        write({"id": "a", "text": "the raw page"})
+    args = argparse.Namespace(input=str(tmp_path), num_shards=1, shard=0)
+    for output in (tmp_path, path):  # in place; a file where the folder should be
+        with pytest.raises(SystemExit):
+            common.run_stage("clean", lambda i, o: Counter(), [path], output, args)
+        assert "Traceback" not in capsys.readouterr().err
+    assert [d["text"] for _, d in common.read_documents(path, Counter())] == ["the raw page"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part0.jsonl.gz"]
+
+
+def test_a_killed_sentence_pass_makes_its_folder_incomplete(tmp_path):
+    path = tmp_path / "part0.jsonl.gz"
+    with common.jsonl_writer(path) as write:
+        write({"id": "a", "text": "a page"})
+    shards = [{"name": path.name}]
+    common.write_json(tmp_path / "report.json", {"stage": "dedup", "complete": True, "shards": shards})
+    common.write_json(tmp_path / "report_sentences.json", {"stage": "sentence_dedup", "complete": False,
+                                                           "shards": []})
+    assert common.check_input(str(tmp_path), [path])["input_complete"] is False
+
+
+def test_list_shards_takes_a_file_path_as_written_not_as_a_glob(tmp_path):
+    path = tmp_path / "crawl [2024]" / "a.jsonl.gz"  # [2024] as a pattern matches one character
+    path.parent.mkdir()
+    with common.jsonl_writer(path) as write:
+        write({"id": "a", "text": "a page"})
+    assert common.list_shards(str(path)) == [path]
+
+
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     target = tmp_path / "shard.jsonl.gz"
     with pytest.raises(RuntimeError):

@@ -236,3 +236,16 @@ def test_a_report_path_that_is_a_folder_is_refused_first(tmp_path, capsys):
         evaluate.get_args([f"--report={tmp_path}"])
     err = capsys.readouterr().err
     assert err.startswith(f"error: --report={tmp_path} is a folder; expected a file")
+
+
+def test_a_last_train_shard_too_short_for_a_window_adds_none(tmp_path, capsys):
+    """prepare.py's last train shard can hold a few tokens: train.py trains on such a folder, so
+    eval.py --split=train scores it too, the other shards' windows."""
+    tokens = np.array(load_tokenizer("gpt2").encode_ordinary(" ".join(DOCS) * 12))
+    data = tmp_path / "tokens"
+    write_shard(data / "val_000000.bin", tokens[:3000])
+    write_shard(data / "train_000001.bin", tokens[3000:5000])
+    write_shard(data / "train_000002.bin", tokens[5000:5010])
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", bias=True)  # block_size 64
+    report = run_eval(capsys, f"--ckpt={path}", f"--data={data}", "--split=train", "--windows=0")
+    assert report["tokens"] == (2000 - 1) // 64 * 64

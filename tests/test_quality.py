@@ -124,6 +124,16 @@ def test_histogram_bins():
     assert quality.histogram_bin(1.0, "fasttext") == "quality_score:>=1"
 
 
+def test_a_nan_score_is_counted_and_never_written():
+    """A model that returns NaN for a page must not crash the histogram, nor write NaN, which is no
+    JSON (the next stage would set the page aside as a bad line)."""
+    for threshold, reason in ((None, None), (2.0, "no_score")):
+        cfg, doc, stats = clean.parse_config(["--quality_model=."]), {"text": "a page"}, Counter()
+        cfg.quality_threshold, cfg.quality_kind = threshold, "huggingface"
+        assert clean.quality_reason(doc, float("nan"), cfg, stats) == reason
+        assert doc["quality_score"] is None and stats == {"quality_score:nan": 1}
+
+
 # -----------------------------------------------------------------------------------------------
 # a fastText classifier (DCLM's kind), trained on two kinds of pages the sample has
 

@@ -319,6 +319,21 @@ def test_a_malformed_link_costs_only_itself(extractor):
     assert "Enough text" in result["text"] and result["links"] == ["http://e.org/next.html"]
 
 
+def test_a_page_whose_record_cannot_be_made_is_one_error_line():
+    """An exception while a worker writes a chunk's records (here: a task without its source)
+    would kill the worker, and the chunk sent again would kill the next one, for ever."""
+    html = ("<html><body><article><p>" + "Enough text for the page to be kept. " * 20
+            + "</p></article></body></html>").encode()
+    good = {"url": "http://e.org/a", "body": html, "fetched_at": "2026-11-01T00:00:00Z", "source": "warc"}
+    bad = {k: v for k, v in {**good, "url": "http://e.org/b"}.items() if k != "source"}
+    docs, errors, stats = extract.run_batch([good, bad], {"extractor": "resiliparse", "min_chars": 100},
+                                            [0.0, 0.0], 0, serialize=True)
+    assert [json.loads(line)["url"] for line in gzip.decompress(docs).splitlines()] == ["http://e.org/a"]
+    error = json.loads(gzip.decompress(errors))
+    assert error["url"] == "http://e.org/b" and error["reason"] == "record_error"
+    assert stats["docs"] == 1 and stats["record_error"] == 1
+
+
 def crawl_site(routes, texts):
     """index -> a, b, a private page, another site, an image; a -> c, index; b -> c, d; c -> e."""
     text = texts[REAL["/pages/alterroutine.html"]]
@@ -407,6 +422,9 @@ def test_warc_gives_the_same_texts_as_fetching(server, url_run, tmp_path):
     routes["/files/moved.warc.gz"] = (302, {"Location": "/files/one.warc.gz"}, b"")  # a mirror's redirect, followed
     scrape.main([f"--warc={base}/files/moved.warc.gz", f"--output={tmp_path / 'moved'}"] + flags)
     assert read_shards(tmp_path / "moved") == read_shards(tmp_path / "http")
+    routes["/files/caf%C3%A9.warc.gz"] = routes["/files/one.warc.gz"]  # a URL not all ASCII
+    scrape.main([f"--warc={base}/files/café.warc.gz", f"--output={tmp_path / 'café'}"] + flags)
+    assert read_shards(tmp_path / "café") == read_shards(tmp_path / "http")
     whole = (tmp_path / "one.warc.gz").read_bytes()
 
     def cut_once(handler, n):  # the first download breaks off halfway: retried, from the start
