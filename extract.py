@@ -7,7 +7,7 @@ Two extractors, chosen with scrape.py --extractor:
   comments. 30-40 ms of CPU per page, most of the bill at Common Crawl scale.
 - resiliparse (DCLM's choice): extract_plain_text(tree, main_content=True, alt_texts=False), as
   DCLM extracted its pool. C++ (lexbor), about 15x faster, keeps more tables and code.
-Both get the same bytes decoded the same way (fetch.decode_html), and the same title and date, both
+Both get the same bytes decoded the same way (charset.decode_html), and the same title and date, both
 read from the page's markup (page_title, page_date).
 
 ExtractionPool sends pages to --workers processes in batches (one message each way per batch, not
@@ -39,7 +39,8 @@ from urllib.parse import urldefrag, urljoin
 import orjson
 from isal import igzip
 
-from fetch import decode_html, failure, looks_binary, now_iso
+from charset import decode_html, looks_binary
+from fetch import failure, now_iso
 from warc import read_chunk
 
 EXTRACTORS = ("trafilatura", "resiliparse")

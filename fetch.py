@@ -1,5 +1,5 @@
 """
-Getting pages from the web politely, and reading their bytes as text: the HTTP half of scrape.py.
+Getting pages from the web politely: the HTTP half of scrape.py.
 
 - Fetcher: a polite crawler on libcurl (pycurl). One thread runs all transfers at once through
   libcurl's multi interface, and keeps the rules per host: robots.txt fetched once and obeyed, a
@@ -12,14 +12,10 @@ Getting pages from the web politely, and reading their bytes as text: the HTTP h
   the extractors on two cores), fetching cost the main process ~0.8 ms of CPU per page with
   urllib3 in 16 threads, ~0.37 with libcurl in 16 threads (the threads' Python parts fight over
   the GIL), ~0.22 with libcurl's multi interface in one; resiliparse itself costs ~2 ms a page.
-- decode_html: bytes to str as a browser decides: byte-order mark, then the HTTP header's charset,
-  then the page's own <meta>, then detection with Firefox's detector (chardetng). Two lies are
-  common and handled: a page labelled latin-1 whose bytes are valid UTF-8 is UTF-8, and a page
-  labelled UTF-8 whose bytes are not goes to detection.
+(Reading a page's bytes as text, its charset, is charset.py's job.)
 """
 
 import collections
-import contextlib
 import heapq
 import http.client
 import io
@@ -38,7 +34,6 @@ from types import SimpleNamespace
 from urllib.parse import quote, urldefrag, urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
-import chardetng_py
 import pycurl
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -59,64 +54,6 @@ class Failure(Exception):
     def __init__(self, reason, detail="", transient=False):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.result = failure(reason, detail, transient)
-
-# -----------------------------------------------------------------------------------------------
-# charsets
-
-
-BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
-# what these labels mean on the web (WHATWG Encoding standard): all of them are windows-1252
-LATIN1_LABELS = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii",
-                 "windows-1252", "cp1252", "x-cp1252"}
-HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
-DOCUMENT_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.:-]+)|<\?xml[^>]+encoding\s*=\s*[\"']([\w.:-]+)", re.I)
-
-
-def decode_html(body, content_type, url=""):
-    """Bytes to str: BOM, then the header's label, then the document's (<meta charset>, <meta
-    http-equiv>, <?xml encoding>), then detection. A label the bytes contradict falls through."""
-    for bom, codec in BOMS:
-        if body.startswith(bom):
-            return body.decode(codec, errors="replace")
-    if body.isascii():
-        return body.decode("ascii")  # most pages: every ASCII-compatible label agrees
-    # lazily, in the first 4 KB: the first label that decodes the bytes is the answer
-    in_document = ((m[1] or m[2]).decode("ascii") for m in DOCUMENT_CHARSET.finditer(body, 0, 4096))
-    for label in itertools.chain(HEADER_CHARSET.findall(content_type or ""), in_document):
-        label = label.lower()
-        if label in LATIN1_LABELS:  # valid UTF-8 with non-ASCII bytes is never latin-1 text in practice
-            with contextlib.suppress(UnicodeDecodeError):
-                return body.decode("utf-8")
-            return body.decode("cp1252", errors="replace")
-        if label.startswith(("utf-16", "utf-32", "utf16", "utf32")):
-            continue  # a lie: UTF-16 text has a BOM (above) or NUL bytes. Browsers ignore it too
-        with contextlib.suppress(LookupError, UnicodeError):  # UnicodeError: Python's 'undefined'
-            return body.decode(label)
-    with contextlib.suppress(UnicodeDecodeError):
-        return body.decode("utf-8")
-    # no label to trust. Non-ASCII bytes that are all punctuation in windows-1252 (the web's default:
-    # a few '«', '¶', '©') give a detector nothing to go on; it would read them as letters of another
-    # alphabet. Otherwise, what Firefox does; the top-level domain is its hint (.cz: Central European)
-    high = bytes(b for b in set(body) if b > 127).decode("cp1252", errors="replace")
-    if not any(c.isalpha() for c in high):
-        return body.decode("cp1252", errors="replace")
-    tld = (urlsplit(url).hostname or "").rsplit(".", 1)[-1]
-    tld = tld.encode() if re.fullmatch(r"[a-z0-9-]+", tld) else None  # anything else makes chardetng panic
-    guess = chardetng_py.detect(body, allow_utf8=False, tld=tld)
-    try:
-        return body.decode(guess, errors="replace")
-    except LookupError:
-        return body.decode("cp1252", errors="replace")
-
-
-BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"\x7fELF")
-
-
-def looks_binary(body):
-    head = body[:1024]
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return False  # UTF-16 has NUL bytes and is still text
-    return b"\x00" in head or head.startswith(BINARY_MAGIC)
 
 # -----------------------------------------------------------------------------------------------
 # the polite fetcher

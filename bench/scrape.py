@@ -3,7 +3,7 @@ How fast does scrape.py go, against the fastest its extractor could go, on a WAR
 pages? The ceiling is the extractor alone: extract.py's own extractor call (trafilatura_text or
 resiliparse_text, what scrape.py's workers call: trafilatura.extract with FineWeb's settings, or
 resiliparse as DCLM ran it) on the pages scrape.py extracts (HTTP 200, HTML, at most --max_bytes),
-already decoded to text (fetch.decode_html) and in memory, run by a plain multiprocessing.Pool of
+already decoded to text (charset.decode_html) and in memory, run by a plain multiprocessing.Pool of
 --workers processes forked after the pages are loaded (so nothing is sent to them but an index),
 timed from the first page handed out to the last result back, after a warm-up that imports the
 extractor. scrape.py --warc must read and inflate the WARC, decode, find title and date, hand work
@@ -57,7 +57,8 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import extract  # noqa: E402  (the extractor calls scrape.py's workers make)
-from fetch import HTML_TYPES, decode_html, looks_binary  # noqa: E402
+from charset import decode_html, looks_binary  # noqa: E402
+from fetch import HTML_TYPES  # noqa: E402
 
 MAX_BYTES = 2_000_000  # scrape.py's --max_bytes, passed to it explicitly
 DOC = Path("/usr/share/doc")

@@ -29,6 +29,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+import charset
 import crashsafe
 import extract
 import fetch
@@ -490,18 +491,18 @@ def test_decoding_and_sniffing(sample):
     pages, _ = sample
     text = "Ça coûte 5 € — déjà vu"
     html = f"<html><head><meta charset='windows-1252'></head><body>{text}</body></html>"
-    assert text in fetch.decode_html(html.encode("cp1252"), "text/html")  # from <meta>
-    assert text in fetch.decode_html(html.encode("utf-8"), "text/html; charset=utf-8")  # header first
+    assert text in charset.decode_html(html.encode("cp1252"), "text/html")  # from <meta>
+    assert text in charset.decode_html(html.encode("utf-8"), "text/html; charset=utf-8")  # header first
     # a real Latin-1 page that lies (says UTF-8), and a Shift_JIS page that says nothing: guessed
     french = pages["https://debian-handbook.info/browse/fr-FR/stable/sect.inetd.html"][1]
     right = french.decode("iso-8859-1")
     lying = re.sub(rb"(?i)charset=iso-8859-1", b"charset=utf-8", french)
-    assert right[right.index("<body"):] in fetch.decode_html(lying, "text/html; charset=utf-8")
+    assert right[right.index("<body"):] in charset.decode_html(lying, "text/html; charset=utf-8")
     japanese = re.sub(r"(?i)charset=utf-8|encoding=.UTF-8.", "", pages[JAPANESE][1].decode("utf-8"))
     silent = japanese.encode("shift_jis", "xmlcharrefreplace")
-    assert fetch.decode_html(silent, "text/html") == silent.decode("shift_jis")
-    assert fetch.looks_binary(b"\x89PNG\r\n\x1a\n") and fetch.looks_binary(b"<html>\x00\x01")
-    assert not fetch.looks_binary(html.encode("utf-16"))
+    assert charset.decode_html(silent, "text/html") == silent.decode("shift_jis")
+    assert charset.looks_binary(b"\x89PNG\r\n\x1a\n") and charset.looks_binary(b"<html>\x00\x01")
+    assert not charset.looks_binary(html.encode("utf-16"))
     assert fetch.retry_after_seconds("7") == 7 and fetch.retry_after_seconds("soon") is None
     assert fetch.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date in the past
 
@@ -512,8 +513,8 @@ def test_charset_labels_that_cannot_be_true_are_ignored(label):
     browsers read it, not as CJK mojibake; a label Python knows but cannot decode with costs
     nothing either."""
     html = f"<html><head><meta charset='{label}'></head><body>Ça coûte 5 € — déjà vu</body>"
-    assert fetch.decode_html(html.encode("utf-8"), "text/html") == html
-    assert fetch.decode_html(html.encode("utf-8"), f"text/html; charset={label}") == html
+    assert charset.decode_html(html.encode("utf-8"), "text/html") == html
+    assert charset.decode_html(html.encode("utf-8"), f"text/html; charset={label}") == html
 
 
 def sample_records(sample, urls):
@@ -826,7 +827,7 @@ def test_mislabelled_charsets_on_real_pages(sample, tmp_path):
         cases[url] = ("text/html", unlabelled.encode("cp1252"))
     for url, (content_type, body) in cases.items():  # decoded as the page was written
         true_text = re.sub(r"(?i)<meta[^>]*charset[^>]*>|<\?xml[^>]*\?>", "", pages[url][1].decode("utf-8"))
-        assert re.sub(r"(?i)<meta[^>]*charset[^>]*>|<\?xml[^>]*\?>", "", fetch.decode_html(body, content_type, url)) == true_text, url
+        assert re.sub(r"(?i)<meta[^>]*charset[^>]*>|<\?xml[^>]*\?>", "", charset.decode_html(body, content_type, url)) == true_text, url
     write_warc(tmp_path / "lies.warc.gz", [(url, ct, body) for url, (ct, body) in cases.items()])
     for extractor in extract.EXTRACTORS:
         scrape.main([f"--warc={tmp_path / 'lies.warc.gz'}", f"--output={tmp_path / extractor}", "--min_chars=0",
