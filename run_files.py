@@ -45,6 +45,9 @@ def load_start(config, data, ckpt_path, log):
     start = dict(checkpoint=None, weights=None, model_args=model_args, started_from='scratch')
     if config['init_from'] == 'resume':
         checkpoint = read_checkpoint(ckpt_path, mmap=True)  # mmap: the processes of one machine share the pages
+        if 'config' not in checkpoint:  # weights saved by another script: nothing to resume from
+            raise ValueError(f"{ckpt_path} holds weights but not a train.py run to resume (no config); "
+                             f"start from its weights with --init_from={ckpt_path}")
         old, keys = checkpoint['config'], ['seed', 'batch_tokens', 'lora_rank', 'lora_alpha', 'rslora', 'lora_targets']
         start['started_from'] = checkpoint.get('started_from', 'scratch')
         if start['started_from'] == 'scratch':

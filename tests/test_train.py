@@ -223,6 +223,11 @@ def test_bad_input_is_refused_before_training(data, tmp_path):
     run(data, tmp_path / 'out', '--max_iters=1')
     with pytest.raises(SystemExit, match=r'other settings: n_layer=2 \(now 3\)'):
         run(data, tmp_path / 'out', '--init_from=resume', '--n_layer=3')
+    weights_only = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    del weights_only['config']  # as another script saves weights: a KeyError, before
+    torch.save(weights_only, tmp_path / 'out' / 'ckpt.pt')
+    with pytest.raises(SystemExit, match='not a train.py run to resume'):
+        run(data, tmp_path / 'out', '--init_from=resume')
     assert not (tmp_path / 'nowhere').exists()
 
 
