@@ -97,6 +97,8 @@ def open_source(folder, block_size):
     """A source dict (folder, train and val shards as memmaps, tokenizer, vocab_size, shards: [[name,
     tokens]...] for the resume check, windows: windows per train shard) after every check that can
     fail, so that nothing fails once training has started."""
+    if os.path.isfile(folder):  # --data=data/tokens/train_000001.bin
+        raise ValueError(f"--data={folder} is a file: give the folder of prepare.py's shards")
     if not os.path.isdir(folder):
         raise ValueError(f"data folder {folder} does not exist: run prepare.py first, or pass --data=FOLDER")
     val_paths = sorted(glob.glob(os.path.join(folder, 'val_*.bin')))

@@ -209,6 +209,8 @@ def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
 def test_bad_input_is_refused_before_training(data, tmp_path):
     with pytest.raises(SystemExit, match='does not exist: run prepare.py first'):
         run(tmp_path / 'nowhere', tmp_path / 'out')
+    with pytest.raises(SystemExit, match='train_000001.bin is a file: give the folder'):
+        run(data / 'train_000001.bin', tmp_path / 'out')
     broken = tmp_path / 'broken'
     broken.mkdir()
     for name in ('val_000000.bin', 'train_000001.bin', 'report.json'):
