@@ -121,7 +121,8 @@ def load_user_list(path):
     """A file of domains or URLs, one per line ('#' comments allowed)."""
     if path not in _cache:
         with open(path, encoding="utf-8") as f:
-            entries = {line.split("#")[0].strip().lower() for line in f}
+            # without a trailing '/', as url_listed compares the URL: 'https://a.org/docs/' matches
+            entries = {line.split("#")[0].strip().lower().rstrip("/") for line in f}
         _cache[path] = entries - {""}
     return _cache[path]
 

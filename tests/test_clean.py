@@ -441,6 +441,16 @@ def test_url_blocklist(tmp_path):
     assert not url_filter.url_listed("https://other.example/a", entries)
 
 
+def test_url_blocklist_entry_with_trailing_slash(tmp_path):
+    blocklist = tmp_path / "block.txt"
+    blocklist.write_text("https://ok.example/docs/\nhttps://home.example/\n")
+    entries = url_filter.load_user_list(str(blocklist))
+    assert url_filter.url_listed("https://ok.example/docs/", entries)
+    assert url_filter.url_listed("https://ok.example/docs", entries)
+    assert url_filter.url_listed("https://home.example/", entries)
+    assert not url_filter.url_listed("https://ok.example/docs/other", entries)
+
+
 def test_url_filter_rules_as_datatrove():
     # each case gets the rule datatrove 0.10.1's URLFilter gives it, on the same lists (bench/clean.py
     # compares the two on ~3,400 URLs), but for the two differences url_filter.py's docstring gives
