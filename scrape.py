@@ -38,8 +38,8 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import (atomic_path, fail, file_identity, mark_in_progress, print_summary, progress,
-                    read_json, run_stage, stage_arguments, write_json)
+from common import (atomic_path, fail, mark_in_progress, print_summary, progress, run_stage, stage_arguments,
+                    write_json)
 from extract import EXTRACTORS, ExtractionPool, doc_id, gzip_member, json_line, record
 from fetch import Failure, Fetcher, failure, now_iso
 from warc import one_member_per_record, warc_chunks, warc_pages
@@ -348,12 +348,6 @@ def scrape_warcs(args, pool):
         if (other := by_name.setdefault(name, s)) != s:
             fail(f"{other} and {s} would both be written as {name}.gz: rename one")
     args.input = args.warc or args.cc
-    # run_stage knows a shard by its name, not by its WARC file, so it cannot see that the file was
-    # rewritten: forget the shard of a local file whose size or time differ from those it was made of
-    for name, s in by_name.items():
-        made_of = read_json(Path(args.output) / ".stats" / (name + ".gz.source"))
-        if made_of is not None and made_of != file_identity(s):
-            (Path(args.output) / ".stats" / (name + ".gz.json")).unlink(missing_ok=True)
     fetcher = Fetcher(args)  # for WARC files over HTTP
     bar, start, this_run = progress("scrape", unit="page"), time.time(), {}
     # local files still to do, for the ETA (remote ones have no size until they are fetched)
@@ -361,10 +355,7 @@ def scrape_warcs(args, pool):
         os.path.getsize(s) for name, s in by_name.items() if not (Path(args.output) / ".stats" / (name + ".gz.json")).exists())}
 
     def process(name, out_path):
-        made_of = file_identity(by_name[str(name)])  # before reading it: rewritten meanwhile, redone
         stats = scrape_warc(by_name[str(name)], out_path, pool, args, fetcher, bar, eta_bytes)
-        if made_of is not None:
-            write_json(Path(args.output) / ".stats" / (name + ".gz.source"), made_of)
         this_run["pages_this_run"] = this_run.get("pages_this_run", 0) + stats["pages"]
         this_run["pages_per_second"] = round(this_run["pages_this_run"] / (time.time() - start), 2)
         return stats
