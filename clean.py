@@ -446,8 +446,8 @@ def clean_shard(input_path, output_path, cfg):
 
 
 # the flags that change how a run goes, not what it writes
-NOT_SETTINGS = ("input", "output", "workers", "shard", "num_shards", "quality_batch_size", "quality_device",
-                "train_quality", "output_model", "quality_epoch", "quality_lr")
+NOT_SETTINGS = ("input", "output", "workers", "shard", "num_shards", "quality_batch_size",
+                "quality_device", "train_quality", "output_model", "quality_epoch", "quality_lr")
 
 
 def parse_config(argv=None):
@@ -524,7 +524,8 @@ def main():
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)
     # what the output depends on: a rerun with another threshold redoes the shards, not skips them
     settings = {k: v for k, v in vars(cfg).items() if k not in NOT_SETTINGS}
-    report = common.run_stage("clean", partial(clean_shard, cfg=cfg), inputs, cfg.output, cfg, settings=settings)
+    report = common.run_stage("clean", partial(clean_shard, cfg=cfg), inputs, cfg.output, cfg,
+                              settings=settings)
     totals = report["totals"]
     if totals.get("seconds"):
         report["docs_per_second"] = round(totals.get("docs_in", 0) / totals["seconds"], 1)

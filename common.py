@@ -80,7 +80,7 @@ def list_shards(input_path, shard=0, num_shards=1):
         fail(f"--shard={shard} must be in [0, --num_shards={num_shards})")
     if os.path.isdir(input_path):
         paths = [p for p in Path(input_path).iterdir() if p.name.endswith(SHARD_SUFFIXES)]
-    elif os.path.isfile(input_path):  # as written: glob would read 'crawl [2024]/a.jsonl.gz' as a pattern
+    elif os.path.isfile(input_path):  # as written: glob reads 'crawl [2024]/a.jsonl.gz' as a pattern
         paths = [Path(input_path)] if input_path.endswith(SHARD_SUFFIXES) else []
     else:
         paths = [Path(p) for p in glob.glob(input_path) if p.endswith(SHARD_SUFFIXES)]
@@ -411,7 +411,8 @@ def progress(desc, unit="doc", total=None):
                 mininterval=0.5 if interactive else 30, unit_scale=True)
 
 
-def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, settings=None):
+def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, settings=None,
+              files=None):
     """Run process_shard(input_path, output_path) -> stats (a dict of numbers: documents in and out,
     bytes, 'bad_input:<reason>' counts, ...) over every input shard whose output is not done yet,
     then write the stage report beside the output.
@@ -419,7 +420,8 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
     The report says "complete": false from before the first shard until the end, when it is
     rewritten with "complete": true and the shards made. A shard is done when its stats file exists
     and was written from the same input file (size and modification time) under the same `settings`
-    (a dict of what the output depends on): the stats file is written after the shard itself is
+    (a dict of what the output depends on; `files` maps an input that is not a path, such as
+    scrape.py's shard names, to its file): the stats file is written after the shard itself is
     renamed into place, so a crash between the two only costs redoing that shard, and a rerun with
     another threshold or a changed input redoes the shards it changes. The report sums the stats of
     all shards done so far, this run's and earlier runs', so a resumed run reports the whole output.
@@ -428,21 +430,23 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
     output_dir = Path(output_dir)
     stats_dir = output_dir / ".stats"
     start = time.time()
-    for path in inputs:  # clean.py --input=D --output=D would replace the raw pages by what it keeps
-        if os.path.exists(path) and Path(path).resolve() == (output_dir / shard_name(path)).resolve():
+    for path in inputs:  # clean.py --input=D --output=D would replace the raw pages by its output
+        out_path = output_dir / shard_name(path)
+        if os.path.exists(path) and Path(path).resolve() == out_path.resolve():
             fail(f"{name}: the output {output_dir} is the input folder: {path} would be overwritten; "
                  f"give another --output")
     mark_in_progress(name, output_dir, args)
     remove_stale_temps(output_dir, recursive=True)
-    settings = json.loads(json_bytes(settings or {}, default=sorted))  # as it reads back: sets, tuples
+    settings = json.loads(json_bytes(settings or {}, default=sorted))  # as read back: sets, tuples
     done_before, all_stats = 0, []
     for path in inputs:
         out_path = output_dir / shard_name(path)
         stats_path = stats_dir / (shard_name(path) + ".json")
-        source = file_identity(path)
+        source = file_identity((files or {}).get(path, path))
         done = read_json(stats_path) if out_path.exists() else None
         # a stats file of before settings were recorded is plain stats: trusted, as it always was
-        if done and done.get("settings", settings) == settings and done.get("source", source) == source:
+        same = done and done.get("settings", settings) == settings
+        if same and done.get("source", source) == source:
             done_before += 1
             all_stats.append(done["stats"] if "settings" in done else done)
             continue

@@ -155,8 +155,8 @@ def check_input(input_path, paths):
     still running); its own report records input_complete, so the gap is never silent."""
     folders = sorted({Path(p).parent for p in paths})
     # report_sentences.json: dedup.py --sentences, run again over dedup's own output
-    reports_of = {folder: sorted(folder.glob("report.json")) + sorted(folder.glob("report_sentences.json"))
-                  + sorted(folder.glob("report_*_of_*.json")) for folder in folders}
+    names = ("report.json", "report_sentences.json", "report_*_of_*.json")
+    reports_of = {folder: [r for name in names for r in sorted(folder.glob(name))] for folder in folders}
     checked = (sorted(map(str, paths)), [version(r) for f in folders for r in reports_of[f]])
     if str(input_path) in _input_checks and _input_checks[str(input_path)][0] == checked:
         return _input_checks[str(input_path)][1]

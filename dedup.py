@@ -464,8 +464,8 @@ def main():
     my_shards = list_shards(args.input, args.shard, args.num_shards)
     # a shard written from other clusters (the input or the settings changed) is written again
     report = run_stage("dedup", lambda path, out_path: write_survivors(
-        path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")), my_shards, args.output, args, extra,
-        settings={"clusters": job})
+        path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")),
+        my_shards, args.output, args, extra, settings={"clusters": job})
     print_summary("dedup", report, ["documents_in", "documents_out", "removed_exact_duplicates",
                                     "removed_near_duplicates"])
     found = summary["all_shards"]

@@ -261,7 +261,8 @@ def run_batch(batch, options, progress, slot, serialize):
     docs, errors, stats = [], [], collections.Counter()
     for task, result in zip(tasks, results):
         try:
-            record(task, result, lambda d: docs.append(json_line(d)), lambda e: errors.append(json_line(e)), stats)
+            record(task, result, lambda d: docs.append(json_line(d)),
+                   lambda e: errors.append(json_line(e)), stats)
         except Exception as e:  # one error line: an exception here would kill the worker, and the
             # batch, sent again, would kill the next one, for ever
             stats["record_error"] += 1

@@ -430,7 +430,8 @@ class Fetcher:
         redirects = urllib.request.HTTPRedirectHandler()
         redirects.max_redirections = self.args.max_redirects
         try:  # urllib, as libcurl, sends ASCII only
-            request = urllib.request.Request(wire_url(url), headers={"User-Agent": self.args.user_agent})
+            request = urllib.request.Request(wire_url(url),
+                                             headers={"User-Agent": self.args.user_agent})
         except ValueError as e:
             raise Failure("bad_url", f"{url}: {e}") from None
         try:

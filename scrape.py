@@ -360,9 +360,10 @@ def scrape_warcs(args, pool):
         this_run["pages_per_second"] = round(this_run["pages_this_run"] / (time.time() - start), 2)
         return stats
 
-    settings = {k: getattr(args, k) for k in ("extractor", "max_bytes", "extract_timeout", "min_chars")}
+    settings = {k: getattr(args, k) for k in ("extractor", "max_bytes", "extract_timeout",
+                                              "min_chars")}
     report = run_stage("scrape", process, list(by_name), args.output, args, extra_report=this_run,
-                       settings=settings)
+                       settings=settings, files=by_name)
     # a WARC file given up on has no shard: the folder is not complete until a rerun reads it
     failed = [name for name in by_name if not (Path(args.output) / (name + ".gz")).exists()]
     if failed:

@@ -562,6 +562,19 @@ def test_warc_gzipped_whole_or_misnamed_loses_no_record(sample, tmp_path, monkey
         assert (tmp_path / "out" / f"{name}.jsonl.gz").read_bytes() == expected
 
 
+def test_a_rewritten_warc_file_is_scraped_again(sample, tmp_path):
+    """A WARC file rewritten under the same name must not leave the old file's shard in place."""
+    urls = list(sample[0])[:4]
+    flags = [f"--warc={tmp_path / 'in.warc.gz'}", f"--output={tmp_path / 'out'}", "--workers=1",
+             "--extractor=resiliparse", "--min_chars=1"]
+    write_warc(tmp_path / "in.warc.gz", sample_records(sample, urls[:3]))
+    scrape.main(flags)
+    write_warc(tmp_path / "in.warc.gz", sample_records(sample, urls[3:]))
+    assert scrape.main(flags)["shards_processed"] == 1
+    assert [d["url"] for d in read_shards(tmp_path / "out")] == urls[3:]
+    assert scrape.main(flags)["shards_skipped_done"] == 1  # unchanged since: done
+
+
 def test_a_warc_file_given_up_on_leaves_the_report_incomplete(tmp_path):
     """A WARC file that cannot be read (here over HTTP from a closed port) makes no shard: the
     report must not say complete, nor list the shard, so that clean.py warns and a rerun reads it."""
