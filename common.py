@@ -442,7 +442,8 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
     for path in inputs:
         out_path = output_dir / shard_name(path)
         stats_path = stats_dir / (shard_name(path) + ".json")
-        source = file_identity((files or {}).get(path, path))
+        source_file = (files or {}).get(path, path)
+        source = file_identity(source_file)
         done = read_json(stats_path) if out_path.exists() else None
         # a stats file of before settings were recorded is plain stats: trusted, as it always was
         same = done and done.get("settings", settings) == settings
@@ -450,7 +451,7 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
             done_before += 1
             all_stats.append(done["stats"] if "settings" in done else done)
             continue
-        print(f"{name}: {path} -> {out_path}", file=sys.stderr)
+        print(f"{name}: {source_file} -> {out_path}", file=sys.stderr)
         SET_ASIDE[str(path)] = bad_input_path(out_path)
         try:
             stats = process_shard(path, out_path)

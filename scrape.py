@@ -305,7 +305,6 @@ def scrape_warc(path, out_path, pool, args, fetcher, bar, eta_bytes):
     """One WARC file -> one shard of documents (and one of errors), written atomically. A download
     that breaks is retried from the start with backoff; a file that cannot be had is left undone,
     so a rerun tries it again."""
-    print(f"scrape: {path} -> {out_path}")
     for attempt in range(args.retries + 1):
         stats = Counter()
         try:
