@@ -237,7 +237,8 @@ def hellaswag(model, enc, examples, device, autocast):
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+    # the docstring's first paragraph: its first line alone stops mid-sentence
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", default="out/ckpt.pt", help="train.py checkpoint, or a Hugging Face folder")
     p.add_argument("--data", default=None, help="token shards (a folder of {split}_*.bin, or one .bin) "

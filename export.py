@@ -449,7 +449,8 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+    # the docstring's first paragraph: its first line alone stops mid-sentence
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", default="out/ckpt.pt", help="train.py checkpoint, or a Hugging Face folder")
     p.add_argument("--format", default="hf", choices=["hf", "gguf"],

@@ -338,6 +338,8 @@ def main(argv=None):
                 held_out.append((group, text))
                 seen += size
             else:
+                if stats["train_bytes"] >= args.max_train_bytes:
+                    break  # the cap holds for a corpus smaller than --val_bytes too
                 stats["train_documents"] += 1
                 stats["train_bytes"] += size
                 yield text

@@ -426,10 +426,10 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
 def log_step(gpt, data, config, run, p, loss, lr, norm, dt, step_time, write_log):
     tokens_per_second = config['batch_tokens'] / dt
     mfu = gpt.estimate_mfu(tokens_per_second / run.world, run.device)
-    eta = step_time * (config['max_iters'] - p.step)
+    minutes = round(step_time * (config['max_iters'] - p.step) / 60)  # 59.8 min: 1h00m, not 0h60m
     run.log(f"step {p.step}/{config['max_iters']} | loss {loss:.4f} | lr {lr:.2e} | norm {norm:.2f}"
             f" | {tokens_per_second:,.0f} tok/s | mfu {f'{100 * mfu:.1f}%' if mfu else 'unknown'}"
-            f" | eta {eta // 3600:.0f}h{eta % 3600 / 60:02.0f}m")
+            f" | eta {minutes // 60}h{minutes % 60:02d}m")
     record = dict(step=p.step, tokens=p.step * config['batch_tokens'], loss=loss, lr=lr, grad_norm=norm,
                   tokens_per_second=tokens_per_second, mfu=mfu, time=time.time())
     if len(data['sources']) > 1:  # tokens read from each source so far

@@ -249,3 +249,10 @@ def test_a_last_train_shard_too_short_for_a_window_adds_none(tmp_path, capsys):
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", bias=True)  # block_size 64
     report = run_eval(capsys, f"--ckpt={path}", f"--data={data}", "--split=train", "--windows=0")
     assert report["tokens"] == (2000 - 1) // 64 * 64
+
+
+def test_help_describes_the_script_in_a_whole_sentence(capsys):
+    """The description was the docstring's first line, which stops at 'or multiple-choice'."""
+    with pytest.raises(SystemExit):
+        evaluate.get_args(["--help"])
+    assert "or multiple-choice accuracy on HellaSwag." in " ".join(capsys.readouterr().out.split())

@@ -456,3 +456,11 @@ def test_lora_adapters_are_merged_into_the_export(tmp_path, enc):
         without = base(idx, all_logits=True)[0][..., :enc.n_vocab]
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)  # the plain export computes the LoRA model
     assert (without - ours).abs().max() > 0.1  # which the base alone does not
+
+
+def test_help_describes_the_script_in_a_whole_sentence(capsys):
+    """The description was the docstring's first line, cut at '(transformers, vLLM,'."""
+    with pytest.raises(SystemExit):
+        export.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "or one GGUF file (llama.cpp, Ollama, LM Studio)." in text

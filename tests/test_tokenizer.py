@@ -306,6 +306,19 @@ def test_max_train_bytes_stops_reading_and_still_holds_out(tmp_path):
     assert report["train_documents"] == 50 and report["documents"] == 53
 
 
+def test_max_train_bytes_caps_a_corpus_smaller_than_val_bytes(tmp_path):
+    """Such a corpus waits whole in the held-out buffer: the cap was not applied to it there."""
+    docs = [{"id": str(i), "text": f"document {i:03d} says something about databases. " * 20}
+            for i in range(100)]  # all of one size: the first tenth is 10 documents
+    write_docs(tmp_path / "in" / "a.jsonl.gz", docs)
+    size = len(docs[0]["text"].encode())
+    result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}",
+                           "--vocab_size=300", "--val_bytes=1e9", f"--max_train_bytes={20 * size}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["held_out_documents"] == 10 and report["train_documents"] == 20
+
+
 def test_a_corpus_larger_than_val_bytes_holds_out_val_bytes_as_prepare_does(tmp_path):
     """prepare.py's val shard is --val_tokens of a corpus larger than that (a tenth of a smaller
     one): here 30 of 100 documents, not the first tenth, or the tokenizer trains on 20 of them."""

@@ -451,3 +451,15 @@ def test_a_run_that_saved_nothing_says_so(data, tmp_path, capsys):
     done = capsys.readouterr().out.strip().splitlines()[-1]
     assert done.startswith('done at step 1') and '; no checkpoint saved; ' in done and 'None' not in done
     assert not (tmp_path / 'ckpt.pt').exists()
+
+
+def test_eta_rounds_to_whole_minutes_before_splitting_hours():
+    """59 min 50 s left printed as 'eta 0h60m'."""
+    import types
+    lines = []
+    run = types.SimpleNamespace(world=1, device='cpu', log=lines.append)
+    gpt = types.SimpleNamespace(estimate_mfu=lambda *a: None)
+    config = dict(batch_tokens=1024, max_iters=3590, block_size=256)
+    p = types.SimpleNamespace(step=0, positions=[0])
+    train.log_step(gpt, dict(sources=[{}]), config, run, p, 1.0, 1e-3, 0.5, 1.0, 1.0, lambda r: None)
+    assert lines[0].endswith('| eta 1h00m')
