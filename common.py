@@ -45,14 +45,14 @@ from crashsafe import (HOST, atomic_path, check_input, json_bytes, last_input_ch
 # command line
 
 
-def stage_arguments(description, input_default, output_default):
+def stage_arguments(description, input_default, output_default, workers="processes on this machine"):
     """An ArgumentParser with the flags every data stage takes (no --input for scrape.py, which reads
     the web)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if input_default is not None:
         p.add_argument("--input", default=input_default, help="folder or glob of .jsonl(.gz) shards")
     p.add_argument("--output", default=output_default, help="folder for the output shards")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes on this machine")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers)
     # Slurm job arrays set these, so `sbatch --array=0-63` needs no extra flags
     p.add_argument("--shard", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)),
                    help="which part of the input files this machine handles (0-based)")

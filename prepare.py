@@ -72,7 +72,8 @@ def shard_names(machine):
 
 
 def main():
-    p = stage_arguments(__doc__.strip().splitlines()[0], "data/dedup", "data/tokens")
+    p = stage_arguments(__doc__.strip().splitlines()[0], "data/dedup", "data/tokens",
+                        workers="threads that tokenize (tiktoken releases the GIL)")
     p.add_argument("--tokenizer", default="gpt2",
                    help="gpt2 (shipped, offline), a folder written by tokenizer.py (data/tokenizer), "
                         "a .tiktoken file, or another tiktoken encoding name (downloaded once)")
