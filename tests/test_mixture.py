@@ -102,8 +102,8 @@ def test_a_last_train_shard_too_short_for_a_window_adds_none(tmp_path):
     write_shard(tmp_path / 'train_000002.bin', markov_tokens(5, 3))
     source = loader.open_source(str(tmp_path), 32)
     assert source['windows'] == (6, 0)
-    data = dict(sources=[source])
-    rows = [loader.read_windows(data, [0], [g], 32, 1) for g in range(12)]  # two epochs
+    mixture = dict(sources=[source])
+    rows = [loader.read_windows(mixture, [0], [g], 32, 1) for g in range(12)]  # two epochs
     assert all(r.shape == (1, 33) for r in rows) and len({r.tobytes() for r in rows}) == 6
     with pytest.raises(ValueError, match='train_000001.bin: 200 tokens, fewer than block_size'):
         loader.open_source(str(tmp_path), 200)
