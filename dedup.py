@@ -462,10 +462,12 @@ def main():
              **{k: v for k, v in summary.items() if k != "fingerprint"}, **seconds}
     print(f"dedup: writing survivors to {args.output}", file=sys.stderr)
     my_shards = list_shards(args.input, args.shard, args.num_shards)
-    # a shard written from other clusters (the input or the settings changed) is written again
+    # a shard written from other clusters (the input or the settings changed) is written again, and
+    # so is one that --sentences rewrote in place, when the run asks for no or other sentence dedup
+    sentences = args.min_doc_words if args.sentences else None
     report = run_stage("dedup", lambda path, out_path: write_survivors(
         path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")),
-        my_shards, args.output, args, extra, settings={"clusters": job})
+        my_shards, args.output, args, extra, settings={"clusters": job, "sentences": sentences})
     print_summary("dedup", report, ["documents_in", "documents_out", "removed_exact_duplicates",
                                     "removed_near_duplicates"])
     found = summary["all_shards"]
@@ -475,6 +477,9 @@ def main():
           f"had estimated J < {args.threshold}")
     if args.clusters:
         print(f"  clusters: {args.clusters}")
+    if not args.sentences:  # an earlier --sentences run's report would describe other shards
+        suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
+        (Path(args.output) / f"report_sentences{suffix}.json").unlink(missing_ok=True)
     if args.sentences:  # in place, on the documents just written
         import sentence_dedup
         sentence_dedup.dedup_sentences([Path(args.output) / shard_name(s) for s in all_shards], args.output, args)

@@ -234,7 +234,7 @@ def run(shards, output, args):
     print(f"sentence_dedup: looking for repeated spans of {n} sentences in {len(shards)} shard(s)", flush=True)
     duplicates = find_duplicates(shards, mine, output, getattr(args, "rows_per_range", ROWS_PER_RANGE))
     current = fingerprint(shards, output)
-    totals = Counter()
+    totals, skipped = Counter(), 0
     for k in mine:
         # written to OUTPUT/.sentences/new/ first, its .done.json next, then moved into place: a run
         # killed at any point leaves either the old shard or the new one with its .done.json
@@ -248,6 +248,7 @@ def run(shards, output, args):
             if done["target"] == file_stat(new):
                 os.replace(new, target)  # the killed run's last step
             totals.update(done["stats"])  # written by an earlier run, from the same hashes
+            skipped += 1
             continue
         if done and done["target"] == file_stat(target) and Path(shard).resolve() == target.resolve():
             fail(f"{shard}: rewritten in place from other sentence hashes than today's (the input "
@@ -260,6 +261,7 @@ def run(shards, output, args):
     report = {"stage": "sentence_dedup", "complete": True, "output": str(output), "n_sentences": n,
               "min_doc_words": args.min_doc_words,
               "shards": [{"name": shard_name(shards[k])} for k in mine],
+              "shards_processed": len(mine) - skipped, "shards_skipped_done": skipped,
               "seconds_hashing": round(hashed, 2), "seconds": round(time.time() - start, 2),
               "totals": dict(sorted(totals.items())), "report": str(report_path)}
     write_json(report_path, report)
@@ -269,8 +271,7 @@ def run(shards, output, args):
 def dedup_sentences(shards, output, args):
     """run(), and the summary a user reads at the end."""
     report = run(shards, output, args)
-    processed = {"shards_processed": len(report["shards"]), "shards_skipped_done": 0}
-    print_summary("sentence_dedup", {**report, **processed},
+    print_summary("sentence_dedup", report,
                   ["documents_in", "documents_out", "documents_changed", "spans_removed", "characters_removed",
                    "documents_dropped"])
     return report

@@ -580,3 +580,19 @@ def test_sample_rerun_skips_done_shards(sample_runs):
     _, again = run_clean(tmp_path, "one", "--workers=1", "--save_rejected")
     assert again["shards_skipped_done"] == 2 and again["totals"] == report["totals"]
     assert (out / "sample.jsonl.gz").stat().st_mtime_ns == before
+
+
+def test_rerun_after_editing_the_blocklist_redoes_the_shards(tmp_path):
+    """The same --url_blocklist name, new contents: the shards are cleaned again, not skipped."""
+    (tmp_path / "in").mkdir()
+    docs = [{"id": "a", "url": "https://spam.example/a", "text": prose(10)[0]}]
+    (tmp_path / "in" / "a.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    blocklist = tmp_path / "block.txt"
+    blocklist.write_text("# nothing yet\n")
+    flags = [f"--url_blocklist={blocklist}", "--filters=url", "--url_lists=", "--workers=1"]
+    out, _ = run_clean(tmp_path, "out", *flags)
+    assert len(read(out / "a.jsonl.gz")) == 1
+    blocklist.write_text("spam.example\n")
+    url_filter._cache.clear()  # a new run of clean.py reads the file again
+    out, report = run_clean(tmp_path, "out", *flags)
+    assert read(out / "a.jsonl.gz") == [] and report["shards_processed"] == 1

@@ -422,3 +422,22 @@ def test_shipped_sample_planted_duplicates(tmp_path):
                 j = jaccard(docs[removed["id"]]["text"], partner["text"])
                 assert j >= 0.6, f"{removed['url']} removed as a copy of {partner['url']} at J={j:.2f}"
     assert len(url) - len(kept) == len(pairs) + others and others <= 15
+
+
+def test_rerun_without_or_with_other_sentences_rewrites_the_output(tmp_path, monkeypatch):
+    """--sentences rewrites the shards in place: a rerun into the same --output without it, or with
+    another --min_doc_words, must write them again from the input, not skip them as done."""
+    shared = "The first shared line is here. The second shared line is here. The third one is too."
+    docs = [{"id": "a", "text": "Page a starts with its own words. " + shared},
+            {"id": "b", "text": shared + " Page b ends with words of its own, seven of them."}]
+    write_shard(tmp_path / "in" / "a.jsonl.gz", docs)
+    out = tmp_path / "out"
+    flags = [f"--input={tmp_path / 'in'}", f"--output={out}", "--workers=1"]
+    dedup_in_process(monkeypatch, *flags, "--sentences", "--min_doc_words=1")
+    assert [d["text"] for d in read_shard(out / "a.jsonl.gz")][1].startswith("Page b ends")
+    dedup_in_process(monkeypatch, *flags)
+    assert read_shard(out / "a.jsonl.gz") == docs
+    assert not (out / "report_sentences.json").exists()
+    dedup_in_process(monkeypatch, *flags, "--sentences", "--min_doc_words=1")
+    dedup_in_process(monkeypatch, *flags, "--sentences", "--min_doc_words=20")  # b keeps 12 words
+    assert [d["id"] for d in read_shard(out / "a.jsonl.gz")] == ["a"]

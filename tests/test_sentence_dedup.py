@@ -139,6 +139,8 @@ def test_rerun_skips_done_shards(corpus):
     before = [(out / f"part-{i}.jsonl.gz").stat().st_mtime_ns for i in range(3)]
     _, again = run(tmp, "one")
     assert again["totals"] == first["totals"]
+    # the summary said every shard processed, none already done
+    assert (again["shards_skipped_done"], again["shards_processed"]) == (3, 0)
     assert [(out / f"part-{i}.jsonl.gz").stat().st_mtime_ns for i in range(3)] == before
 
 
