@@ -39,7 +39,7 @@ from tqdm import tqdm
 # atomic writes, cleaning up after killed runs, completeness reports: their own file; the stages
 # and train.py use them from here too (common.atomic_path, common.write_json, ...)
 from crashsafe import (HOST, atomic_path, check_input, json_bytes, last_input_check, mark_in_progress,  # noqa: F401
-                       remove_stale_temps, report_path, write_json)
+                       remove_other_machine_counts, remove_stale_temps, report_path, write_json)
 
 # -----------------------------------------------------------------------------------------------
 # command line
@@ -474,6 +474,7 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
     report.update(extra_report or {})
     report["report"] = str(report_path(output_dir, args))
     write_json(report["report"], report)
+    remove_other_machine_counts(output_dir, args)  # this run's reports now cover every shard
     return report
 
 

@@ -146,6 +146,29 @@ def test_list_shards_takes_a_file_path_as_written_not_as_a_glob(tmp_path):
     assert common.list_shards(str(path)) == [path]
 
 
+def test_a_run_on_another_number_of_machines_replaces_the_old_reports(tmp_path):
+    """Two machines, then one over the same folder: the old machines' reports would have the next
+    stage warn for ever that runs of two --num_shards are mixed."""
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / "in" / f"part{k}.jsonl")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_text(json.dumps({"id": str(k), "text": "a page"}) + "\n")
+
+    def copy(in_path, out_path):
+        with common.jsonl_writer(out_path) as write:
+            write({"id": in_path.name, "text": "a page"})
+        return Counter(documents_in=1)
+
+    out = tmp_path / "out"
+    for shard in range(2):
+        args = argparse.Namespace(input=str(tmp_path / "in"), num_shards=2, shard=shard)
+        common.run_stage("copy", copy, paths[shard::2], out, args)
+    common.run_stage("copy", copy, paths, out, argparse.Namespace(input="", num_shards=1, shard=0))
+    assert sorted(p.name for p in out.glob("report*.json")) == ["report.json"]
+    assert common.check_input(str(out), sorted(out.glob("*.jsonl.gz")))["input_complete"] is True
+
+
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     target = tmp_path / "shard.jsonl.gz"
     with pytest.raises(RuntimeError):
