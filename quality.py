@@ -150,12 +150,20 @@ def train_fasttext(positive, negative, output, epoch=5, lr=0.1, word_ngrams=2, d
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(train), encoding="utf-8")
-        # (fastText dies of SIGFPE on 0 threads: --workers=0 means one process elsewhere)
-        model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, wordNgrams=word_ngrams,
-                                          dim=dim, thread=max(1, threads), seed=seed, verbose=0)
+        for attempt in range(4):
+            try:  # (fastText dies of SIGFPE on 0 threads: --workers=0 means one process elsewhere)
+                model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, dim=dim,
+                                                  wordNgrams=word_ngrams, thread=max(1, threads), seed=seed,
+                                                  verbose=0)
+                break
+            except RuntimeError as e:  # "Encountered NaN.": the weights diverged at this rate
+                if "NaN" not in str(e) or attempt == 3:
+                    common.fail(f"--train_quality: fastText failed at --quality_lr={lr:g}: {e}")
+                print(f"quality: training diverged (NaN) at lr {lr:g}; again at {lr / 2:g}", file=sys.stderr)
+                lr /= 2
     with common.atomic_path(output) as tmp_path:
         model.save_model(str(tmp_path))
-    report = {"train_documents": len(train), "held_out_documents": len(held_out), **stats}
+    report = {"train_documents": len(train), "held_out_documents": len(held_out), "lr": lr, **stats}
     if held_out:
         right = sum((fasttext_score(model, line.split(" ", 1)[1]) >= 0.5) == line.startswith(HIGH)
                     for line in held_out)

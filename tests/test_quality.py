@@ -166,6 +166,40 @@ def test_fasttext_training_with_workers_0(tmp_path, monkeypatch):
     assert threads == [1]
 
 
+def test_fasttext_training_that_diverges_is_retried_at_half_the_rate(tmp_path, monkeypatch, capsys):
+    """fastText stops with "Encountered NaN." when its weights blow up (seen once in CI at lr 0.5, 40
+    epochs): train again at half the rate, say so and report the rate used; give up after 3 halvings."""
+    import fasttext
+    for name in ("pos", "neg"):
+        write(tmp_path / name / "a.jsonl.gz", [{"id": f"{name}{i}", "text": f"{name} {i}"} for i in range(4)])
+    rates = []
+
+    class Model:
+        def save_model(self, path):
+            Path(path).write_bytes(b"model")
+
+        def predict(self, text, k):
+            return [quality.HIGH], [1.0]
+
+    def train_supervised(**options):
+        rates.append(options["lr"])
+        if options["lr"] > limit:
+            raise RuntimeError("Encountered NaN.")
+        return Model()
+    monkeypatch.setattr(fasttext, "train_supervised", train_supervised)
+    limit = 0.2
+    report = quality.train_fasttext(tmp_path / "pos", tmp_path / "neg", tmp_path / "m.bin", lr=0.8)
+    assert rates == [0.8, 0.4, 0.2] and report["lr"] == 0.2
+    assert "diverged (NaN) at lr 0.4; again at 0.2" in capsys.readouterr().err
+    rates.clear()
+    limit = 0.0
+    with pytest.raises(SystemExit):
+        quality.train_fasttext(tmp_path / "pos", tmp_path / "neg", tmp_path / "m2.bin", lr=0.8)
+    assert rates == [0.8, 0.4, 0.2, 0.1]
+    assert "fastText failed at --quality_lr=0.1: Encountered NaN." in capsys.readouterr().err
+    assert not (tmp_path / "m2.bin").exists()
+
+
 def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
     docs, seen = [], set()
     for doc in read(SAMPLE):  # one copy of each text, so no page is in both parts
@@ -182,7 +216,7 @@ def test_fasttext_trained_on_two_folders_separates_held_out_pages(tmp_path):
         write(tmp_path / "held_out" / f"{name}.jsonl.gz", [d for d in kind if held_out(d)])
     model = tmp_path / "quality.bin"
     run_clean(f"--train_quality={tmp_path / 'postgres'},{tmp_path / 'handbook'}", f"--output_model={model}",
-              "--quality_epoch=40", "--quality_lr=0.5", "--workers=1")
+              "--quality_epoch=20", "--quality_lr=0.25", "--workers=1")
     scorer = quality.load_model(str(model))
     for kind, high in ((postgres, True), (handbook, False)):
         test = [d for d in kind if held_out(d)]
