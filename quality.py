@@ -150,10 +150,14 @@ def train_fasttext(positive, negative, output, epoch=5, lr=0.1, word_ngrams=2, d
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(train), encoding="utf-8")
+        # fastText fills its input matrix with random values a tenth per thread (uniformThread), so
+        # under 11 threads part of it keeps what the memory held before: a model that depended on
+        # what the process had done earlier, and once NaN. Its threads share the weights unlocked
+        # (Hogwild), so more of them than cores only costs some switching.
         for attempt in range(4):
-            try:  # (fastText dies of SIGFPE on 0 threads: --workers=0 means one process elsewhere)
+            try:
                 model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, dim=dim,
-                                                  wordNgrams=word_ngrams, thread=max(1, threads), seed=seed,
+                                                  wordNgrams=word_ngrams, thread=max(11, threads), seed=seed,
                                                   verbose=0)
                 break
             except RuntimeError as e:  # "Encountered NaN.": the weights diverged at this rate
