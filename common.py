@@ -38,8 +38,10 @@ from tqdm import tqdm
 
 # atomic writes, cleaning up after killed runs, completeness reports: their own file; the stages
 # and train.py use them from here too (common.atomic_path, common.write_json, ...)
-from crashsafe import (HOST, atomic_path, check_input, json_bytes, last_input_check, mark_in_progress,  # noqa: F401
-                       remove_other_machine_counts, remove_stale_temps, report_path, write_json)
+from crashsafe import (HOST, atomic_path, check_input, comparable_settings, done_shard_stats,  # noqa: F401
+                       file_identity, json_bytes, last_input_check, mark_in_progress, read_json,
+                       record_shard_done, remove_other_machine_counts, remove_stale_temps, report_path,
+                       write_json)
 
 # -----------------------------------------------------------------------------------------------
 # command line
@@ -418,12 +420,11 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
     then write the stage report beside the output.
 
     The report says "complete": false from before the first shard until the end, when it is
-    rewritten with "complete": true and the shards made. A shard is done when its stats file exists
-    and was written from the same input file (size and modification time) under the same `settings`
-    (a dict of what the output depends on; `files` maps an input that is not a path, such as
-    scrape.py's shard names, to its file): the stats file is written after the shard itself is
-    renamed into place, so a crash between the two only costs redoing that shard, and a rerun with
-    another threshold or a changed input redoes the shards it changes. The report sums the stats of
+    rewritten with "complete": true and the shards made. A shard is done when its stats file records
+    the same input file (size and modification time) and the same `settings` (a dict of what the
+    output depends on; `files` maps an input that is not a path, such as scrape.py's shard names, to
+    its file): crashsafe.done_shard_stats, so a rerun with another threshold or a changed input
+    redoes the shards it changes, and a crash only costs the shard it cut. The report sums the stats of
     all shards done so far, this run's and earlier runs', so a resumed run reports the whole output.
     The bad lines of each input shard are set aside in OUTPUT/bad_input/<shard>, and a killed run's
     temporary files are removed first."""
@@ -437,19 +438,16 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
                  f"give another --output")
     mark_in_progress(name, output_dir, args)
     remove_stale_temps(output_dir, recursive=True)
-    settings = json.loads(json_bytes(settings or {}, default=sorted))  # as read back: sets, tuples
+    settings = comparable_settings(settings)
     done_before, all_stats = 0, []
     for path in inputs:
         out_path = output_dir / shard_name(path)
         stats_path = stats_dir / (shard_name(path) + ".json")
         source_file = (files or {}).get(path, path)
         source = file_identity(source_file)
-        done = read_json(stats_path) if out_path.exists() else None
-        # a stats file of before settings were recorded is plain stats: trusted, as it always was
-        same = done and done.get("settings", settings) == settings
-        if same and done.get("source", source) == source:
+        if (done := done_shard_stats(out_path, stats_path, settings, source)) is not None:
             done_before += 1
-            all_stats.append(done["stats"] if "settings" in done else done)
+            all_stats.append(done)
             continue
         print(f"{name}: {source_file} -> {out_path}", file=sys.stderr)
         SET_ASIDE[str(path)] = bad_input_path(out_path)
@@ -457,7 +455,7 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
             stats = process_shard(path, out_path)
         finally:
             del SET_ASIDE[str(path)]
-        write_json(stats_path, {"settings": settings, "source": source, "stats": stats})
+        record_shard_done(stats_path, settings, source, stats)
         all_stats.append(stats)
     totals = Counter()
     for stats in all_stats:
@@ -476,21 +474,6 @@ def run_stage(name, process_shard, inputs, output_dir, args, extra_report=None, 
     write_json(report["report"], report)
     remove_other_machine_counts(output_dir, args)  # this run's reports now cover every shard
     return report
-
-
-def file_identity(path):
-    """[size, modification time] of an input file, to tell a rewritten input from the one a shard
-    was made from; None for an input that is not a local file (a WARC over HTTP)."""
-    with contextlib.suppress(OSError):
-        stat = os.stat(path)
-        return [stat.st_size, stat.st_mtime_ns]
-    return None
-
-
-def read_json(path):
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(Path(path).read_text())
-    return None
 
 
 def print_summary(name, report, keys):

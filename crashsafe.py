@@ -223,3 +223,50 @@ def check_input(input_path, paths):
 def last_input_check(input_path):
     """check_input's latest answer for this input ({} if it was never checked): for the report."""
     return _input_checks.get(str(input_path), (None, {}))[1]
+
+
+# -----------------------------------------------------------------------------------------------
+# which shards a rerun skips
+#
+# run_stage writes OUTPUT/.stats/SHARD.json after the shard itself is renamed into place: the
+# shard's stats, the settings it was made under (a dict of what the output depends on) and the
+# identity of the input file it was made from. A rerun skips a shard only if both still match, so
+# a crash between the two writes only costs redoing that shard, and a rerun with another threshold
+# or a changed input redoes the shards it changes.
+
+
+def file_identity(path):
+    """[size, modification time] of an input file, to tell a rewritten input from the one a shard
+    was made from; None for an input that is not a local file (a WARC over HTTP)."""
+    with contextlib.suppress(OSError):
+        stat = os.stat(path)
+        return [stat.st_size, stat.st_mtime_ns]
+    return None
+
+
+def read_json(path):
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(Path(path).read_text())
+    return None
+
+
+def comparable_settings(settings):
+    """settings as they read back from the stats file (sets sorted, tuples as lists), so that the
+    same settings compare equal."""
+    return json.loads(json_bytes(settings or {}, default=sorted))
+
+
+def done_shard_stats(out_path, stats_path, settings, source):
+    """The stats of a shard made from the same input under the same settings (a rerun skips it), or
+    None when it must be made (again): missing, made from another input, or under other settings."""
+    done = read_json(stats_path) if Path(out_path).exists() else None
+    # a stats file of before settings were recorded is plain stats: trusted, as it always was
+    same = done and done.get("settings", settings) == settings
+    if same and done.get("source", source) == source:
+        return done["stats"] if "settings" in done else done
+    return None
+
+
+def record_shard_done(stats_path, settings, source, stats):
+    """Written once the shard is in place: from now on a rerun with these settings skips it."""
+    write_json(stats_path, {"settings": settings, "source": source, "stats": stats})

@@ -25,11 +25,13 @@ Two kinds of model, both read from a local path (nothing downloads at run time):
     python clean.py --quality_model=quality.bin --quality_threshold=0.5
 """
 
+import os
 import random
 import re
 import sys
 import tempfile
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import common
@@ -38,6 +40,42 @@ HIGH, LOW = "__label__hq", "__label__cc"  # DCLM's labels, so its published clas
 MAX_TOKENS = 512  # FineWeb-Edu's classifier saw the first 512 tokens of each page
 
 _cache = {}  # per process: the model, loaded once
+
+# -----------------------------------------------------------------------------------------------
+# clean.py's flags for it
+
+
+def add_arguments(p):
+    p.add_argument("--quality_model", default="", help="score kept pages with this model: a Hugging Face "
+                   "regression folder (e.g. fineweb-edu-classifier) or a fastText file (quality.py)")
+    p.add_argument("--quality_threshold", type=float, default=None,
+                   help="drop pages scoring below this (default: score only, see the report's histogram)")
+    p.add_argument("--quality_batch_size", type=int, default=32, help="pages per batch for a Hugging Face model")
+    p.add_argument("--quality_device", default="", help="device of a Hugging Face model (default: cuda if any, else cpu)")
+    p.add_argument("--train_quality", default="", help="POS,NEG: train a fastText quality model on two folders of "
+                   "documents (POS is __label__hq) and write it to --output_model, instead of cleaning")
+    p.add_argument("--output_model", default="quality.bin", help="where --train_quality writes the model")
+    p.add_argument("--quality_epoch", type=int, default=5, help="--train_quality: passes over the data")
+    p.add_argument("--quality_lr", type=float, default=0.1, help="--train_quality: learning rate")
+
+
+# the flags that change how a run goes, not what clean.py writes
+NOT_SETTINGS = ("quality_batch_size", "quality_device", "train_quality", "output_model", "quality_epoch",
+                "quality_lr")
+
+
+def check_arguments(cfg):
+    """Stop on flags that cannot work; set cfg.quality_kind (None when no model scores)."""
+    if cfg.quality_model and not os.path.exists(cfg.quality_model):
+        common.fail(f"--quality_model: nothing at {cfg.quality_model}")
+    if cfg.quality_batch_size < 1:  # 0 would end the scoring loop at once: every page lost
+        common.fail(f"--quality_batch_size must be at least 1, not {cfg.quality_batch_size}")
+    if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
+        common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
+    on = cfg.quality_model and "quality" in cfg.filters
+    cfg.quality_kind = model_kind(cfg.quality_model) if on else None
+    if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:
+        common.fail("--train_quality takes two folders: POSITIVE,NEGATIVE")
 
 
 def model_kind(path):
@@ -100,6 +138,40 @@ def transformer_scores(loaded, texts):
         return model(**batch).logits.squeeze(-1).float().cpu().tolist()
 
 
+def quality_reason(doc, score, cfg, stats):
+    """Put the model's score into the document and the report's histogram; the reason to drop it
+    (below --quality_threshold), or None."""
+    if score != score:  # NaN: the model failed on this page; no score to keep it by (nor any JSON)
+        doc["quality_score"] = None
+        stats["quality_score:nan"] += 1
+        return "no_score" if cfg.quality_threshold is not None else None
+    doc["quality_score"] = score
+    stats[histogram_bin(score, cfg.quality_kind)] += 1
+    if cfg.quality_threshold is not None and score < cfg.quality_threshold:
+        return "below_threshold"
+    return None
+
+
+def fasttext_reason(doc, cfg, stats):
+    """quality_reason with a fastText model's score: cheap, so clean.py's workers call it."""
+    return quality_reason(doc, fasttext_score(load_model(cfg.quality_model), doc["text"]), cfg, stats)
+
+
+def score_in_batches(results, cfg, reject):
+    """The transformer's part of clean.py's chain, on the documents its workers kept, (kept?, doc,
+    stats) each, in batches, in this process (where the GPU is). Those it drops become
+    reject(doc, stats, "quality", reason): set aside with their cleaned text."""
+    model = load_model(cfg.quality_model, cfg.quality_device)
+    while batch := list(islice(results, cfg.quality_batch_size)):
+        kept = [i for i, (keep, _, _) in enumerate(batch) if keep]
+        scores = transformer_scores(model, [batch[i][1]["text"] for i in kept]) if kept else []
+        for i, score in zip(kept, scores):
+            _, doc, stats = batch[i]
+            if reason := quality_reason(doc, score, cfg, stats):
+                batch[i] = reject(doc, stats, "quality", reason)
+        yield from batch
+
+
 def histogram_bin(score, kind):
     """The report's histogram of scores: bins of 0.5 over FineWeb-Edu's 0-5, of 0.1 over 0-1."""
     top, width = (5.0, 0.5) if kind == "huggingface" else (1.0, 0.1)
@@ -113,6 +185,14 @@ def histogram_bin(score, kind):
 
 # -----------------------------------------------------------------------------------------------
 # training a fastText classifier
+
+
+def train_from_flags(cfg):
+    """clean.py --train_quality=POS,NEG: train, write --output_model, say how well it did."""
+    positive, negative = cfg.train_quality.split(",")
+    report = train_fasttext(positive, negative, cfg.output_model, epoch=cfg.quality_epoch,
+                            lr=cfg.quality_lr, threads=cfg.workers)
+    print(f"quality: wrote {cfg.output_model}: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
 
 
 def training_lines(folder, label, stats):

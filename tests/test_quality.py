@@ -130,7 +130,7 @@ def test_a_nan_score_is_counted_and_never_written():
     for threshold, reason in ((None, None), (2.0, "no_score")):
         cfg, doc, stats = clean.parse_config(["--quality_model=."]), {"text": "a page"}, Counter()
         cfg.quality_threshold, cfg.quality_kind = threshold, "huggingface"
-        assert clean.quality_reason(doc, float("nan"), cfg, stats) == reason
+        assert quality.quality_reason(doc, float("nan"), cfg, stats) == reason
         assert doc["quality_score"] is None and stats == {"quality_score:nan": 1}
 
 
