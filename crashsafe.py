@@ -119,12 +119,13 @@ def report_path(output_dir, args):
     return Path(output_dir) / f"report{suffix}.json"
 
 
-def remove_other_machine_counts(output_dir, args):
+def remove_other_machine_counts(output_dir, args, name="report"):
     """Delete the reports of an earlier run of this stage on another number of machines: its shards
     are all rewritten or listed by this run's reports now, and a report left from it would have the
-    next stage warn for ever that runs of two --num_shards are mixed."""
-    for path in Path(output_dir).glob("report*.json"):
-        match = re.fullmatch(r"report(?:_\d+_of_(\d+))?\.json", path.name)
+    next stage warn for ever that runs of two --num_shards are mixed. name: "report_sentences" for
+    dedup.py --sentences, whose reports sit beside dedup's own."""
+    for path in Path(output_dir).glob(f"{name}*.json"):
+        match = re.fullmatch(rf"{name}(?:_\d+_of_(\d+))?\.json", path.name)
         if match and int(match[1] or 1) != args.num_shards:
             path.unlink(missing_ok=True)
 

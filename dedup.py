@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
-                    read_documents, read_json, run_stage, shard_name, stage_arguments, write_json)
+                    read_documents, read_json, remove_other_machine_counts, run_stage, shard_name,
+                    stage_arguments, write_json)
 from minhash import band_hashes, document_signature, permutations
 from minhash import normalize  # noqa: F401  (dedup.normalize: the normalization, for other scripts)
 
@@ -480,6 +481,7 @@ def main():
     if not args.sentences:  # an earlier --sentences run's report would describe other shards
         suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
         (Path(args.output) / f"report_sentences{suffix}.json").unlink(missing_ok=True)
+        remove_other_machine_counts(args.output, args, "report_sentences")  # and on other --num_shards
     if args.sentences:  # in place, on the documents just written
         import sentence_dedup
         sentence_dedup.dedup_sentences([Path(args.output) / shard_name(s) for s in all_shards], args.output, args)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
-                    read_documents, shard_name, stage_arguments, write_json)
+                    read_documents, remove_other_machine_counts, shard_name, stage_arguments, write_json)
 from minhash import normalize
 from words import count_words, sentence_ends
 
@@ -265,6 +265,7 @@ def run(shards, output, args):
               "seconds_hashing": round(hashed, 2), "seconds": round(time.time() - start, 2),
               "totals": dict(sorted(totals.items())), "report": str(report_path)}
     write_json(report_path, report)
+    remove_other_machine_counts(output, args, "report_sentences")  # as run_stage does for its own
     return report
 
 

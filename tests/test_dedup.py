@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
+import crashsafe
 import dedup
 import minhash
 
@@ -441,3 +442,34 @@ def test_rerun_without_or_with_other_sentences_rewrites_the_output(tmp_path, mon
     dedup_in_process(monkeypatch, *flags, "--sentences", "--min_doc_words=1")
     dedup_in_process(monkeypatch, *flags, "--sentences", "--min_doc_words=20")  # b keeps 12 words
     assert [d["id"] for d in read_shard(out / "a.jsonl.gz")] == ["a"]
+
+
+def test_sentence_reports_of_another_num_shards_are_removed(tmp_path, monkeypatch):
+    """--sentences on one machine, then on two, then on one, then on two without it: each time only
+    the sentence reports of the run just made are left (an old machine's report_sentences_* would
+    be summed with the new ones, or warned about for ever if its run was killed)."""
+    shared = "The first shared line is here. The second shared line is here. The third one is too."
+    for name in ("a", "b"):
+        write_shard(tmp_path / "in" / f"{name}.jsonl.gz",
+                    [{"id": name, "text": f"Page {name} starts with its own words. " + shared}])
+    out = tmp_path / "out"
+    flags = [f"--input={tmp_path / 'in'}", f"--output={out}", "--workers=1", "--min_doc_words=1"]
+
+    def on_two(*more):
+        for task in range(2):
+            dedup_in_process(monkeypatch, *flags, "--pass=write", f"--shard={task}", "--num_shards=2", *more)
+
+    def sentence_reports():
+        return sorted(p.name for p in out.glob("report_sentences*.json"))
+
+    dedup_in_process(monkeypatch, *flags, "--sentences")
+    assert sentence_reports() == ["report_sentences.json"]
+    on_two("--sentences")
+    assert sentence_reports() == ["report_sentences_00000_of_00002.json", "report_sentences_00001_of_00002.json"]
+    killed = out / "report_sentences_00001_of_00002.json"  # as a run killed midway leaves it
+    killed.write_text(json.dumps({"stage": "sentence_dedup", "complete": False, "shards": []}))
+    dedup_in_process(monkeypatch, *flags, "--sentences")
+    assert sentence_reports() == ["report_sentences.json"]
+    assert crashsafe.check_input(str(out), sorted(out.glob("*.jsonl.gz")))["input_complete"] is True
+    on_two()  # no sentence dedup now: the one machine's report_sentences.json describes nothing
+    assert sentence_reports() == []
