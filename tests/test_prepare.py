@@ -262,3 +262,30 @@ def test_a_batch_of_long_pages_is_held_as_uint16_not_as_python_ints():
     expected = [t for text in texts for t in [enc.eot_token] + enc.encode_ordinary(text)]
     assert tokens.tolist() == expected
     assert peak < 12 * len(tokens), f"{peak / len(tokens):.1f} bytes per token"
+
+
+def test_another_stages_folder_is_refused_as_output(tmp_path, monkeypatch, capsys):
+    """--output=data/dedup (or clean's folder) rewrote that stage's report.json as prepare's: the
+    folder then looked like tokens, and its documents like shards no report lists."""
+    import prepare
+    docs = [{"id": "a", "text": "hello world " * 20}]
+    for stage in ("clean", "dedup"):
+        write_docs(tmp_path / stage / "part0.jsonl.gz", docs)
+        common.write_json(tmp_path / stage / "report.json",
+                          {"stage": stage, "complete": True, "shards": [{"name": "part0.jsonl.gz"}]})
+    write_docs(tmp_path / "other_tool" / "part0.jsonl.gz", docs)  # no report: only the input check
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def run(input_folder, output):
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / input_folder}",
+                                          f"--output={tmp_path / output}", "--workers=1"])
+        prepare.main()
+
+    for input_folder, output in (("dedup", "dedup"), ("dedup", "clean"), ("other_tool", "other_tool")):
+        with pytest.raises(SystemExit):
+            run(input_folder, output)
+        [message] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert str(tmp_path / output) in message and "--output" in message
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    run("dedup", "tokens")  # the same input into a folder of its own
+    assert (tmp_path / "tokens" / "val_000000.bin").exists()
