@@ -82,7 +82,13 @@ def load_tokenizer(spec):
     if name.endswith(".tiktoken"):
         if not os.path.exists(name):
             raise ValueError(f"tokenizer file {name} does not exist")
-        ranks = load_tiktoken_bpe(name)
+        try:  # ours, not tiktoken's reader: an empty file was "max() arg is an empty sequence"
+            ranks = _parse_ranks(Path(name).read_text(encoding="ascii"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{name}: byte {e.start} is not ASCII: expected a .tiktoken file, "
+                             f"one 'base64(token bytes) rank' per line") from None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{name}: {e}") from None
         return tiktoken.Encoding(name=name, pat_str=r50k_pat_str, mergeable_ranks=ranks,
                                  special_tokens={ENDOFTEXT: len(ranks)})
     if os.sep in name or name.startswith("."):
@@ -113,6 +119,10 @@ def read_folder(folder):
     if expected and hashlib.sha256(vocab.encode("ascii")).hexdigest() != expected:
         raise ValueError(f"{folder / VOCAB_FILE} does not match {CONFIG_FILE} (sha256 differs): "
                          f"an interrupted or edited tokenizer; rerun tokenizer.py")
+    try:
+        _parse_ranks(vocab)  # here, where the file's name is known
+    except ValueError as e:
+        raise ValueError(f"{folder / VOCAB_FILE}: {e}") from None
     return dict(name=config.get("name", folder.name), pattern=config["pattern"], vocab=vocab,
                 special_tokens=config["special_tokens"])
 
@@ -128,6 +138,8 @@ def _parse_ranks(vocab_text):
             ranks[base64.b64decode(token)] = int(rank)
         except ValueError:
             raise ValueError(f"line {line_number} of the vocabulary: expected 'base64 rank', got {line[:80]!r}") from None
+    if not ranks:
+        raise ValueError("the vocabulary is empty: expected one 'base64(token bytes) rank' per line")
     return ranks
 
 

@@ -289,3 +289,27 @@ def test_another_stages_folder_is_refused_as_output(tmp_path, monkeypatch, capsy
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     run("dedup", "tokens")  # the same input into a folder of its own
     assert (tmp_path / "tokens" / "val_000000.bin").exists()
+
+
+def test_an_empty_or_broken_tiktoken_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """An empty .tiktoken file stopped prepare.py with "max() arg is an empty sequence"."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "a", "text": "hello world"}])
+    (tmp_path / "empty.tiktoken").write_text("")
+    (tmp_path / "broken.tiktoken").write_text("aGk= 0\nnot base64 and a rank\n")
+    (tmp_path / "folder").mkdir()  # a trained tokenizer's folder with its vocabulary emptied
+    (tmp_path / "folder" / "vocab.tiktoken").write_text("")
+    (tmp_path / "folder" / "config.json").write_text(json.dumps({"pattern": r"\S+", "special_tokens": {
+        tokenizer.ENDOFTEXT: 0}}))
+    for name, where, expected in (("empty.tiktoken", "empty.tiktoken", "empty"),
+                                  ("broken.tiktoken", "broken.tiktoken", "line 2"),
+                                  ("folder", "folder/vocab.tiktoken", "empty")):
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / 'in'}",
+                                          f"--output={tmp_path / 'tok'}", f"--tokenizer={tmp_path / name}"])
+        with pytest.raises(SystemExit):
+            prepare.main()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error:"), err
+        detail = err.split(f"--tokenizer={tmp_path / name}: ", 1)[1]  # what follows the flag's echo
+        assert str(tmp_path / where) in detail and expected in detail and "'base64" in detail
+    assert not (tmp_path / "tok").exists()
