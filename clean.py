@@ -473,10 +473,11 @@ def main():
     # what the output depends on: a rerun with another threshold redoes the shards, not skips them
     settings = {k: v for k, v in vars(cfg).items() if k not in NOT_SETTINGS}
     # and what the files they name hold: an edited --url_blocklist or a retrained --quality_model
-    # under the same name must redo the shards too (size and modification time; None for a name)
-    for flag in ("url_blocklist", "url_allowlist", "language_model", "quality_model"):
+    # under the same name must redo the shards too (size and modification time; None for a name),
+    # and so must a file edited inside a folder they name (--url_lists, a Hugging Face model)
+    for flag in ("url_blocklist", "url_allowlist", "language_model", "quality_model", "url_lists"):
         if getattr(cfg, flag):
-            settings[f"{flag}_file"] = common.file_identity(getattr(cfg, flag))
+            settings[f"{flag}_file"] = common.tree_identity(getattr(cfg, flag))
     report = common.run_stage("clean", partial(clean_shard, cfg=cfg), inputs, cfg.output, cfg,
                               settings=settings)
     totals = report["totals"]

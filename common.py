@@ -41,7 +41,7 @@ from tqdm import tqdm
 from crashsafe import (HOST, atomic_path, check_input, comparable_settings, done_shard_stats,  # noqa: F401
                        file_identity, json_bytes, last_input_check, mark_in_progress, read_json,
                        record_shard_done, remove_other_machine_counts, remove_stale_temps, report_path,
-                       write_json)
+                       tree_identity, write_json)
 
 # -----------------------------------------------------------------------------------------------
 # command line

@@ -245,6 +245,16 @@ def file_identity(path):
     return None
 
 
+def tree_identity(path):
+    """file_identity of a file; of a folder (clean.py --url_lists, a Hugging Face model), that of
+    each file below it, by name: a folder's own modification time changes when a name is added or
+    removed, not when a file in it is edited."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_identity(path)
+    return [[str(p.relative_to(path)), file_identity(p)] for p in sorted(path.rglob("*")) if p.is_file()]
+
+
 def read_json(path):
     with contextlib.suppress(OSError, ValueError):
         return json.loads(Path(path).read_text())

@@ -596,3 +596,28 @@ def test_rerun_after_editing_the_blocklist_redoes_the_shards(tmp_path):
     url_filter._cache.clear()  # a new run of clean.py reads the file again
     out, report = run_clean(tmp_path, "out", *flags)
     assert read(out / "a.jsonl.gz") == [] and report["shards_processed"] == 1
+
+
+def test_rerun_after_editing_a_file_in_the_url_lists_folder_redoes_the_shards(tmp_path):
+    """--url_lists names a folder: a word added to its banned_words.txt changed neither the flag nor
+    the folder's own modification time, so the shards were skipped as done, the new word unused."""
+    (tmp_path / "in").mkdir()
+    docs = [{"id": "a", "url": "https://spam.example/a", "text": prose(10)[0]}]
+    (tmp_path / "in" / "a.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name in ("domains.txt.gz", "urls.txt.gz"):
+        with gzip.open(lists / name, "wt") as f:
+            f.write("blocked.example\n")
+    for name, content in (("banned_words.txt", "porn\n"), ("soft_banned_words.txt", "xxx\n"),
+                            ("banned_subwords.txt", "zzzqqq\n")):
+        (lists / name).write_text(content)
+    flags = ["--filters=url", f"--url_lists={lists}", "--workers=1"]
+    out, _ = run_clean(tmp_path, "out", *flags)
+    assert len(read(out / "a.jsonl.gz")) == 1
+    with open(lists / "banned_words.txt", "a") as f:
+        f.write("spam\n")
+    url_filter._cache.clear()  # a new run of clean.py reads the files again
+    out, report = run_clean(tmp_path, "out", *flags)
+    assert read(out / "a.jsonl.gz") == [] and report["shards_processed"] == 1
+    assert report["totals"]["rejected:url:hard_blacklisted"] == 1
