@@ -21,7 +21,9 @@ in a heap); encoding is tiktoken's, at full speed.
 
 The documents prepare.py will put in its val shard (the start of the stream) are held out: the
 tokenizer never sees them, and they measure it (bytes per token, ours against GPT-2's, per source
-and language), as nanochat's tokenizer evaluation does.
+and language), as nanochat's tokenizer evaluation does. prepare.py --num_shards=N makes N val
+shards, one from the start of each machine's part of the input: --prepare_num_shards=N holds out
+those.
 
 A trained tokenizer folder holds the merges as a tiktoken .tiktoken file (base64 token bytes and rank
 per line) and config.json: the pre-tokenization pattern, the special tokens and their ids, the
@@ -291,14 +293,17 @@ def parse_args(argv=None):
     p.add_argument("--val_bytes", type=float, default=4.5e7,
                    help="hold out the first documents, as prepare.py's val shard: this many bytes "
                         "(~ prepare's default 1e7 val tokens), or a tenth of a smaller corpus")
+    p.add_argument("--prepare_num_shards", type=int, default=1,
+                   help="hold out the val shards of prepare.py --num_shards=N: each of its machines "
+                        "writes one, from the first documents of its part of the shards")
     p.add_argument("--max_train_bytes", type=float, default=2e9,
                    help="train on at most this much text (after the held-out part); more rarely changes the merges")
     args = p.parse_args(argv)
     if not 257 <= args.vocab_size <= MAX_VOCAB:
         fail(f"--vocab_size={args.vocab_size:,}: must be 257 to {MAX_VOCAB:,}; token shards store uint16 "
              f"ids, so a larger vocabulary cannot be used by prepare.py")
-    if args.workers < 1 or args.val_bytes < 0 or args.max_train_bytes < 1:
-        fail("--workers and --max_train_bytes must be at least 1, --val_bytes at least 0")
+    if args.workers < 1 or args.val_bytes < 0 or args.max_train_bytes < 1 or args.prepare_num_shards < 1:
+        fail("--workers, --max_train_bytes and --prepare_num_shards must be at least 1, --val_bytes at least 0")
     return args
 
 
@@ -315,46 +320,52 @@ def main(argv=None):
 
     stats = Counter()
     start = time.time()
-    # the first documents wait in `head` until the end of the input says how many are held out
-    head, head_bytes, held_out = [], 0, []
+    # prepare.py --num_shards=N deals the shards round-robin, and each machine makes a val shard of
+    # the start of its own stream: machine k's first documents wait in heads[k] until the end of
+    # the input says how many are held out
+    machines = args.prepare_num_shards
+    heads, head_bytes, stream_bytes = [[] for _ in range(machines)], [0] * machines, [0] * machines
+    held_out = []
     bar = progress("tokenizer", unit="B")
 
     def documents():
-        for path in inputs:
-            yield from read_documents(path, stats)
+        for k, path in enumerate(inputs):
+            for _, doc in read_documents(path, stats):
+                yield k % machines, doc
 
     def training_texts():
-        nonlocal head_bytes
-        for _, doc in documents():
+        read_all = True
+        for machine, doc in documents():
             text = doc["text"]  # lone surrogates are already U+FFFD (common.read_documents)
             size = len(text.encode("utf-8"))
             stats["documents"] += 1
             stats["bytes"] += size
+            stream_bytes[machine] += size
             bar.update(size)
-            if head_bytes < args.val_bytes:
-                head.append((group_of(doc), text, size))
-                head_bytes += size
+            if head_bytes[machine] < args.val_bytes:
+                heads[machine].append((group_of(doc), text, size))
+                head_bytes[machine] += size
                 continue
             stats["train_documents"] += 1
             stats["train_bytes"] += size
             yield text
             if stats["train_bytes"] >= args.max_train_bytes:
+                read_all = False
                 break  # enough text: the rest of the input is not read
         # prepare.py's val shard: the first --val_tokens of the stream, or a tenth of a smaller
         # corpus; held out here, every document that starts within the first --val_bytes, or
-        # within the first tenth of the bytes of a corpus smaller than --val_bytes
-        cut = args.val_bytes if stats["bytes"] >= args.val_bytes else stats["bytes"] / 10
-        seen = 0
-        for group, text, size in head:
-            if seen < cut:
-                held_out.append((group, text))
-                seen += size
-            else:
-                if stats["train_bytes"] >= args.max_train_bytes:
-                    break  # the cap holds for a corpus smaller than --val_bytes too
-                stats["train_documents"] += 1
-                stats["train_bytes"] += size
-                yield text
+        # within the first tenth of the bytes of a stream smaller than --val_bytes (read whole)
+        for machine, head in enumerate(heads):
+            small = read_all and stream_bytes[machine] < args.val_bytes
+            cut, seen = stream_bytes[machine] / 10 if small else args.val_bytes, 0
+            for group, text, size in head:
+                if seen < cut:
+                    held_out.append((group, text))
+                    seen += size
+                elif stats["train_bytes"] < args.max_train_bytes:  # the cap holds here too
+                    stats["train_documents"] += 1
+                    stats["train_bytes"] += size
+                    yield text
 
     try:
         spec = train_bpe(training_texts(), args.vocab_size, name=f"bpe_{args.vocab_size}")
@@ -390,7 +401,7 @@ def main(argv=None):
               "special_tokens": spec["special_tokens"], "trainer": "rustbpe",
               "documents": stats["documents"], "bytes": stats["bytes"],
               "train_documents": stats["train_documents"], "train_bytes": stats["train_bytes"],
-              "held_out_documents": len(held_out),
+              "held_out_documents": len(held_out), "prepare_num_shards": machines,
               "repaired": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("repaired:")},
               "roundtrip_failures": failures, "train_seconds": round(train_seconds, 2),
               "train_mb_per_second": round(stats["bytes"] / 1e6 / max(train_seconds, 1e-9), 2),

@@ -349,3 +349,20 @@ def test_a_malformed_url_does_not_stop_the_evaluation():
     """urlsplit raises on an unclosed IPv6 bracket: a held-out page with that url crashed it."""
     assert tokenizer.group_of({"url": "http://[::1/x", "language": "en", "source": "cc"}) == "en cc"
     assert tokenizer.group_of({"url": "https://[2001:db8::1]:8080/x"}) == "? 2001:db8::1"
+
+
+def test_held_out_documents_follow_prepares_num_shards(tmp_path):
+    """prepare.py --num_shards=2 makes a val shard on each machine, from the start of its own part
+    of the shards (here b.jsonl.gz's first document): that one was trained on, as only the start of
+    the whole stream was held out."""
+    held, seen = "zqxvbkwj", "pyfgcrlm"
+    for name, first in (("a", "the first page of shard a, like the others. " * 40), ("b", f" {held}" * 2000)):
+        docs = [{"id": f"{name}0", "text": first}] + [
+            {"id": f"{name}{i}", "text": f"ordinary text number {i} with {seen} inside. " * 40} for i in range(1, 20)]
+        write_docs(tmp_path / "in" / f"{name}.jsonl.gz", docs)
+    result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}", "--vocab_size=400",
+                           "--val_bytes=1", "--prepare_num_shards=2")  # the first document of each part
+    assert result.returncode == 0, result.stderr
+    tokens = set(ranks_of(tmp_path / "tok"))
+    assert f" {seen}".encode() in tokens and not any(held[:4].encode() in t for t in tokens)
+    assert json.loads((tmp_path / "tok" / "report.json").read_text())["held_out_documents"] == 2
