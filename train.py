@@ -368,7 +368,7 @@ def train_step(model, gpt, optimizer, batch, fetch, accumulation, lr, config, ru
 
 
 def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths):
-    history, write_log = run_files.open_log(config, p.step, paths, run)
+    history, write_log = run_files.open_log(config, p.step, paths, run, p.run_id)
     stop_signal, restore_signals = catch_stop_signals()
     per_step, block, seed = config['batch_tokens'] // config['block_size'], config['block_size'], config['seed']
     decay_start = data['stages'][-1][0] if len(data['stages']) > 1 else None  # wsd: decay the final stage
@@ -390,7 +390,7 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
         if stop and p.step > p.start_step and not saved:  # preempted: save where we are, to resume from
             if p.last_good:
                 state = run_files.checkpoint_state(config, data, p)
-                run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+                run_files.save_checkpoint(paths, model, optimizer, state, lora_config, run)
                 p.saved_step = p.step
             run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
                                                 "not saved: the last eval was refused (see above)"))
@@ -501,7 +501,7 @@ def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, pa
                 + (f" (step {p.saved_step})" if p.saved_step is not None else ''))
         return False
     state = run_files.checkpoint_state(config, data, p)
-    run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+    run_files.save_checkpoint(paths, model, optimizer, state, lora_config, run)
     p.saved_step = p.step
     run.log(f"saved {paths.ckpt}")
     return True

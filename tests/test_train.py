@@ -191,6 +191,55 @@ train.main({TINY!r} + ['--data={data}', '--out_dir={tmp_path}', '--eval_interval
     assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4]  # the log was cut back to the checkpoint
 
 
+class Killed(BaseException):
+    """Raised where a kill would stop a run: nothing in train.py catches it, so the files are left as
+    a SIGKILL there leaves them (in a second, where a killed subprocess costs five)."""
+
+
+def killed_run(data, out, monkeypatch, obj, name, kill, *flags):
+    """run() with obj.name wrapped: kill(*args) true stops the run there, as a kill would."""
+    real = getattr(obj, name)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def dying(*args):
+        result = real(*args)
+        if kill(*args):
+            raise Killed
+        return result
+    monkeypatch.setattr(obj, name, dying)
+    try:
+        with pytest.raises(Killed):
+            run(data, out, *flags)
+    finally:
+        monkeypatch.setattr(obj, name, real)
+        for s, handler in handlers.items():  # the run's own were left in place
+            signal.signal(s, handler)
+
+
+def test_the_log_always_belongs_to_the_checkpoint_beside_it(data, tmp_path, monkeypatch):
+    # a new run into an out_dir that holds an older run's ckpt.pt emptied log.jsonl at once: killed
+    # before its first save, it left the old checkpoint with the new run's lines (or none), and a
+    # resume continued that log
+    old = run(data, tmp_path, '--max_iters=3', '--eval_interval=2')
+    killed_run(data, tmp_path, monkeypatch, train, 'get_lr', lambda step, *_: step == 2,
+               '--learning_rate=1e-3')
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 3  # the old run's
+    assert read_log(tmp_path) == old
+    resumed = run(data, tmp_path, '--max_iters=4', '--eval_interval=2', '--init_from=resume')
+    assert resumed[:len(old)] == old and [s for s, _ in losses(resumed)] == [1, 2, 3, 4]
+    # killed between its first save (ckpt.pt renamed into place) and anything after it: the resume
+    # takes that run's log
+    killed_run(data, tmp_path, monkeypatch, os, 'replace',
+               lambda _, target: os.path.basename(target) == 'ckpt.pt',
+               '--max_iters=2', '--eval_interval=2', '--learning_rate=1e-3')
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 2
+    again = run(data, tmp_path, '--max_iters=3', '--eval_interval=2', '--init_from=resume',
+                '--learning_rate=1e-3')
+    assert [s for s, _ in losses(again)] == [1, 2, 3] and again[-1]['step'] == 3
+    assert losses(again)[:2] != losses(resumed)[:2]  # the lines of the run that saved, at 1e-3
+    assert sorted(p.name for p in tmp_path.glob('log*')) == ['log.jsonl']
+
+
 def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
     first = run(data, tmp_path / 'first', '--max_iters=6')
     # new run, new optimizer and schedule; the architecture comes from the checkpoint, not the flags
