@@ -53,6 +53,7 @@ import configurator  # noqa: E402
 import loader  # noqa: E402
 import lora  # noqa: E402
 import run_files  # noqa: E402
+from checkpoint import check_device  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import load_tokenizer, token_byte_lengths, tokenizer_name  # noqa: E402
 
@@ -159,16 +160,13 @@ def get_config(argv):
 
 
 def setup_processes(config):
-    run = SimpleNamespace(distributed='RANK' in os.environ, device=config['device'])
+    run = SimpleNamespace(distributed='RANK' in os.environ)
     run.rank, run.local_rank, run.world = [int(os.environ.get(k, d)) for k, d in
                                            (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1))]
-    if run.device == 'auto':
-        run.device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if run.device.startswith('cuda') and not torch.cuda.is_available():
-        die(f"--device={run.device}: CUDA is not available on this machine (torch {torch.__version__}"
-            f"{', a build without CUDA' if torch.version.cuda is None else ''}); use --device=cpu")
-    if run.device == 'mps' and not torch.backends.mps.is_available():
-        die("--device=mps: Apple's MPS is not available on this machine; use --device=cpu")
+    try:  # a typo, or a device this machine lacks: one line, not a traceback once the model is built
+        run.device, _ = check_device(config['device'])
+    except ValueError as e:
+        die(str(e))
     if run.distributed and run.device.startswith('cuda'):
         run.device = f'cuda:{run.local_rank}'
         torch.cuda.set_device(run.device)

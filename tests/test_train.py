@@ -478,6 +478,9 @@ def test_bad_checkpoints_and_devices(data, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='--device=cuda: CUDA is not available on this machine'):
             run(data, out, '--device=cuda')
+    for typo in ('foo', 'cuda:x', 'meta'):  # a traceback from deep inside torch, after the data was read
+        with pytest.raises(SystemExit, match=f'^train.py: error: --device={typo}: expected auto, cpu, cuda'):
+            run(data, out, f'--device={typo}')
     with pytest.raises(SystemExit, match='--out_dir=.*ckpt.pt is a file; expected a folder'):
         run(data, out / 'ckpt.pt')  # a FileExistsError traceback, after the model was built
 
