@@ -101,11 +101,13 @@ SETTINGS = [
     ('rslora', False, "scale by alpha / sqrt(r) instead (rank-stabilized LoRA)"),
     ('lora_targets', 'all', "'all' or a comma list of c_attn, c_proj, c_fc, lm_head (also the token embedding, wte: "
                             "tied, the same adapter; untied, one of its own)"),
-    ('embedding_lr', 0.0, "learning rate of the token embedding (tied or not), or of its and lm_head's adapters; 0 = "
-                          "learning_rate (the LoRA guides use a tenth of it)"),
+    ('lora_embedding_lr', 0.0, "learning rate of the token embedding's adapter (tied: the output layer's too, "
+                               "one matrix); 0 = learning_rate (the LoRA guides use a tenth of it)"),
     # AdamW and the learning rate: linear warmup, then 'cosine' down to min_lr at lr_decay_iters, or 'wsd'
     # (warmup-stable-decay): constant, then linear down to min_lr over the last decay_frac of max_iters
     ('learning_rate', 6e-4, "peak learning rate"), ('max_iters', 600000, "optimizer steps in all"),
+    ('embedding_lr', 0.0, "learning rate of the token embedding (tied or not); 0 = learning_rate. Not its LoRA "
+                          "adapter's (lora_embedding_lr): a rate fit for the table's rows is not one for A and B"),
     ('weight_decay', 1e-1, "AdamW weight decay, on matrices and embeddings only"),
     ('beta1', 0.9, "AdamW beta1"), ('beta2', 0.95, "AdamW beta2"),
     ('grad_clip', 1.0, "clip the global gradient norm to this; 0 = no clipping"),
@@ -147,11 +149,12 @@ def get_config(argv):
         if config[key] < 1:
             die(f"--{key}={config[key]}: expected a whole number >= 1")
     for key in ('max_iters', 'warmup_iters', 'learning_rate', 'min_lr', 'embedding_lr',
-                'weight_decay', 'grad_clip', 'lora_rank'):
+                'lora_embedding_lr', 'weight_decay', 'grad_clip', 'lora_rank'):
         if not config[key] >= 0:  # not >=: NaN is refused too
             die(f"--{key}={config[key]}: expected a number >= 0")
-    if config['embedding_lr'] and not config['learning_rate']:  # else a ZeroDivisionError, later
-        die("--embedding_lr needs --learning_rate > 0: its schedule is learning_rate's, scaled")
+    for key in ('embedding_lr', 'lora_embedding_lr'):
+        if config[key] and not config['learning_rate']:  # else a ZeroDivisionError, later
+            die(f"--{key} needs --learning_rate > 0: its schedule is learning_rate's, scaled")
     return config
 
 
@@ -282,13 +285,18 @@ def build_model(config, start, run):
 
 def build_optimizer(gpt, config, run):
     """AdamW over the trainable parameters: weight decay on matrices and embeddings, not on biases and
-    norm gains; the token embedding (tied or not), or its and lm_head's adapters, at embedding_lr."""
-    head = gpt.lm_head
+    norm gains; the token embedding (tied or not) at embedding_lr, or with LoRA its adapter at
+    lora_embedding_lr. Not at embedding_lr: a rate fit for the table (the demo's 0.2, 100x the rest)
+    is not one for A and B, dense matrices that every token goes through; on them it made a LoRA run
+    of the demo diverge (val loss 5.44 -> 16.7 in 40 steps, where at learning_rate it fell)."""
     wte = gpt.transformer.wte
-    embedding = {id(p) for p in (wte.weight, getattr(head, 'lora_A', None), getattr(head, 'lora_B', None),
-                                 getattr(wte, 'lora_A', None), getattr(wte, 'lora_B', None))}
+    if config['lora_rank']:  # the embedding's adapter: lm_head's when tied (one matrix), else its own
+        lookup = gpt.lm_head if gpt.config.tie_embeddings else wte
+        embedding, rate = {id(getattr(lookup, n, None)) for n in ('lora_A', 'lora_B')}, config['lora_embedding_lr']
+    else:
+        embedding, rate = {id(wte.weight)}, config['embedding_lr']
     trainable = [p for p in gpt.parameters() if p.requires_grad]
-    scale = config['embedding_lr'] / config['learning_rate'] if config['embedding_lr'] else 1.0
+    scale = rate / config['learning_rate'] if rate else 1.0
     groups = [dict(params=[p for p in trainable if p.dim() >= 2 and id(p) not in embedding], weight_decay=config['weight_decay'], lr_scale=1.0),
               dict(params=[p for p in trainable if p.dim() < 2], weight_decay=0.0, lr_scale=1.0),
               dict(params=[p for p in trainable if id(p) in embedding], weight_decay=config['weight_decay'], lr_scale=scale)]

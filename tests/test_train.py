@@ -328,7 +328,7 @@ def test_ddp_and_fsdp_match_one_process(data, second, tmp_path):
     # 4 (--batch_size=8 is lowered to share the step), on a mixture of two sources; full training, then
     # LoRA from the full run's checkpoint
     mixture, base = f'{data}:0.7,{second}:0.3', tmp_path / 'one' / 'full' / 'ckpt.pt'
-    lora_flags = [f'--init_from={base}', '--lora_rank=4', '--embedding_lr=1e-3']
+    lora_flags = [f'--init_from={base}', '--lora_rank=4', '--lora_embedding_lr=1e-3']
     reference = {'full': run(mixture, tmp_path / 'one' / 'full', '--batch_size=2', '--max_iters=3'),
                  'lora': run(mixture, tmp_path / 'one' / 'lora', '--batch_size=2', '--max_iters=3', *lora_flags)}
     script = tmp_path / 'runs.py'
@@ -372,6 +372,8 @@ def test_help_typos_and_bad_settings(capsys):
     assert 'model.py GPTConfig setting' not in text  # --tie_embeddings said only that
     with pytest.raises(SystemExit, match='--embedding_lr needs --learning_rate > 0'):
         train.get_config(TINY + ['--learning_rate=0', '--embedding_lr=0.1'])  # ZeroDivisionError
+    with pytest.raises(SystemExit, match='--lora_embedding_lr needs --learning_rate > 0'):
+        train.get_config(TINY + ['--learning_rate=0', '--lora_embedding_lr=0.1'])
     with pytest.raises(SystemExit, match="unknown setting 'n_layers'; did you mean 'n_layer'"):
         train.get_config(['--n_layers=3'])
     with pytest.raises(SystemExit, match='^train.py: error: --norm=batchnorm: expected one of layernorm, rmsnorm$'):
