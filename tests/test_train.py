@@ -224,9 +224,7 @@ def test_the_log_always_belongs_to_the_checkpoint_beside_it(data, tmp_path, monk
     killed_run(data, tmp_path, monkeypatch, train, 'get_lr', lambda step, *_: step == 2,
                '--learning_rate=1e-3')
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 3  # the old run's
-    assert read_log(tmp_path) == old
-    resumed = run(data, tmp_path, '--max_iters=4', '--eval_interval=2', '--init_from=resume')
-    assert resumed[:len(old)] == old and [s for s, _ in losses(resumed)] == [1, 2, 3, 4]
+    assert read_log(tmp_path) == old  # what a resume from that ckpt.pt continues
     # killed between its first save (ckpt.pt renamed into place) and anything after it: the resume
     # takes that run's log
     killed_run(data, tmp_path, monkeypatch, os, 'replace',
@@ -236,7 +234,7 @@ def test_the_log_always_belongs_to_the_checkpoint_beside_it(data, tmp_path, monk
     again = run(data, tmp_path, '--max_iters=3', '--eval_interval=2', '--init_from=resume',
                 '--learning_rate=1e-3')
     assert [s for s, _ in losses(again)] == [1, 2, 3] and again[-1]['step'] == 3
-    assert losses(again)[:2] != losses(resumed)[:2]  # the lines of the run that saved, at 1e-3
+    assert losses(again)[:2] != losses(old)[:2]  # the lines of the run that saved, at 1e-3
     assert sorted(p.name for p in tmp_path.glob('log*')) == ['log.jsonl']
 
 
