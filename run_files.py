@@ -144,7 +144,13 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
     # RNG streams stay as an uninterrupted run's
     p.run_id = (checkpoint or {}).get('run_id') or os.urandom(4).hex()
     if checkpoint is not None:
+        # the state (Adam's moments) is the checkpoint's, the settings (betas, weight decay, each group's
+        # rate) this run's: loading put the saved ones back, and a changed --beta1 or --embedding_lr,
+        # noted as 'now ...', was silently not used
+        settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
         set_optimizer_state_dict(model, optimizer, checkpoint['optimizer'], options=StateDictOptions(full_state_dict=True))
+        for group, ours in zip(optimizer.param_groups, settings):
+            group.update(ours)
         saved, first = checkpoint['data_state'], data['sources'][0]['name']
         if 'positions' not in saved:  # an older train.py: one folder, one position
             saved = dict(positions={first: saved['next_sequence']}, shards={first: saved['shards']})

@@ -532,3 +532,13 @@ def test_decay_frac_is_checked_at_startup():
                  ['--max_iters=5', '--warmup_iters=20'],  # all warmup: a smoke test
                  ['--schedule=cosine', '--decay_frac=0.9', '--max_iters=100', '--warmup_iters=60']):
         train.get_config(['--schedule=wsd', *fine])
+
+
+def test_a_resume_trains_with_its_own_optimizer_settings(data, tmp_path):
+    # the checkpoint's betas and group rates came back with Adam's moments: --beta1 or --embedding_lr
+    # changed on resume was noted ('now ...') and not used
+    run(data, tmp_path, '--max_iters=2', '--beta1=0.5', '--embedding_lr=3e-2')
+    run(data, tmp_path, '--max_iters=3', '--beta1=0.8', '--embedding_lr=3e-4', '--init_from=resume')
+    groups = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['optimizer']['param_groups']
+    assert {tuple(g['betas']) for g in groups} == {(0.8, 0.95)}
+    assert sorted(g['lr_scale'] for g in groups) == pytest.approx([0.1, 1.0, 1.0])
