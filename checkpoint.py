@@ -6,6 +6,7 @@ pretraining, sample.py, eval.py, export.py).
     load_pretrained(path)    dict(model_args, model=state dict under our GPT's names, tokenizer=spec) from
                              a train.py checkpoint (LoRA adapters merged in) or a local Hugging Face folder
     load_model(path, device) (GPT in eval mode, tiktoken Encoding, checkpoint-like dict) from either
+    check_device(name)       (device, its type) for a --device value: auto, cpu, cuda, cuda:N or mps
 
 A checkpoint is one file, out/ckpt.pt, written by torch.save: a dict of tensors and plain data
 (model weights under plain GPT names, optimizer state, step, config, model_args, the tokenizer spec,
@@ -107,6 +108,36 @@ def load_model(path, device="cpu"):
     model.eval().to(device)
     ckpt = pretrained.get("ckpt") or dict(model_args=model_args, tokenizer=spec, source=pretrained["source"])
     return model, enc, ckpt
+
+
+def best_device():
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def check_device(name):
+    """(device, device type) for the --device value `name` of train.py, sample.py or eval.py: auto is
+    best_device(). A typo or a device this machine lacks is a ValueError with a one-line reason, here,
+    not a traceback from deep inside torch once the model is built."""
+    device = best_device() if name == "auto" else name
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device={device}: expected auto, cpu, cuda, cuda:N or mps")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device={device}: CUDA is not available on this machine (torch {torch.__version__}"
+                         f"{', a build without CUDA' if torch.version.cuda is None else ''}); use --device=cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device={device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device={device}: Apple's MPS is not available on this machine; use --device=cpu")
+    return device, parsed.type
 
 
 # -----------------------------------------------------------------------------------------------

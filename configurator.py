@@ -1,17 +1,91 @@
 """
-Settings for train.py, the nanoGPT way (nanoGPT's configurator.py, with checks): the defaults are a
-table in the script, (name, default, what it does); then config files, Python files of `key = value`
+train.py's settings, the nanoGPT way (nanoGPT's configurator.py, with checks): the defaults are the
+table SETTINGS below, (name, default, what it does); then config files, Python files of `key = value`
 lines exec'd in order (config/PRESET.py); then --key=value flags (or --key value). The help text sits
 next to each default, so `--help` says what every setting does, its default and allowed values.
 
+    SETTINGS, CHOICES            the table, and the allowed values of the settings that have a list
+    get_config(argv, ...)        defaults, then config files, then flags: a dict of every setting
+    check(config, die)           values that parse but make no sense (a batch of 0, a negative clip)
+
 A typo must not silently train with the default: an unknown name is an error that names the closest
-known one, a value of the wrong type or outside its allowed values is a one-line error.
+known one, a value of the wrong type, outside its allowed values or outside its range is a one-line
+error.
 """
 
 import argparse
 import ast
 import difflib
 import os
+
+# settings: name, default (GPT-2 124M on data/tokens, as in nanoGPT; presets in config/), what it does
+SETTINGS = [
+    # I/O
+    ('out_dir', 'out', "folder for ckpt.pt, log.jsonl and loss.png"),
+    ('data', 'data/tokens', "shard folder of prepare.py, or a mixture: 'data/web:0.85,data/code:0.15' or "
+                            "'web:0.85,code:0.15' with names from `sources`"),
+    ('sources', {}, "config files: a dict of source name -> shard folder, for the names in data and stages"),
+    ('stages', [], "config files: [(until_tokens, mixture), ...] in order, the last to the end of training "
+                   "(until None); replaces data; with --schedule=wsd the decay is the final stage"),
+    ('init_from', 'scratch', "'scratch', 'resume' (out_dir/ckpt.pt, exactly where it stopped), or a "
+                             "checkpoint or Hugging Face GPT-2 folder to start from (weights only)"),
+    ('eval_interval', 2000, "evaluate, then checkpoint, every this many steps"),
+    ('eval_iters', 20, "val tokens per eval and per source = eval_iters x batch_tokens, always the same "
+                       "windows (loader.val_windows), whatever batch_size and the number of processes"),
+    ('log_interval', 1, "print and log the train loss every this many steps"),
+    ('always_save_checkpoint', True, "false: checkpoint at an eval only when the val loss improved"),
+    # data: one optimizer step sees batch_tokens tokens, reached by gradient accumulation
+    ('batch_size', 12, "sequences per forward pass and process (lowered to share a step among processes)"),
+    ('block_size', 1024, "context length in tokens"),
+    ('batch_tokens', 491520, "tokens per optimizer step, all processes together (12 x 1024 x 40, nanoGPT's)"),
+    ('gradient_accumulation_steps', 0, "nanoGPT's knob (all processes together): if > 0 it sets batch_tokens "
+                                       "= it x batch_size x block_size"),
+    # model: nanoGPT's names, then model.py's GPTConfig switches
+    ('n_layer', 12, "transformer blocks"), ('n_head', 12, "attention heads"), ('n_embd', 768, "width"),
+    ('vocab_size', 50304, "embedding rows: the tokenizer's, padded to a multiple of 64 for speed"),
+    ('real_vocab_size', None, "ids below this are real tokens, the rest padding (default: the data's vocabulary)"),
+    ('dropout', 0.0, "dropout rate (0 for pretraining)"),
+    ('bias', False, "biases in Linears and LayerNorms (GPT-2 has them)"),
+    ('tie_embeddings', True, "one matrix for the token embedding and the output layer, as GPT-2; "
+                             "false: an output layer of its own"),
+    ('n_kv_head', None, "grouped-query attention: key/value heads (default: n_head)"),
+    ('rope', False, "rotary position embeddings instead of learned ones"),
+    ('rope_theta', 10000.0, "RoPE's base"),
+    ('norm', 'layernorm', "normalization"), ('mlp', 'gelu', "MLP kind"),
+    ('loss_impl', 'auto', "cross-entropy: auto = the fused Triton kernel on CUDA, torch elsewhere"),
+    ('z_loss', 0.0, "PaLM's z-loss weight (1e-4 there); 0 = off"),
+    # LoRA (lora.py): train low-rank adapters of a frozen model, e.g. from --init_from=PATH
+    ('lora_rank', 0, "rank r of the adapters; 0 = off (train every weight)"),
+    ('lora_alpha', 32.0, "the adapters' update is scaled by alpha / r"),
+    ('lora_dropout', 0.0, "dropout on the adapters' input"),
+    ('rslora', False, "scale by alpha / sqrt(r) instead (rank-stabilized LoRA)"),
+    ('lora_targets', 'all', "'all' or a comma list of c_attn, c_proj, c_fc, lm_head (also the token embedding, wte: "
+                            "tied, the same adapter; untied, one of its own)"),
+    ('lora_embedding_lr', 0.0, "learning rate of the token embedding's adapter (tied: the output layer's too, "
+                               "one matrix); 0 = learning_rate (the LoRA guides use a tenth of it)"),
+    # AdamW and the learning rate: linear warmup, then 'cosine' down to min_lr at lr_decay_iters, or 'wsd'
+    # (warmup-stable-decay): constant, then linear down to min_lr over the last decay_frac of max_iters
+    ('learning_rate', 6e-4, "peak learning rate"), ('max_iters', 600000, "optimizer steps in all"),
+    ('embedding_lr', 0.0, "learning rate of the token embedding (tied or not); 0 = learning_rate. Not its LoRA "
+                          "adapter's (lora_embedding_lr): a rate fit for the table's rows is not one for A and B"),
+    ('weight_decay', 1e-1, "AdamW weight decay, on matrices and embeddings only"),
+    ('beta1', 0.9, "AdamW beta1"), ('beta2', 0.95, "AdamW beta2"),
+    ('grad_clip', 1.0, "clip the global gradient norm to this; 0 = no clipping"),
+    ('schedule', 'cosine', "learning-rate schedule after warmup"),
+    ('warmup_iters', 2000, "steps of linear warmup"), ('lr_decay_iters', 600000, "cosine: steps until min_lr"),
+    ('min_lr', 6e-5, "the learning rate at the end of the decay"),
+    ('decay_frac', 0.2, "wsd: the share of max_iters spent decaying (with stages: the final stage)"),
+    # system
+    ('device', 'auto', "'auto' (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps"),
+    ('dtype', 'auto', "'auto' = bfloat16 on GPUs that have it, else float32"),
+    ('compile', True, "torch.compile the model"),
+    ('parallel', 'ddp', "under torchrun: replicate the model (ddp) or shard it (fsdp)"),
+    ('seed', 1337, "seeds the weights, the data order and dropout"),
+    ('skip_nonfinite', False, "a NaN/inf loss skips that step instead of stopping the run"),
+]
+CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'), parallel=('ddp', 'fsdp'),
+               loss_impl=('auto', 'triton', 'chunked', 'torch'), schedule=('cosine', 'wsd'),
+               dtype=('auto', 'float32', 'bfloat16'))
 
 
 def get_config(argv, settings, choices, description, die):
@@ -66,3 +140,35 @@ def get_config(argv, settings, choices, description, die):
         if config[key] not in allowed:
             die(f"--{key}={config[key]}: expected one of {', '.join(allowed)}")
     return config
+
+
+def check(config, die):
+    """train.py's settings that parse but make no sense, each a one-line error before any time is
+    spent; and nanoGPT's gradient_accumulation_steps, which sets batch_tokens."""
+    if config['stages'] and config['data'] != 'data/tokens':
+        die("both --data and stages are set: stages name the data of each stage")
+    if config['gradient_accumulation_steps'] > 0:
+        config['batch_tokens'] = config['gradient_accumulation_steps'] * config['batch_size'] * config['block_size']
+    # else a 0 crashes with a traceback (a modulo by zero, an empty val set), some only at the
+    # first eval, and a negative grad_clip silently flips the gradient (clip_grad_norm_ scales by
+    # max_norm / norm)
+    for key in ('batch_size', 'block_size', 'batch_tokens', 'eval_interval', 'eval_iters',
+                'log_interval'):
+        if config[key] < 1:
+            die(f"--{key}={config[key]}: expected a whole number >= 1")
+    for key in ('max_iters', 'warmup_iters', 'learning_rate', 'min_lr', 'embedding_lr',
+                'lora_embedding_lr', 'weight_decay', 'grad_clip', 'lora_rank'):
+        if not config[key] >= 0:  # not >=: NaN is refused too
+            die(f"--{key}={config[key]}: expected a number >= 0")
+    decay_frac, warmup, steps = config['decay_frac'], config['warmup_iters'], config['max_iters']
+    if not 0 <= decay_frac <= 1:  # else wsd runs with a decay begun before step 0, or none at all
+        die(f"--decay_frac={decay_frac}: expected a number from 0 to 1 (the share of max_iters spent decaying)")
+    # wsd's decay begins at max_iters x (1 - decay_frac); inside the warmup, the rate would jump down
+    # when the warmup ends (a run that is all warmup, a smoke test, has no schedule to spoil)
+    if config['schedule'] == 'wsd' and not config['stages'] and warmup < steps and steps * (1 - decay_frac) < warmup:
+        die(f"--decay_frac={decay_frac}: with --max_iters={steps} the decay would start at step "
+            f"{steps * (1 - decay_frac):g}, inside the warmup (--warmup_iters={warmup}); expected at most "
+            f"{1 - warmup / steps:.3g}, or fewer --warmup_iters")
+    for key in ('embedding_lr', 'lora_embedding_lr'):
+        if config[key] and not config['learning_rate']:  # else a ZeroDivisionError, later
+            die(f"--{key} needs --learning_rate > 0: its schedule is learning_rate's, scaled")

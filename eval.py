@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 import loader
-from checkpoint import load_model
+from checkpoint import check_device, load_model
 from common import SHARD_SUFFIXES, fail, list_shards, load_shard, progress, read_documents, write_json
 from tokenizer import same_tokenizer, token_byte_lengths, tokenizer_name
 
@@ -273,15 +273,10 @@ def main(argv=None):
     args = get_args(argv)
     t0 = time.time()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     try:  # a typo, or a device this machine lacks: one line, not a traceback from inside torch
-        device_type = torch.device(args.device).type
-    except RuntimeError:
-        fail(f"--device={args.device}: expected auto, cpu, cuda, cuda:N or mps")
-    if device_type == "cuda" and not torch.cuda.is_available() or \
-            device_type == "mps" and not torch.backends.mps.is_available():
-        fail(f"--device={args.device}: {device_type} is not available on this machine; use --device=cpu")
+        args.device, device_type = check_device(args.device)
+    except ValueError as e:
+        fail(str(e))
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"

@@ -7,12 +7,14 @@ What a training run keeps on disk, and where it starts from: train.py's files.
                                           tokenizer; gathered from every process and written atomically
     save_refusal                          why a diverged run must not overwrite its last good checkpoint
     restore                               a resumed run continues exactly: step, optimizer, data, RNG
-    open_log / plot                       log.jsonl (a JSON line per step and per eval) and loss.png
+    open_log / settle_log / plot          log.jsonl (a JSON line per step and per eval), always the log
+                                          of the ckpt.pt beside it, and loss.png
 
 Everything here raises ValueError with a one-line reason for train.py to print.
 """
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -90,14 +92,15 @@ def checkpoint_state(config, data, p):
     names = [s['name'] for s in data['sources']]
     return dict(model_args={f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}, config=config,
                 tokenizer=data['tokenizer'], iter_num=p.step, best_val_loss=p.best, initial_val_loss=p.initial,
-                started_from=str(p.started_from),
+                started_from=str(p.started_from), run_id=p.run_id,
                 data_state=dict(positions={n: int(k) for n, k in zip(names, p.positions)},
                                 shards={s['name']: s['shards'] for s in data['sources']}))
 
 
-def save_checkpoint(path, model, optimizer, state, lora_config, run):
-    """Gather the full state on rank 0 and write it atomically (temp file, fsync, rename): a crash while
-    writing leaves the previous checkpoint whole. Every process must call this: FSDP gathers shards.
+def save_checkpoint(paths, model, optimizer, state, lora_config, run):
+    """Gather the full state on rank 0 and write it atomically to paths.ckpt (temp file, fsync, rename):
+    a crash while writing leaves the previous checkpoint whole. Then this run's log is log.jsonl
+    (settle_log). Every process must call this: FSDP gathers shards.
     With LoRA, ckpt['model'] is the frozen base and ckpt['lora'] the adapters and their config."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     # plain names ('transformer.h.0.attn...', no 'module.' or '_orig_mod.'): it loads into a bare GPT
@@ -112,8 +115,9 @@ def save_checkpoint(path, model, optimizer, state, lora_config, run):
         extra = {} if lora_config is None else dict(lora=dict(config=lora_config, adapters=adapters))
         checkpoint = dict(version=1, model=base, optimizer=optimizer_state,
                           rng={k: [r[k] for r in rngs] for k in rng}, **extra, **state)
-        with atomic_path(path) as tmp:
+        with atomic_path(paths.ckpt) as tmp:
             torch.save(checkpoint, tmp)
+        settle_log(paths, state['run_id'])
     if run.world > 1:
         dist.barrier()
 
@@ -136,8 +140,17 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
     p = SimpleNamespace(step=0, positions=np.zeros(len(data['sources']), dtype=np.int64), best=float('inf'),
                         initial=None, last_good=True, refused=0, saved_step=None, started_from=start['started_from'])
     checkpoint = start['checkpoint']
+    # names this run's log until its first save (open_log); os.urandom, not torch or numpy: the
+    # RNG streams stay as an uninterrupted run's
+    p.run_id = (checkpoint or {}).get('run_id') or os.urandom(4).hex()
     if checkpoint is not None:
+        # the state (Adam's moments) is the checkpoint's, the settings (betas, weight decay, each group's
+        # rate) this run's: loading put the saved ones back, and a changed --beta1 or --embedding_lr,
+        # noted as 'now ...', was silently not used
+        settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
         set_optimizer_state_dict(model, optimizer, checkpoint['optimizer'], options=StateDictOptions(full_state_dict=True))
+        for group, ours in zip(optimizer.param_groups, settings):
+            group.update(ours)
         saved, first = checkpoint['data_state'], data['sources'][0]['name']
         if 'positions' not in saved:  # an older train.py: one folder, one position
             saved = dict(positions={first: saved['next_sequence']}, shards={first: saved['shards']})
@@ -161,33 +174,59 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
 # the log and the loss plot
 
 
-def open_log(config, step, paths, run):
-    """The log so far (a resumed run drops lines from after its checkpoint: a crash may have left some),
-    and a function that appends a record to it."""
+def open_log(config, step, paths, run, run_id=None):
+    """The log so far and a function that appends a record to it. log.jsonl always agrees with the
+    ckpt.pt beside it: a resume drops its lines from after the checkpoint's step (a crash may have
+    left some), and a new run beside another run's ckpt.pt logs to log.RUN_ID.jsonl until its first
+    save replaces ckpt.pt (settle_log), so that a kill before then leaves the old run's log whole.
+    run_id: this run's (a resume's is its checkpoint's)."""
     os.makedirs(config['out_dir'], exist_ok=True)
     if run.master:  # temp files of saves killed mid-write (each as large as a checkpoint): free them now
         remove_stale_temps(config['out_dir'])
     history = []
-    if run.master and config['init_from'] == 'resume' and os.path.exists(paths.log):
-        for line in open(paths.log, encoding='utf-8', errors='replace'):
-            try:
-                record = json.loads(line)
-            except ValueError:  # the last line, cut short by a kill or a full disk
-                continue
-            if isinstance(record, dict) and record.get('step', math.inf) <= step:
-                history.append(record)
+    if run.master and config['init_from'] == 'resume':
+        settle_log(paths, run_id)  # a save whose log was not renamed yet (killed in between): rename it
+        if os.path.exists(paths.log):
+            for line in open(paths.log, encoding='utf-8', errors='replace'):
+                try:
+                    record = json.loads(line)
+                except ValueError:  # the last line, cut short by a kill or a full disk
+                    continue
+                if isinstance(record, dict) and record.get('step', math.inf) <= step:
+                    history.append(record)
+    elif run.master and os.path.exists(paths.ckpt):
+        paths.log = pending_log(paths, run_id)
+        run.log(f"note: the first save replaces {paths.ckpt} (--init_from=resume would continue it); "
+                f"until then this run logs to {paths.log}, and log.jsonl stays the checkpoint's")
+    elif run.master:
+        settle_log(paths, None)  # no checkpoint: any pending log is of a run that never saved
     if run.master:
         with atomic_path(paths.log) as tmp:  # a kill now must not lose the history
             with open(tmp, 'w') as f:
                 f.writelines(json.dumps(h) + '\n' for h in history)
-        if config['init_from'] != 'resume' and os.path.exists(paths.ckpt):
-            run.log(f"note: the first save replaces {paths.ckpt} (--init_from=resume would continue it)")
 
     def write_log(record):
         history.append(record)
-        with open(paths.log, 'a') as f:
+        with open(paths.log, 'a') as f:  # paths.log, not a copy: the first save may rename the log
             f.write(json.dumps(record) + '\n')
     return history, write_log
+
+
+def pending_log(paths, run_id):
+    return os.path.join(os.path.dirname(paths.ckpt), f'log.{run_id}.jsonl')
+
+
+def settle_log(paths, run_id):
+    """ckpt.pt is run run_id's now: its log, if still under its pending name, becomes log.jsonl (one
+    rename: atomic), and the pending logs of runs killed before their first save are removed."""
+    folder = os.path.dirname(paths.ckpt)
+    final, ours = os.path.join(folder, 'log.jsonl'), pending_log(paths, run_id)
+    for path in glob.glob(os.path.join(glob.escape(folder), 'log.*.jsonl')):
+        if path == ours:
+            os.replace(path, final)
+        else:
+            os.remove(path)
+    paths.log = final
 
 
 def plot(history, path):

@@ -28,7 +28,7 @@ from contextlib import nullcontext
 
 import torch
 
-from checkpoint import load_model
+from checkpoint import check_device, load_model
 from common import fail
 from tokenizer import tokenizer_name
 
@@ -36,14 +36,6 @@ from tokenizer import tokenizer_name
 # float32), and softmax then gives NaN; long before that the draw is the argmax anyway: at 1e-4 a gap
 # of 0.01 between two scores already makes the likelier one e^100 times likelier.
 GREEDY_BELOW = 1e-4
-
-
-def best_device():
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def stream_sample(model, enc, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
@@ -115,14 +107,10 @@ def main(argv=None):
                 prompt = f.read()
         except (OSError, UnicodeDecodeError) as e:
             fail(f"--prompt_file={args.prompt_file}: {e}")
-    device = best_device() if args.device == "auto" else args.device
     try:  # a typo, or a device this machine lacks: one line, not a traceback from inside torch
-        device_type = torch.device(device).type
-    except RuntimeError:
-        fail(f"--device={device}: expected auto, cpu, cuda, cuda:N or mps")
-    if device_type == "cuda" and not torch.cuda.is_available() or \
-            device_type == "mps" and not torch.backends.mps.is_available():
-        fail(f"--device={device}: {device_type} is not available on this machine; use --device=cpu")
+        device, device_type = check_device(args.device)
+    except ValueError as e:
+        fail(str(e))
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"

@@ -9,7 +9,8 @@ Train a GPT on prepare.py's token shards: on one device, or on many under torchr
     python train.py ... --init_from=other/ckpt.pt --lora_rank=16   # ... training LoRA adapters only
     python train.py ... --data=data/web:0.85,data/code:0.15  # a mixture of shard folders
 
-Settings: SETTINGS below, then config files (Python, exec'd like nanoGPT's), then --key=value flags.
+Settings: configurator.py's table (--help prints it), then config files (Python, exec'd like
+nanoGPT's), then --key=value flags; configurator.py checks them too.
 Writes out_dir/ckpt.pt (all it takes to resume exactly), out_dir/log.jsonl (a JSON line per step and
 per eval) and out_dir/loss.png (run_files.py: those files, and the checks before a resume). SIGTERM or
 Ctrl-C: save a checkpoint, then exit.
@@ -53,76 +54,13 @@ import configurator  # noqa: E402
 import loader  # noqa: E402
 import lora  # noqa: E402
 import run_files  # noqa: E402
+from checkpoint import check_device  # noqa: E402
+from configurator import CHOICES, SETTINGS  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import load_tokenizer, token_byte_lengths, tokenizer_name  # noqa: E402
 
 # -----------------------------------------------------------------------------------------------
-# settings: name, default (GPT-2 124M on data/tokens, as in nanoGPT; presets in config/), what it does
-SETTINGS = [
-    # I/O
-    ('out_dir', 'out', "folder for ckpt.pt, log.jsonl and loss.png"),
-    ('data', 'data/tokens', "shard folder of prepare.py, or a mixture: 'data/web:0.85,data/code:0.15' or "
-                            "'web:0.85,code:0.15' with names from `sources`"),
-    ('sources', {}, "config files: a dict of source name -> shard folder, for the names in data and stages"),
-    ('stages', [], "config files: [(until_tokens, mixture), ...] in order, the last to the end of training "
-                   "(until None); replaces data; with --schedule=wsd the decay is the final stage"),
-    ('init_from', 'scratch', "'scratch', 'resume' (out_dir/ckpt.pt, exactly where it stopped), or a "
-                             "checkpoint or Hugging Face GPT-2 folder to start from (weights only)"),
-    ('eval_interval', 2000, "evaluate, then checkpoint, every this many steps"),
-    ('eval_iters', 20, "val tokens per eval and per source = eval_iters x batch_tokens, always the same "
-                       "windows (loader.val_windows), whatever batch_size and the number of processes"),
-    ('log_interval', 1, "print and log the train loss every this many steps"),
-    ('always_save_checkpoint', True, "false: checkpoint at an eval only when the val loss improved"),
-    # data: one optimizer step sees batch_tokens tokens, reached by gradient accumulation
-    ('batch_size', 12, "sequences per forward pass and process (lowered to share a step among processes)"),
-    ('block_size', 1024, "context length in tokens"),
-    ('batch_tokens', 491520, "tokens per optimizer step, all processes together (12 x 1024 x 40, nanoGPT's)"),
-    ('gradient_accumulation_steps', 0, "nanoGPT's knob (all processes together): if > 0 it sets batch_tokens "
-                                       "= it x batch_size x block_size"),
-    # model: nanoGPT's names, then model.py's GPTConfig switches
-    ('n_layer', 12, "transformer blocks"), ('n_head', 12, "attention heads"), ('n_embd', 768, "width"),
-    ('vocab_size', 50304, "embedding rows: the tokenizer's, padded to a multiple of 64 for speed"),
-    ('real_vocab_size', None, "ids below this are real tokens, the rest padding (default: the data's vocabulary)"),
-    ('dropout', 0.0, "dropout rate (0 for pretraining)"),
-    ('bias', False, "biases in Linears and LayerNorms (GPT-2 has them)"),
-    ('tie_embeddings', True, "one matrix for the token embedding and the output layer, as GPT-2; "
-                             "false: an output layer of its own"),
-    ('n_kv_head', None, "grouped-query attention: key/value heads (default: n_head)"),
-    ('rope', False, "rotary position embeddings instead of learned ones"),
-    ('rope_theta', 10000.0, "RoPE's base"),
-    ('norm', 'layernorm', "normalization"), ('mlp', 'gelu', "MLP kind"),
-    ('loss_impl', 'auto', "cross-entropy: auto = the fused Triton kernel on CUDA, torch elsewhere"),
-    ('z_loss', 0.0, "PaLM's z-loss weight (1e-4 there); 0 = off"),
-    # LoRA (lora.py): train low-rank adapters of a frozen model, e.g. from --init_from=PATH
-    ('lora_rank', 0, "rank r of the adapters; 0 = off (train every weight)"),
-    ('lora_alpha', 32.0, "the adapters' update is scaled by alpha / r"),
-    ('lora_dropout', 0.0, "dropout on the adapters' input"),
-    ('rslora', False, "scale by alpha / sqrt(r) instead (rank-stabilized LoRA)"),
-    ('lora_targets', 'all', "'all' or a comma list of c_attn, c_proj, c_fc, lm_head (also the token embedding, wte: "
-                            "tied, the same adapter; untied, one of its own)"),
-    ('embedding_lr', 0.0, "learning rate of the token embedding (tied or not), or of its and lm_head's adapters; 0 = "
-                          "learning_rate (the LoRA guides use a tenth of it)"),
-    # AdamW and the learning rate: linear warmup, then 'cosine' down to min_lr at lr_decay_iters, or 'wsd'
-    # (warmup-stable-decay): constant, then linear down to min_lr over the last decay_frac of max_iters
-    ('learning_rate', 6e-4, "peak learning rate"), ('max_iters', 600000, "optimizer steps in all"),
-    ('weight_decay', 1e-1, "AdamW weight decay, on matrices and embeddings only"),
-    ('beta1', 0.9, "AdamW beta1"), ('beta2', 0.95, "AdamW beta2"),
-    ('grad_clip', 1.0, "clip the global gradient norm to this; 0 = no clipping"),
-    ('schedule', 'cosine', "learning-rate schedule after warmup"),
-    ('warmup_iters', 2000, "steps of linear warmup"), ('lr_decay_iters', 600000, "cosine: steps until min_lr"),
-    ('min_lr', 6e-5, "the learning rate at the end of the decay"),
-    ('decay_frac', 0.2, "wsd: the share of max_iters spent decaying (with stages: the final stage)"),
-    # system
-    ('device', 'auto', "'auto' (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps"),
-    ('dtype', 'auto', "'auto' = bfloat16 on GPUs that have it, else float32"),
-    ('compile', True, "torch.compile the model"),
-    ('parallel', 'ddp', "under torchrun: replicate the model (ddp) or shard it (fsdp)"),
-    ('seed', 1337, "seeds the weights, the data order and dropout"),
-    ('skip_nonfinite', False, "a NaN/inf loss skips that step instead of stopping the run"),
-]
-CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'), parallel=('ddp', 'fsdp'),
-               loss_impl=('auto', 'triton', 'chunked', 'torch'), schedule=('cosine', 'wsd'),
-               dtype=('auto', 'float32', 'bfloat16'))
+# settings: configurator.py holds the table (name, default, what it does) and the checks
 
 
 def die(message):
@@ -130,27 +68,12 @@ def die(message):
 
 
 def get_config(argv):
-    """SETTINGS, then config files, then flags (configurator.py); a switch model.py adds is a setting at once."""
+    """configurator.SETTINGS, then config files, then flags, checked (configurator.py); a switch
+    model.py adds is a setting at once."""
     settings = SETTINGS + [(f.name, f.default, "model.py GPTConfig setting") for f in dataclasses.fields(GPTConfig)
                            if f.name not in {k for k, _, _ in SETTINGS}]
     config = configurator.get_config(argv, settings, CHOICES, __doc__.strip().splitlines()[0], die)
-    if config['stages'] and config['data'] != 'data/tokens':
-        die("both --data and stages are set: stages name the data of each stage")
-    if config['gradient_accumulation_steps'] > 0:
-        config['batch_tokens'] = config['gradient_accumulation_steps'] * config['batch_size'] * config['block_size']
-    # else a 0 crashes with a traceback (a modulo by zero, an empty val set), some only at the
-    # first eval, and a negative grad_clip silently flips the gradient (clip_grad_norm_ scales by
-    # max_norm / norm)
-    for key in ('batch_size', 'block_size', 'batch_tokens', 'eval_interval', 'eval_iters',
-                'log_interval'):
-        if config[key] < 1:
-            die(f"--{key}={config[key]}: expected a whole number >= 1")
-    for key in ('max_iters', 'warmup_iters', 'learning_rate', 'min_lr', 'embedding_lr',
-                'weight_decay', 'grad_clip', 'lora_rank'):
-        if not config[key] >= 0:  # not >=: NaN is refused too
-            die(f"--{key}={config[key]}: expected a number >= 0")
-    if config['embedding_lr'] and not config['learning_rate']:  # else a ZeroDivisionError, later
-        die("--embedding_lr needs --learning_rate > 0: its schedule is learning_rate's, scaled")
+    configurator.check(config, die)
     return config
 
 
@@ -159,16 +82,13 @@ def get_config(argv):
 
 
 def setup_processes(config):
-    run = SimpleNamespace(distributed='RANK' in os.environ, device=config['device'])
+    run = SimpleNamespace(distributed='RANK' in os.environ)
     run.rank, run.local_rank, run.world = [int(os.environ.get(k, d)) for k, d in
                                            (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1))]
-    if run.device == 'auto':
-        run.device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if run.device.startswith('cuda') and not torch.cuda.is_available():
-        die(f"--device={run.device}: CUDA is not available on this machine (torch {torch.__version__}"
-            f"{', a build without CUDA' if torch.version.cuda is None else ''}); use --device=cpu")
-    if run.device == 'mps' and not torch.backends.mps.is_available():
-        die("--device=mps: Apple's MPS is not available on this machine; use --device=cpu")
+    try:  # a typo, or a device this machine lacks: one line, not a traceback once the model is built
+        run.device, _ = check_device(config['device'])
+    except ValueError as e:
+        die(str(e))
     if run.distributed and run.device.startswith('cuda'):
         run.device = f'cuda:{run.local_rank}'
         torch.cuda.set_device(run.device)
@@ -284,13 +204,18 @@ def build_model(config, start, run):
 
 def build_optimizer(gpt, config, run):
     """AdamW over the trainable parameters: weight decay on matrices and embeddings, not on biases and
-    norm gains; the token embedding (tied or not), or its and lm_head's adapters, at embedding_lr."""
-    head = gpt.lm_head
+    norm gains; the token embedding (tied or not) at embedding_lr, or with LoRA its adapter at
+    lora_embedding_lr. Not at embedding_lr: a rate fit for the table (the demo's 0.2, 100x the rest)
+    is not one for A and B, dense matrices that every token goes through; on them it made a LoRA run
+    of the demo diverge (val loss 5.44 -> 16.7 in 40 steps, where at learning_rate it fell)."""
     wte = gpt.transformer.wte
-    embedding = {id(p) for p in (wte.weight, getattr(head, 'lora_A', None), getattr(head, 'lora_B', None),
-                                 getattr(wte, 'lora_A', None), getattr(wte, 'lora_B', None))}
+    if config['lora_rank']:  # the embedding's adapter: lm_head's when tied (one matrix), else its own
+        lookup = gpt.lm_head if gpt.config.tie_embeddings else wte
+        embedding, rate = {id(getattr(lookup, n, None)) for n in ('lora_A', 'lora_B')}, config['lora_embedding_lr']
+    else:
+        embedding, rate = {id(wte.weight)}, config['embedding_lr']
     trainable = [p for p in gpt.parameters() if p.requires_grad]
-    scale = config['embedding_lr'] / config['learning_rate'] if config['embedding_lr'] else 1.0
+    scale = rate / config['learning_rate'] if rate else 1.0
     groups = [dict(params=[p for p in trainable if p.dim() >= 2 and id(p) not in embedding], weight_decay=config['weight_decay'], lr_scale=1.0),
               dict(params=[p for p in trainable if p.dim() < 2], weight_decay=0.0, lr_scale=1.0),
               dict(params=[p for p in trainable if id(p) in embedding], weight_decay=config['weight_decay'], lr_scale=scale)]
@@ -368,7 +293,7 @@ def train_step(model, gpt, optimizer, batch, fetch, accumulation, lr, config, ru
 
 
 def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths):
-    history, write_log = run_files.open_log(config, p.step, paths, run)
+    history, write_log = run_files.open_log(config, p.step, paths, run, p.run_id)
     stop_signal, restore_signals = catch_stop_signals()
     per_step, block, seed = config['batch_tokens'] // config['block_size'], config['block_size'], config['seed']
     decay_start = data['stages'][-1][0] if len(data['stages']) > 1 else None  # wsd: decay the final stage
@@ -390,7 +315,7 @@ def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumu
         if stop and p.step > p.start_step and not saved:  # preempted: save where we are, to resume from
             if p.last_good:
                 state = run_files.checkpoint_state(config, data, p)
-                run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+                run_files.save_checkpoint(paths, model, optimizer, state, lora_config, run)
                 p.saved_step = p.step
             run.log("stopped by a signal: " + (f"saved {paths.ckpt} at step {p.step}" if p.last_good else
                                                 "not saved: the last eval was refused (see above)"))
@@ -501,7 +426,7 @@ def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, pa
                 + (f" (step {p.saved_step})" if p.saved_step is not None else ''))
         return False
     state = run_files.checkpoint_state(config, data, p)
-    run_files.save_checkpoint(paths.ckpt, model, optimizer, state, lora_config, run)
+    run_files.save_checkpoint(paths, model, optimizer, state, lora_config, run)
     p.saved_step = p.step
     run.log(f"saved {paths.ckpt}")
     return True

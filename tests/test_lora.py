@@ -6,6 +6,7 @@ FSDP: test_train.py's distributed test.)"""
 
 import copy
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch
 import lora
 import train
 from model import GPT, GPTConfig
-from test_train import data, losses, one_thread, read_log, run  # noqa: F401 (fixtures)
+from test_train import ROOT, data, losses, one_thread, read_log, run  # noqa: F401 (fixtures)
 
 CONFIG = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=96, bias=True)
 
@@ -79,7 +80,7 @@ def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch):
     run(data, tmp_path / 'base', '--max_iters=3')
     base_path = tmp_path / 'base' / 'ckpt.pt'
     base = torch.load(base_path, weights_only=True)
-    flags = [f'--init_from={base_path}', '--lora_rank=4', '--lora_targets=c_attn,c_fc,wte', '--embedding_lr=3e-4',
+    flags = [f'--init_from={base_path}', '--lora_rank=4', '--lora_targets=c_attn,c_fc,wte', '--lora_embedding_lr=3e-4',
              '--max_iters=5', '--eval_interval=3']
     whole = run(data, tmp_path / 'whole', *flags)
     assert whole[0]['val_loss'] == losses(read_log(tmp_path / 'base'), 'val_loss')[-1][1]  # step 0: the base, exactly
@@ -90,7 +91,7 @@ def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch):
     assert set(ckpt['lora']['adapters']) == {f'transformer.h.{i}.{m}.lora_{ab}' for i in range(2) for m in
                                              ('attn.c_attn', 'mlp.c_fc') for ab in 'AB'} | {'lm_head.lora_A', 'lm_head.lora_B'}
     assert len(ckpt['optimizer']['state']) == 10  # AdamW state for the adapters only
-    assert sorted(g['lr_scale'] for g in ckpt['optimizer']['param_groups']) == pytest.approx([0.1, 1.0])  # embedding_lr / learning_rate
+    assert sorted(g['lr_scale'] for g in ckpt['optimizer']['param_groups']) == pytest.approx([0.1, 1.0])  # lora_embedding_lr / learning_rate
 
     get_lr = train.get_lr
 
@@ -111,3 +112,45 @@ def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch):
     merged = run(data, tmp_path / 'merged', f'--init_from={tmp_path / "whole" / "ckpt.pt"}', '--max_iters=0')
     assert merged[0]['val_loss'] == pytest.approx(losses(whole, 'val_loss')[-1][1], rel=1e-5)
 
+
+
+def demo(*flags):
+    return train.get_config([str(ROOT / 'config' / 'tiny_cpu.py'), *flags])
+
+
+def adapter_rates(config):
+    """{parameter name: its learning rate / learning_rate} of train.py's optimizer for config."""
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(**{k: config[k] for k in GPTConfig.__dataclass_fields__}))
+    if config['lora_rank']:
+        lora.add_lora(gpt, config['lora_rank'], config['lora_alpha'], targets=config['lora_targets'])
+    optimizer = train.build_optimizer(gpt, config, SimpleNamespace(device_type='cpu'))
+    group = {id(p): g['lr_scale'] for g in optimizer.param_groups for p in g['params']}
+    return {n: group[id(p)] for n, p in gpt.named_parameters() if p.requires_grad}
+
+
+def test_adapters_are_not_trained_at_the_embedding_tables_rate():
+    # the demo preset trains its embedding table at embedding_lr = 0.2, 100x the rest; its adapters
+    # got that rate too (lm_head's as well, untied), and a LoRA run of the demo diverged
+    assert demo()['embedding_lr'] == 100 * demo()['learning_rate']
+    assert adapter_rates(demo())['transformer.wte.weight'] == pytest.approx(100)  # full training
+    rates = adapter_rates(demo('--lora_rank=4'))
+    assert len(rates) == 2 * (4 * 4 + 2) and set(rates.values()) == {1.0}  # all at learning_rate
+    # the guides' tenth, on the embedding's adapter: untied its own, tied lm_head's (one matrix)
+    rates = adapter_rates(demo('--lora_rank=4', '--lora_embedding_lr=2e-4'))
+    assert {n for n, r in rates.items() if r != 1.0} == {'transformer.wte.lora_A', 'transformer.wte.lora_B'}
+    assert rates['transformer.wte.lora_A'] == pytest.approx(0.1)
+    rates = adapter_rates(demo('--lora_rank=4', '--lora_embedding_lr=2e-4', '--tie_embeddings=true'))
+    assert {n for n, r in rates.items() if r != 1.0} == {'lm_head.lora_A', 'lm_head.lora_B'}
+
+
+def test_lora_with_the_demos_learning_rates_learns(data, tmp_path):
+    # the demo's optimizer settings (embedding_lr 0.2, untied, its betas) on the tiny model
+    config = demo()
+    flags = [f'--{k}={config[k]}' for k in ('learning_rate', 'embedding_lr', 'weight_decay', 'beta1',
+                                            'beta2', 'tie_embeddings')] + ['--warmup_iters=0']
+    run(data, tmp_path / 'base', *flags, '--max_iters=8')
+    log = run(data, tmp_path / 'lora', *flags, f'--init_from={tmp_path / "base" / "ckpt.pt"}',
+              '--lora_rank=4', '--max_iters=8', '--eval_interval=4')
+    val = [v for _, v in losses(log, 'val_loss')]
+    assert val[2] < val[1] < val[0], val

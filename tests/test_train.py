@@ -191,6 +191,53 @@ train.main({TINY!r} + ['--data={data}', '--out_dir={tmp_path}', '--eval_interval
     assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4]  # the log was cut back to the checkpoint
 
 
+class Killed(BaseException):
+    """Raised where a kill would stop a run: nothing in train.py catches it, so the files are left as
+    a SIGKILL there leaves them (in a second, where a killed subprocess costs five)."""
+
+
+def killed_run(data, out, monkeypatch, obj, name, kill, *flags):
+    """run() with obj.name wrapped: kill(*args) true stops the run there, as a kill would."""
+    real = getattr(obj, name)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def dying(*args):
+        result = real(*args)
+        if kill(*args):
+            raise Killed
+        return result
+    monkeypatch.setattr(obj, name, dying)
+    try:
+        with pytest.raises(Killed):
+            run(data, out, *flags)
+    finally:
+        monkeypatch.setattr(obj, name, real)
+        for s, handler in handlers.items():  # the run's own were left in place
+            signal.signal(s, handler)
+
+
+def test_the_log_always_belongs_to_the_checkpoint_beside_it(data, tmp_path, monkeypatch):
+    # a new run into an out_dir that holds an older run's ckpt.pt emptied log.jsonl at once: killed
+    # before its first save, it left the old checkpoint with the new run's lines (or none), and a
+    # resume continued that log
+    old = run(data, tmp_path, '--max_iters=3', '--eval_interval=2')
+    killed_run(data, tmp_path, monkeypatch, train, 'get_lr', lambda step, *_: step == 2,
+               '--learning_rate=1e-3')
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 3  # the old run's
+    assert read_log(tmp_path) == old  # what a resume from that ckpt.pt continues
+    # killed between its first save (ckpt.pt renamed into place) and anything after it: the resume
+    # takes that run's log
+    killed_run(data, tmp_path, monkeypatch, os, 'replace',
+               lambda _, target: os.path.basename(target) == 'ckpt.pt',
+               '--max_iters=2', '--eval_interval=2', '--learning_rate=1e-3')
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 2
+    again = run(data, tmp_path, '--max_iters=3', '--eval_interval=2', '--init_from=resume',
+                '--learning_rate=1e-3')
+    assert [s for s, _ in losses(again)] == [1, 2, 3] and again[-1]['step'] == 3
+    assert losses(again)[:2] != losses(old)[:2]  # the lines of the run that saved, at 1e-3
+    assert sorted(p.name for p in tmp_path.glob('log*')) == ['log.jsonl']
+
+
 def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
     first = run(data, tmp_path / 'first', '--max_iters=6')
     # new run, new optimizer and schedule; the architecture comes from the checkpoint, not the flags
@@ -279,7 +326,7 @@ def test_ddp_and_fsdp_match_one_process(data, second, tmp_path):
     # 4 (--batch_size=8 is lowered to share the step), on a mixture of two sources; full training, then
     # LoRA from the full run's checkpoint
     mixture, base = f'{data}:0.7,{second}:0.3', tmp_path / 'one' / 'full' / 'ckpt.pt'
-    lora_flags = [f'--init_from={base}', '--lora_rank=4', '--embedding_lr=1e-3']
+    lora_flags = [f'--init_from={base}', '--lora_rank=4', '--lora_embedding_lr=1e-3']
     reference = {'full': run(mixture, tmp_path / 'one' / 'full', '--batch_size=2', '--max_iters=3'),
                  'lora': run(mixture, tmp_path / 'one' / 'lora', '--batch_size=2', '--max_iters=3', *lora_flags)}
     script = tmp_path / 'runs.py'
@@ -323,6 +370,8 @@ def test_help_typos_and_bad_settings(capsys):
     assert 'model.py GPTConfig setting' not in text  # --tie_embeddings said only that
     with pytest.raises(SystemExit, match='--embedding_lr needs --learning_rate > 0'):
         train.get_config(TINY + ['--learning_rate=0', '--embedding_lr=0.1'])  # ZeroDivisionError
+    with pytest.raises(SystemExit, match='--lora_embedding_lr needs --learning_rate > 0'):
+        train.get_config(TINY + ['--learning_rate=0', '--lora_embedding_lr=0.1'])
     with pytest.raises(SystemExit, match="unknown setting 'n_layers'; did you mean 'n_layer'"):
         train.get_config(['--n_layers=3'])
     with pytest.raises(SystemExit, match='^train.py: error: --norm=batchnorm: expected one of layernorm, rmsnorm$'):
@@ -429,6 +478,9 @@ def test_bad_checkpoints_and_devices(data, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='--device=cuda: CUDA is not available on this machine'):
             run(data, out, '--device=cuda')
+    for typo in ('foo', 'cuda:x', 'meta'):  # a traceback from deep inside torch, after the data was read
+        with pytest.raises(SystemExit, match=f'^train.py: error: --device={typo}: expected auto, cpu, cuda'):
+            run(data, out, f'--device={typo}')
     with pytest.raises(SystemExit, match='--out_dir=.*ckpt.pt is a file; expected a folder'):
         run(data, out / 'ckpt.pt')  # a FileExistsError traceback, after the model was built
 
@@ -463,3 +515,30 @@ def test_eta_rounds_to_whole_minutes_before_splitting_hours():
     p = types.SimpleNamespace(step=0, positions=[0])
     train.log_step(gpt, dict(sources=[{}]), config, run, p, 1.0, 1e-3, 0.5, 1.0, 1.0, lambda r: None)
     assert lines[0].endswith('| eta 1h00m')
+
+
+def test_decay_frac_is_checked_at_startup():
+    # wsd trained silently with --decay_frac=1.5 (the rate fell from 1 to 0.64 at the warmup's end: a
+    # decay that began at step -max_iters/2) or -0.5 (it never decayed); inside the warmup, the same jump
+    for value in ('1.5', '-0.5', 'nan'):
+        with pytest.raises(SystemExit, match=f'^train.py: error: --decay_frac={value}: expected a number '
+                                             f'from 0 to 1 '):
+            train.get_config(['--schedule=wsd', f'--decay_frac={value}'])
+    with pytest.raises(SystemExit, match=r'^train.py: error: --decay_frac=0.5: with --max_iters=100 the decay '
+                                         r'would start at step 50, inside the warmup \(--warmup_iters=60\); '
+                                         r'expected at most 0.4, or fewer --warmup_iters$'):
+        train.get_config(['--schedule=wsd', '--decay_frac=0.5', '--max_iters=100', '--warmup_iters=60'])
+    for fine in (['--decay_frac=0', '--max_iters=100'], ['--decay_frac=1', '--warmup_iters=0'],
+                 ['--max_iters=5', '--warmup_iters=20'],  # all warmup: a smoke test
+                 ['--schedule=cosine', '--decay_frac=0.9', '--max_iters=100', '--warmup_iters=60']):
+        train.get_config(['--schedule=wsd', *fine])
+
+
+def test_a_resume_trains_with_its_own_optimizer_settings(data, tmp_path):
+    # the checkpoint's betas and group rates came back with Adam's moments: --beta1 or --embedding_lr
+    # changed on resume was noted ('now ...') and not used
+    run(data, tmp_path, '--max_iters=2', '--beta1=0.5', '--embedding_lr=3e-2')
+    run(data, tmp_path, '--max_iters=3', '--beta1=0.8', '--embedding_lr=3e-4', '--init_from=resume')
+    groups = torch.load(tmp_path / 'ckpt.pt', weights_only=True)['optimizer']['param_groups']
+    assert {tuple(g['betas']) for g in groups} == {(0.8, 0.95)}
+    assert sorted(g['lr_scale'] for g in groups) == pytest.approx([0.1, 1.0, 1.0])
