@@ -160,15 +160,9 @@ def check(config, die):
                 'lora_embedding_lr', 'weight_decay', 'grad_clip', 'lora_rank'):
         if not config[key] >= 0:  # not >=: NaN is refused too
             die(f"--{key}={config[key]}: expected a number >= 0")
-    decay_frac, warmup, steps = config['decay_frac'], config['warmup_iters'], config['max_iters']
-    if not 0 <= decay_frac <= 1:  # else wsd runs with a decay begun before step 0, or none at all
-        die(f"--decay_frac={decay_frac}: expected a number from 0 to 1 (the share of max_iters spent decaying)")
-    # wsd's decay begins at max_iters x (1 - decay_frac); inside the warmup, the rate would jump down
-    # when the warmup ends (a run that is all warmup, a smoke test, has no schedule to spoil)
-    if config['schedule'] == 'wsd' and not config['stages'] and warmup < steps and steps * (1 - decay_frac) < warmup:
-        die(f"--decay_frac={decay_frac}: with --max_iters={steps} the decay would start at step "
-            f"{steps * (1 - decay_frac):g}, inside the warmup (--warmup_iters={warmup}); expected at most "
-            f"{1 - warmup / steps:.3g}, or fewer --warmup_iters")
+    if not 0 <= config['decay_frac'] <= 1:  # else wsd decays from before step 0, or never
+        die(f"--decay_frac={config['decay_frac']}: expected a number from 0 to 1 (the share of max_iters "
+            f"spent decaying)")
     for key in ('embedding_lr', 'lora_embedding_lr'):
         if config[key] and not config['learning_rate']:  # else a ZeroDivisionError, later
             die(f"--{key} needs --learning_rate > 0: its schedule is learning_rate's, scaled")

@@ -519,18 +519,14 @@ def test_eta_rounds_to_whole_minutes_before_splitting_hours():
 
 def test_decay_frac_is_checked_at_startup():
     # wsd trained silently with --decay_frac=1.5 (the rate fell from 1 to 0.64 at the warmup's end: a
-    # decay that began at step -max_iters/2) or -0.5 (it never decayed); inside the warmup, the same jump
+    # decay that began at step -max_iters/2) or -0.5 (it never decayed)
     for value in ('1.5', '-0.5', 'nan'):
         with pytest.raises(SystemExit, match=f'^train.py: error: --decay_frac={value}: expected a number '
                                              f'from 0 to 1 '):
             train.get_config(['--schedule=wsd', f'--decay_frac={value}'])
-    with pytest.raises(SystemExit, match=r'^train.py: error: --decay_frac=0.5: with --max_iters=100 the decay '
-                                         r'would start at step 50, inside the warmup \(--warmup_iters=60\); '
-                                         r'expected at most 0.4, or fewer --warmup_iters$'):
-        train.get_config(['--schedule=wsd', '--decay_frac=0.5', '--max_iters=100', '--warmup_iters=60'])
     for fine in (['--decay_frac=0', '--max_iters=100'], ['--decay_frac=1', '--warmup_iters=0'],
                  ['--max_iters=5', '--warmup_iters=20'],  # all warmup: a smoke test
-                 ['--schedule=cosine', '--decay_frac=0.9', '--max_iters=100', '--warmup_iters=60']):
+                 ['--decay_frac=0.5', '--max_iters=25', '--warmup_iters=20']):  # a short demo run
         train.get_config(['--schedule=wsd', *fine])
 
 
