@@ -142,27 +142,28 @@ def held_out(doc):
     return int(hashlib.sha256(doc["id"].encode()).hexdigest(), 16) % 4 == 0
 
 
+class FakeModel:  # real training takes seconds (2 M hash buckets): these tests check the call
+    def save_model(self, path):
+        Path(path).write_bytes(b"model")
+
+    def predict(self, text, k):
+        return [quality.HIGH], [1.0]
+
+
+def fake_training(tmp_path, monkeypatch, train_supervised):
+    """Two tiny folders to train on, and fastText's trainer replaced by `train_supervised`."""
+    import fasttext
+    for name in ("pos", "neg"):
+        write(tmp_path / name / "a.jsonl.gz", [{"id": f"{name}{i}", "text": f"{name} {i}"} for i in range(4)])
+    monkeypatch.setattr(fasttext, "train_supervised", train_supervised)
+
+
 def test_fasttext_training_with_few_workers_uses_11_threads(tmp_path, monkeypatch):
     """fastText initialises its weights a tenth per thread: under 11 threads part of them keeps what
     the memory held (a model that changed with the tests run before it, and once NaN in CI). And
     --workers=0 (one process, for the other stages) must not reach it as 0 threads (SIGFPE)."""
-    import fasttext
-    for name in ("pos", "neg"):
-        docs = [{"id": f"{name}{i}", "text": f"{name} words {i}"} for i in range(4)]
-        write(tmp_path / name / "a.jsonl.gz", docs)
     threads = []
-
-    class Model:  # training itself takes seconds (2 M hash buckets): what matters is the call
-        def save_model(self, path):
-            Path(path).write_bytes(b"model")
-
-        def predict(self, text, k):
-            return [quality.HIGH], [1.0]
-
-    def train_supervised(**options):
-        threads.append(options["thread"])
-        return Model()
-    monkeypatch.setattr(fasttext, "train_supervised", train_supervised)
+    fake_training(tmp_path, monkeypatch, lambda **options: threads.append(options["thread"]) or FakeModel())
     for workers in (0, 1, 2, 16):
         quality.train_fasttext(tmp_path / "pos", tmp_path / "neg", tmp_path / "m.bin", threads=workers)
     assert threads == [11, 11, 11, 16]
@@ -171,24 +172,14 @@ def test_fasttext_training_with_few_workers_uses_11_threads(tmp_path, monkeypatc
 def test_fasttext_training_that_diverges_is_retried_at_half_the_rate(tmp_path, monkeypatch, capsys):
     """fastText stops with "Encountered NaN." when its weights blow up: train again at half the
     rate, say so and report the rate used; give up after 3 halvings."""
-    import fasttext
-    for name in ("pos", "neg"):
-        write(tmp_path / name / "a.jsonl.gz", [{"id": f"{name}{i}", "text": f"{name} {i}"} for i in range(4)])
     rates = []
-
-    class Model:
-        def save_model(self, path):
-            Path(path).write_bytes(b"model")
-
-        def predict(self, text, k):
-            return [quality.HIGH], [1.0]
 
     def train_supervised(**options):
         rates.append(options["lr"])
         if options["lr"] > limit:
             raise RuntimeError("Encountered NaN.")
-        return Model()
-    monkeypatch.setattr(fasttext, "train_supervised", train_supervised)
+        return FakeModel()
+    fake_training(tmp_path, monkeypatch, train_supervised)
     limit = 0.2
     report = quality.train_fasttext(tmp_path / "pos", tmp_path / "neg", tmp_path / "m.bin", lr=0.8)
     assert rates == [0.8, 0.4, 0.2] and report["lr"] == 0.2
