@@ -96,6 +96,15 @@ def main():
         fail(f"--tokenizer={args.tokenizer} has {enc.n_vocab:,} tokens, but shards store uint16 ids "
              f"(at most 65,536 tokens): use a smaller vocabulary such as gpt2")
 
+    # a trained tokenizer held out the val documents of prepare.py on that many machines: on another
+    # number, some of our val documents were in its training text (and its bytes-per-token table)
+    trained = read_json(Path(args.tokenizer) / "report.json")
+    held_out_for = trained.get("prepare_num_shards", 1) if isinstance(trained, dict) else args.num_shards
+    if held_out_for != args.num_shards:
+        print(f"warning: {args.tokenizer} held out the val documents of --num_shards={held_out_for}, this run "
+              f"has --num_shards={args.num_shards}: part of its val text was the tokenizer's training text "
+              f"(train one with tokenizer.py --prepare_num_shards={args.num_shards})", file=sys.stderr)
+
     inputs = list_shards(args.input, args.shard, args.num_shards)
     machine = "" if args.num_shards == 1 else f"m{args.shard:04d}_"
     out_dir = Path(args.output)

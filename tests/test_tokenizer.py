@@ -366,3 +366,11 @@ def test_held_out_documents_follow_prepares_num_shards(tmp_path):
     tokens = set(ranks_of(tmp_path / "tok"))
     assert f" {seen}".encode() in tokens and not any(held[:4].encode() in t for t in tokens)
     assert json.loads((tmp_path / "tok" / "report.json").read_text())["held_out_documents"] == 2
+    # prepare.py on another number of machines says that its val text was partly trained on
+    for machines, warned in ((2, False), (1, True)):
+        prepared = subprocess.run([sys.executable, str(ROOT / "prepare.py"), f"--input={tmp_path / 'in'}",
+                                   f"--output={tmp_path / f'tokens{machines}'}", f"--tokenizer={tmp_path / 'tok'}",
+                                   f"--num_shards={machines}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert prepared.returncode == 0, prepared.stderr
+        assert ("held out the val documents of --num_shards=2, this run has --num_shards=1" in prepared.stderr) \
+            == warned, prepared.stderr
