@@ -198,16 +198,19 @@ def check_input(input_path, paths):
                 problems.append(f"{path}: {report.get('stage', 'the stage')} started {report.get('started', '?')} "
                                 f"(pid {report.get('pid', '?')} on {report.get('host', '?')}) has not finished: "
                                 f"killed, or still running")
-            if match := re.fullmatch(r"report_(\d+)_of_(\d+)\.json", path.name):
-                machines.setdefault(int(match[2]), set()).add(int(match[1]))
+            # machines of dedup's (or any stage's) run, and of a --sentences pass over its output
+            if match := re.fullmatch(r"report(_sentences)?_(\d+)_of_(\d+)\.json", path.name):
+                machines.setdefault((match[1] or "", int(match[3])), set()).add(int(match[2]))
         if listed is None:
             continue
-        for count, seen in sorted(machines.items()):
+        for (kind, count), seen in sorted(machines.items()):
             if missing := sorted(set(range(count)) - seen):
-                problems.append(f"{folder}: no report from machine(s) {missing[:5]} of {count} (--num_shards): "
-                                f"not run, or killed before starting")
-        if len(machines) + (folder / "report.json").exists() > 1:
-            problems.append(f"{folder}: reports of runs with different --num_shards: shards of both are mixed")
+                problems.append(f"{folder}: no report{kind} from machine(s) {missing[:5]} of {count} "
+                                f"(--num_shards): not run, or killed before starting")
+        for kind in ("", "_sentences"):
+            if sum(k == kind for k, _ in machines) + (folder / f"report{kind}.json").exists() > 1:
+                problems.append(f"{folder}: report{kind} files of runs with different --num_shards: "
+                                f"shards of both are mixed")
         if stale := sorted(names - listed):
             problems.append(f"{folder}: {len(stale)} shard(s) in no report, left by another run: "
                             f"{', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}")

@@ -466,6 +466,12 @@ def test_sentence_reports_of_another_num_shards_are_removed(tmp_path, monkeypatc
     assert sentence_reports() == ["report_sentences.json"]
     on_two("--sentences")
     assert sentence_reports() == ["report_sentences_00000_of_00002.json", "report_sentences_00001_of_00002.json"]
+    shards = sorted(out.glob("*.jsonl.gz"))
+    assert crashsafe.check_input(str(out), shards)["input_complete"] is True
+    (out / "report_sentences_00001_of_00002.json").unlink()  # its machine never ran: the next stage says so
+    check = crashsafe.check_input(str(out), shards)
+    assert check["input_complete"] is False
+    assert any("no report_sentences from machine(s) [1] of 2" in p for p in check["input_problems"]), check
     killed = out / "report_sentences_00001_of_00002.json"  # as a run killed midway leaves it
     killed.write_text(json.dumps({"stage": "sentence_dedup", "complete": False, "shards": []}))
     dedup_in_process(monkeypatch, *flags, "--sentences")
