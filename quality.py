@@ -234,20 +234,16 @@ def train_fasttext(positive, negative, output, epoch=5, lr=0.1, word_ngrams=2, d
         # under 11 threads part of it keeps what the memory held before: a model that depended on
         # what the process had done earlier, and once NaN. Its threads share the weights unlocked
         # (Hogwild), so more of them than cores only costs some switching.
-        for attempt in range(4):
-            try:
-                model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, dim=dim,
-                                                  wordNgrams=word_ngrams, thread=max(11, threads), seed=seed,
-                                                  verbose=0)
-                break
-            except RuntimeError as e:  # "Encountered NaN.": the weights diverged at this rate
-                if "NaN" not in str(e) or attempt == 3:
-                    common.fail(f"--train_quality: fastText failed at --quality_lr={lr:g}: {e}")
-                print(f"quality: training diverged (NaN) at lr {lr:g}; again at {lr / 2:g}", file=sys.stderr)
-                lr /= 2
+        try:
+            model = fasttext.train_supervised(input=str(train_file), epoch=epoch, lr=lr, dim=dim,
+                                              wordNgrams=word_ngrams, thread=max(11, threads), seed=seed,
+                                              verbose=0)
+        except RuntimeError as e:  # "Encountered NaN.": the weights diverged at this rate
+            common.fail(f"--train_quality: fastText failed at --quality_lr={lr:g}: {e}"
+                        f"{' (try a lower --quality_lr)' if 'NaN' in str(e) else ''}")
     with common.atomic_path(output) as tmp_path:
         model.save_model(str(tmp_path))
-    report = {"train_documents": len(train), "held_out_documents": len(held_out), "lr": lr, **stats}
+    report = {"train_documents": len(train), "held_out_documents": len(held_out), **stats}
     if held_out:
         right = sum((fasttext_score(model, line.split(" ", 1)[1]) >= 0.5) == line.startswith(HIGH)
                     for line in held_out)
