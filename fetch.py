@@ -34,6 +34,7 @@ from types import SimpleNamespace
 from urllib.parse import quote, urldefrag, urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
+import idna  # browsers' IDNA (UTS 46); tldextract's dependency too
 import pycurl
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -81,32 +82,70 @@ def parse_head(lines):
     for line in lines[first + 1:]:
         try:  # a Location such as /café.html comes in UTF-8, and browsers read it so
             text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            text = line.decode("latin-1")
+        except UnicodeDecodeError:  # a Location in latin-1 bytes: sent as they came, as browsers do
+            text = "".join(chr(byte) if byte < 0x80 else f"%{byte:02X}" for byte in line)
         name, colon, value = text.partition(":")
         if colon:
             headers[name.strip().lower()] = value.strip()
     return status, headers
 
 
-NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# what a browser percent-encodes (as UTF-8) before sending a URL: libcurl refuses a space or a
+# control character ("URL rejected: Bad path") and takes ASCII only; tabs and newlines it drops
+UNSENDABLE = re.compile(r'[\x00-\x20"<>\x7f-\U0010ffff]+')
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def idna_host(host):
+    """bücher.de -> xn--bcher-kva.de, as browsers map it (UTS 46, IDNA 2008: faß.de is
+    xn--fa-hia.de); Python's own codec is IDNA 2003, which sends faß.de to fass.de, another host.
+    The 2003 mapping only for what IDNA 2008 refuses (symbols, as browsers still take some)."""
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return host.encode("idna").decode("ascii")
 
 
 def wire_url(url):
-    """A URL as it is sent: libcurl takes ASCII only, so a host such as bücher.de goes to IDNA
-    (xn--bcher-kva.de) and other non-ASCII characters are percent-encoded as UTF-8, as browsers
-    do. ValueError (UnicodeError is one) for a URL that cannot be sent: a NUL byte, a bad host."""
+    """A URL as it is sent: a host such as bücher.de goes to IDNA (xn--bcher-kva.de), a space,
+    a control character or a non-ASCII one is percent-encoded as UTF-8, as browsers do.
+    ValueError (UnicodeError is one) for a URL that cannot be sent: a NUL byte, a bad host."""
     if "\x00" in url:
         raise ValueError("a NUL byte in the URL")
-    if url.isascii():
+    url = re.sub(r"[\t\n\r]", "", url)
+    if not UNSENDABLE.search(url):
         return url
     parts = urlsplit(url)
     if parts.hostname and not parts.hostname.isascii():
         user, at, _ = parts.netloc.rpartition("@")
         port = f":{parts.port}" if parts.port else ""
-        host = parts.hostname.encode("idna").decode("ascii")
-        parts = parts._replace(netloc=user + at + host + port)
-    return NON_ASCII.sub(lambda m: quote(m.group()), urlunsplit(parts))
+        parts = parts._replace(netloc=user + at + idna_host(parts.hostname) + port)
+    return UNSENDABLE.sub(lambda m: quote(m.group(), safe=""), urlunsplit(parts))
+
+
+def url_key(url):
+    """What a URL is compared by, for two spellings of one page (/café.html and /caf%C3%A9.html,
+    HTTP://Example.org and http://example.org/, a #fragment, which is never sent): the URL as
+    sent, with scheme and host in lower case, no default port and "/" for an empty path, as a
+    browser's URL parser writes it. A URL that cannot be sent is its own key."""
+    try:
+        parts = urlsplit(wire_url(url))
+        port = parts.port
+    except ValueError:
+        return url
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    user, at, _ = parts.netloc.rpartition("@")
+    port = f":{port}" if port and port != DEFAULT_PORTS.get(parts.scheme) else ""
+    path = parts.path or ("/" if parts.scheme in DEFAULT_PORTS else "")
+    return urlunsplit((parts.scheme, user + at + host + port, path, parts.query, ""))
+
+
+def url_host(url):
+    """The host a URL goes to, as url_key writes it (bücher.de and xn--bcher-kva.de are one)."""
+    try:
+        return urlsplit(url_key(url)).netloc.lower()
+    except ValueError:  # a malformed URL ('http://[oops/'): dealt out too, and failed as bad_url
+        return ""
 
 
 def redirect_target(r):

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from common import (atomic_path, fail, mark_in_progress, print_summary, progress, run_stage, stage_arguments,
                     write_json)
 from extract import EXTRACTORS, ExtractionPool, doc_id, gzip_member, json_line, record
-from fetch import Failure, Fetcher, failure, now_iso
+from fetch import Failure, Fetcher, failure, now_iso, url_host, url_key
 from warc import one_member_per_record, warc_chunks, warc_pages
 
 SKIP_EXTENSIONS = (".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".zip", ".gz", ".tar", ".mp3",
@@ -69,12 +69,12 @@ def read_jsonl(path):
 
 
 def finished_urls(output):
-    """URLs a rerun must not fetch again: saved as documents, or failed for a lasting reason."""
+    """URLs a rerun must not fetch again (by url_key): saved as documents, or failed for good."""
     done = set()
     for path in Path(output).glob("*.jsonl.gz"):
-        done.update(u for doc in read_jsonl(path) for u in (doc.get("url"), doc.get("redirected_from")) if u)
+        done.update(url_key(u) for doc in read_jsonl(path) for u in (doc.get("url"), doc.get("redirected_from")) if u)
     for path in Path(output).glob("errors/*.jsonl.gz"):
-        done.update(e["url"] for e in read_jsonl(path) if not e.get("transient"))
+        done.update(url_key(e["url"]) for e in read_jsonl(path) if not e.get("transient"))
     return done
 
 
@@ -116,21 +116,23 @@ def scrape_urls(args, pool, source, urls):
     done = finished_urls(out)
     mark_in_progress("scrape", out, args, input=args.urls or args.crawl)  # until the report says complete
     crawl = source == "crawl"
-    sites = {urlsplit(args.crawl).netloc.lower()} if crawl else set()  # + where the seed redirects
+    sites = {url_host(args.crawl)} if crawl else set()  # + where the seed redirects
     frontier_path = out / f"frontier-{doc_id(args.crawl or '')[:8]}.json"
     if crawl and frontier_path.exists():  # a crawl resumes where its last saved part left it
         frontier = json.loads(frontier_path.read_text())
-        urls, sites = [(u, d) for u, d in frontier["pending"] if u not in done], set(frontier["sites"])
-    budget = args.max_pages - sum(urlsplit(u).netloc.lower() in sites for u in done) if crawl else float("inf")
+        urls, sites = [(u, d) for u, d in frontier["pending"] if url_key(u) not in done], set(frontier["sites"])
+    budget = args.max_pages - sum(url_host(u) in sites for u in done) if crawl else float("inf")
     fetcher, todo, fetched = Fetcher(args), queue.SimpleQueue(), queue.Queue()
     backlog = args.connections + URL_BATCH_PAGES * args.workers  # fetched pages waiting for a worker, at most: memory
-    seen, saved, pending, next_run = set(done), set(done), {}, {}  # next_run: the crawl's frontier
+    # seen, saved: url_keys, so that /café.html and /caf%C3%A9.html are one page; pending and next_run
+    # (the crawl's frontier) keep each URL as it was written, for its document
+    seen, saved, pending, next_run = set(done), set(done), {}, {}
 
     def submit(url, depth):
         nonlocal budget
-        if url in seen:
+        if url_key(url) in seen:
             return
-        seen.add(url)
+        seen.add(url_key(url))
         if budget <= 0:
             next_run[url] = depth  # over --max_pages: kept for a later run with a larger budget
             return
@@ -165,7 +167,7 @@ def scrape_urls(args, pool, source, urls):
             return
         for link in result.get("links", []):
             parts = urlsplit(link)
-            if (parts.scheme in ("http", "https") and parts.netloc.lower() in sites
+            if (parts.scheme in ("http", "https") and url_host(link) in sites
                     and not parts.path.lower().endswith(SKIP_EXTENSIONS)):
                 submit(link, task["depth"] + 1)
 
@@ -186,12 +188,12 @@ def scrape_urls(args, pool, source, urls):
                 for task, result in results:
                     asked = task.get("redirected_from", task["url"])
                     pending.pop(asked, None)
-                    if task["url"] in saved and "reason" not in result:  # two URLs, one page
+                    if url_key(task["url"]) in saved and "reason" not in result:  # two URLs, one page
                         result = failure("duplicate", f"redirects to {task['url']}, already saved")
-                    saved.add(task["url"])
-                    seen.add(task["url"])  # reached by a redirect: not to be fetched again
+                    saved.add(url_key(task["url"]))
+                    seen.add(url_key(task["url"]))  # reached by a redirect: not to be fetched again
                     if crawl and task["depth"] == 0:  # example.org -> www.example.org is the same site
-                        sites.add(urlsplit(task["url"]).netloc.lower())
+                        sites.add(url_host(task["url"]))
                     if record(task, result, write_doc, write_error, stats) and crawl:
                         follow_links(task, result)
                     elif result.get("transient"):
@@ -418,18 +420,11 @@ def parse_args(argv=None):
             fail(f"--{name}={getattr(args, name)} must be at least {least}")
     if args.extract_timeout <= 0:  # not 'no limit': every page would be over it, and killed
         fail(f"--extract_timeout={args.extract_timeout} must be more than 0 seconds")
-    if args.crawl and not (args.crawl.startswith(("http://", "https://")) and host(args.crawl)):
+    if args.crawl and not (args.crawl.startswith(("http://", "https://")) and url_host(args.crawl)):
         fail(f"--crawl={args.crawl}: the seed must be an http(s) URL, such as https://example.org/")
     if args.crawl and args.num_shards > 1:
         fail("--crawl follows one site from one machine; split a large job with --urls instead")
     return args
-
-
-def host(url):
-    try:
-        return urlsplit(url).netloc.lower()
-    except ValueError:  # a malformed URL ('http://[oops/'): dealt out too, and failed as bad_url
-        return ""
 
 
 def url_list(args):
@@ -443,9 +438,13 @@ def url_list(args):
         fail(f"cannot read --urls={args.urls}: {e}")
     # utf-8-sig: Notepad starts a file with a byte-order mark that would spoil the first URL
     lines = data.decode("utf-8-sig", errors="replace").splitlines()
-    urls = [u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")]
-    mine = [u for u in dict.fromkeys(urls)
-            if int(hashlib.sha256(host(u).encode()).hexdigest()[:8], 16) % args.num_shards == args.shard]
+    if not any(u.strip() and not u.lstrip().startswith("#") for u in lines):  # the wrong file?
+        fail(f"--urls={args.urls} holds no URLs: expected one per line (# starts a comment)")
+    urls = {}  # url_key -> the first spelling of it: /café.html and /caf%C3%A9.html are one page
+    for url in (u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")):
+        urls.setdefault(url_key(url), url)
+    mine = [u for u in urls.values()
+            if int(hashlib.sha256(url_host(u).encode()).hexdigest()[:8], 16) % args.num_shards == args.shard]
     # in hash order, so that hosts interleave: a list sorted by host would have every fetch thread
     # queueing behind one host's politeness delay
     return [(u, 0) for u in sorted(mine, key=doc_id)]

@@ -382,6 +382,49 @@ def test_crawl_max_pages_and_resume(server, tmp_path):
     assert max(pages.values()) == 1  # the second run went on from the frontier: nothing fetched twice
 
 
+def test_two_spellings_of_one_url_are_one_page(tmp_path):
+    """/café.html and /caf%C3%A9.html are one page, as browsers and Common Crawl see it (so are
+    HTTP://Host, a default port and a #fragment): a URL list holding both scraped it twice, and
+    a rerun fetched it again. The first spelling is the one kept. faß.de is xn--fa-hia.de, as
+    browsers send it (Python's IDNA 2003 sent it to fass.de); a space is sent as %20."""
+    lines = ["http://h.org/café.html", "http://h.org/caf%C3%A9.html", "HTTP://H.org:80/x#top",
+             "http://h.org/x", "http://faß.de/", "http://xn--fa-hia.de/", "http://[oops/"]
+    (tmp_path / "urls.txt").write_text("\n".join(lines))
+    both = [url for shard in ("0", "1") for url, _ in scrape.url_list(scrape.parse_args(
+        [f"--urls={tmp_path / 'urls.txt'}", "--num_shards=2", f"--shard={shard}"]))]
+    assert sorted(both) == sorted(lines[0:1] + lines[2:3] + lines[4:5] + lines[6:])
+    assert fetch.wire_url("http://faß.de/a b?q=x y") == "http://xn--fa-hia.de/a%20b?q=x%20y"
+    assert fetch.url_key("https://Bücher.DE:443") == "https://xn--bcher-kva.de/"
+    with scrape.jsonl_members_writer(tmp_path / "out" / "urls-00000-00000.jsonl.gz") as write:
+        write({"id": "1", "url": "http://h.org/caf%C3%A9.html", "text": "t"})
+    assert fetch.url_key("http://h.org/café.html") in scrape.finished_urls(tmp_path / "out")
+
+
+def test_a_url_list_with_no_urls_is_refused(tmp_path, capsys):
+    """An empty list (or only comments) ran, said complete and wrote nothing: the wrong file?"""
+    (tmp_path / "urls.txt").write_text("# to do\n\n")
+    with pytest.raises(SystemExit):
+        scrape.url_list(scrape.parse_args([f"--urls={tmp_path / 'urls.txt'}"]))
+    assert "urls.txt holds no URLs" in capsys.readouterr().err
+
+
+def test_a_crawl_fetches_a_page_linked_two_ways_once(server, tmp_path):
+    base, routes, log, texts = server
+    text = texts[REAL["/pages/alterroutine.html"]]
+    links = ["café.html", "caf%C3%A9.html", "a b.html", "/two/a%20b.html#x"]
+    routes["/two/index.html"] = (200, {"Content-Type": "text/html"}, paragraphs_page(text, links))
+    for path in ("/two/caf%C3%A9.html", "/two/a%20b.html"):
+        routes[path] = (200, {"Content-Type": "text/html"}, paragraphs_page(path + "\n" + text))
+    log.clear()
+    scrape.main([f"--crawl={base}/two/index.html", f"--output={tmp_path}", "--workers=1",
+                 "--extractor=resiliparse"] + FLAGS[1:])
+    assert Counter(p for p, _ in log) == {"/robots.txt": 1, "/two/index.html": 1,
+                                          "/two/caf%C3%A9.html": 1, "/two/a%20b.html": 1}
+    docs = sorted(d["url"][len(base):] for d in read_shards(tmp_path))
+    assert docs == ["/two/a b.html", "/two/café.html", "/two/index.html"]
+    assert not read_errors(tmp_path)
+
+
 def write_warc(path, records, gzipped=True):
     """records: (url, content type, body) responses; a WET text when content type is 'wet'."""
     with open(path, "wb") as f:
@@ -819,10 +862,14 @@ def test_a_redirect_to_a_non_ascii_location(sample):
     def moved(handler, n):
         handler.wfile.write("HTTP/1.1 301 Moved\r\nLocation: /café.html\r\n"
                             "Content-Length: 0\r\n\r\n".encode())
-    base, stop = serve({"/old.html": moved, "/caf%C3%A9.html": page}, [])
+    def moved_latin1(handler, n):  # not UTF-8: the bytes as they came (it was /caf%C3%A9.html)
+        handler.wfile.write(b"HTTP/1.1 301 Moved\r\nLocation: /caf\xe9.html\r\nContent-Length: 0\r\n\r\n")
+    base, stop = serve({"/old.html": moved, "/caf%C3%A9.html": page, "/latin.html": moved_latin1,
+                        "/caf%E9.html": page}, [])
     try:
         fetcher = fetch.Fetcher(scrape.parse_args(["--urls=x"] + FLAGS))
         url, _, body = fetcher.fetch_page(f"{base}/old.html")
+        assert fetcher.fetch_page(f"{base}/latin.html")[0] == f"{base}/caf%E9.html"
     finally:
         stop()
     assert url == f"{base}/café.html" and body == page[2]
