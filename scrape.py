@@ -108,11 +108,30 @@ def jsonl_members_writer(path, lines_per_member=64):
 # --urls and --crawl
 
 
+class EmptyPart(Exception):
+    pass
+
+
+def remove_uncommitted_parts(out, prefix):
+    """A part's documents are renamed into place after its errors and stats: errors or stats of
+    a part with no documents are a run killed in between. Left, the errors would be overwritten
+    by the next part of that number, and the stats count pages that are nowhere; removed, their
+    pages are fetched again (the crawl's frontier still holds them)."""
+    orphans = [p for p in [*out.glob(f"errors/{prefix}*.jsonl.gz"), *out.glob(f".stats/{prefix}*.json")]
+               if not (out / p.name.removesuffix(".json")).exists()]
+    for path in orphans:
+        path.unlink()
+    if orphans:
+        print(f"scrape: removed {len(orphans)} file(s) of parts a killed run left unfinished; "
+              f"their pages are fetched again")
+
+
 def scrape_urls(args, pool, source, urls):
     """The fetch thread feeds the extraction pool; outcomes go to parts of --part_docs pages, each
     written atomically. In crawl mode, links of each page join the frontier (same site, breadth
     first)."""
-    start, out = time.time(), Path(args.output)
+    start, out, prefix = time.time(), Path(args.output), f"{source}-{args.shard:05d}-"
+    remove_uncommitted_parts(out, prefix)
     done = finished_urls(out)
     mark_in_progress("scrape", out, args, input=args.urls or args.crawl)  # until the report says complete
     crawl = source == "crawl"
@@ -177,44 +196,45 @@ def scrape_urls(args, pool, source, urls):
     fetch_thread = threading.Thread(target=fetcher.run, args=(todo, page_fetched, lambda: fetched.qsize() < backlog),
                                     daemon=True)
     fetch_thread.start()
-    prefix = f"{source}-{args.shard:05d}-"
     part = 1 + max([int(p.name[len(prefix):][:5]) for p in out.glob(prefix + "*.jsonl.gz")], default=-1)
     results = ((task, result) for batch, batch_results in pool.map(ready_batches()) for task, result in zip(batch, batch_results))
     finished, bar, totals = False, progress("scrape", unit="page", total=None if crawl else len(pending)), Counter()
     while not finished:
         name, stats, part_start = f"{prefix}{part:05d}.jsonl.gz", Counter(), time.time()
-        with jsonl_members_writer(out / name) as write_doc, jsonl_members_writer(errors_path(out / name)) as write_error:
-            try:
-                for task, result in results:
-                    asked = task.get("redirected_from", task["url"])
-                    pending.pop(asked, None)
-                    if url_key(task["url"]) in saved and "reason" not in result:  # two URLs, one page
-                        result = failure("duplicate", f"redirects to {task['url']}, already saved")
-                    saved.add(url_key(task["url"]))
-                    seen.add(url_key(task["url"]))  # reached by a redirect: not to be fetched again
-                    if crawl and task["depth"] == 0:  # example.org -> www.example.org is the same site
-                        sites.add(url_host(task["url"]))
-                    if record(task, result, write_doc, write_error, stats) and crawl:
-                        follow_links(task, result)
-                    elif result.get("transient"):
-                        next_run[asked] = task["depth"]
-                    bar.update()
-                    if stats["pages"] >= args.part_docs or time.time() - part_start > PART_SECONDS:
-                        break
-                else:
+        in_part = {}  # URL -> depth of this part's pages: in the frontier until their part is there
+        # a part's files are put in place frontier, errors, stats, then documents, the part's
+        # commit: a run killed in between leaves what remove_uncommitted_parts clears
+        with contextlib.suppress(EmptyPart), jsonl_members_writer(out / name) as write_doc:
+            with jsonl_members_writer(errors_path(out / name)) as write_error:
+                try:
+                    for task, result in results:
+                        asked = task.get("redirected_from", task["url"])
+                        in_part[asked] = pending.pop(asked, task["depth"])
+                        if url_key(task["url"]) in saved and "reason" not in result:  # two URLs, one page
+                            result = failure("duplicate", f"redirects to {task['url']}, already saved")
+                        saved.add(url_key(task["url"]))
+                        seen.add(url_key(task["url"]))  # reached by a redirect: not to be fetched again
+                        if crawl and task["depth"] == 0:  # example.org -> www.example.org is the same site
+                            sites.add(url_host(task["url"]))
+                        if record(task, result, write_doc, write_error, stats) and crawl:
+                            follow_links(task, result)
+                        elif result.get("transient"):
+                            next_run[asked] = task["depth"]
+                        bar.update()
+                        if stats["pages"] >= args.part_docs or time.time() - part_start > PART_SECONDS:
+                            break
+                    else:
+                        finished = True
+                except KeyboardInterrupt:  # keep what is done; the pages in flight are fetched next run
+                    print("\nscrape: interrupted, saving what is done")
                     finished = True
-            except KeyboardInterrupt:  # keep what is done; the pages in flight are fetched next run
-                print("\nscrape: interrupted, saving what is done")
-                finished = True
-        if stats["pages"] == 0:  # nothing happened in this part: leave no empty files behind
-            (out / name).unlink()
-            errors_path(out / name).unlink()
-        else:
+                if crawl:
+                    write_json(frontier_path, {"seed": args.crawl, "sites": sorted(sites), "pending": sorted(
+                        {**in_part, **pending, **next_run}.items(), key=lambda item: item[1])})
+                if stats["pages"] == 0:  # nothing happened in this part: no files (raised: none renamed)
+                    raise EmptyPart
             write_json(out / ".stats" / (name + ".json"), dict(stats))
-            part += 1
-        if crawl:
-            write_json(frontier_path, {"seed": args.crawl, "sites": sorted(sites), "pending": sorted(
-                {**pending, **next_run}.items(), key=lambda item: item[1])})
+        part += stats["pages"] > 0
         totals += stats
     bar.close()
     todo.put(None)

@@ -11,6 +11,7 @@ resiliparse run directly on the correctly decoded page.
 import gzip
 import io
 import json
+import os
 import queue
 import re
 import socket
@@ -423,6 +424,60 @@ def test_a_crawl_fetches_a_page_linked_two_ways_once(server, tmp_path):
     docs = sorted(d["url"][len(base):] for d in read_shards(tmp_path))
     assert docs == ["/two/a b.html", "/two/café.html", "/two/index.html"]
     assert not read_errors(tmp_path)
+
+
+class Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("mode,kill_at,nth", [
+    ("urls", r"\.stats/urls-00000-00000", 1),  # the part's errors are in place, not its documents
+    ("urls", r"urls-00000-00000", 1),  # errors and stats in place, not documents
+    ("urls", r"report\.json", 2),  # the part whole, its report not written
+    ("crawl", r"frontier-", 1),  # a part's frontier saved, not the part
+    ("crawl", r"crawl-00000-00001", 1)])  # a second part's errors and stats, not its documents
+def test_a_run_killed_between_renames_loses_and_repeats_nothing(server, tmp_path, monkeypatch, mode,
+                                                                 kill_at, nth):
+    """A part's files are renamed into place one by one. Killed after its errors (old order:
+    errors, documents, stats), a rerun wrote its own part of that number over them: those error
+    lines were lost. Killed before its stats, the part was in no report for ever. Killed before the
+    crawl's frontier was saved, the rerun had the seed done and nothing to crawl. Each kill here
+    is the rename it happens at raising; the rerun must end with every page once, a true report."""
+    base, routes, log, texts = server
+    out, renames, todos = tmp_path / "out", Counter(), []
+    real_replace, real_run = os.replace, fetch.Fetcher.run
+
+    def replace(src, dst):
+        name = str(Path(dst).relative_to(out)) if Path(dst).is_relative_to(out) else ""
+        if re.match(kill_at, name):
+            renames[kill_at] += 1
+            if renames[kill_at] == nth:
+                raise Killed(name)
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(fetch.Fetcher, "run",
+                        lambda self, todo, *a: (todos.append(todo), real_run(self, todo, *a))[1])
+    flags = [f"--output={out}", "--workers=1", "--extractor=resiliparse"] + FLAGS[1:]
+    if mode == "urls":
+        paths = ("/pages/abort.html", "/pages/zoneinfo.html", "/missing.html", "/doc.pdf")
+        urls = [base + p for p in paths]
+        (tmp_path / "urls.txt").write_text("\n".join(urls))
+        flags.append(f"--urls={tmp_path / 'urls.txt'}")
+    else:
+        crawl_site(routes, texts)
+        urls = [base + f"/site/{n}.html" for n in ("index", "a", "b", "c", "d")]
+        urls.append(base + "/private/x.html")
+        flags += [f"--crawl={base}/site/index.html", "--max_depth=2", "--part_docs=2"]
+    with pytest.raises(Killed):
+        scrape.main(flags)
+    for todo in todos:  # the killed run's fetch thread
+        todo.put(None)
+    assert renames[kill_at] == nth
+    report = scrape.main(flags)
+    asked = [d["url"] for d in read_shards(out)] + [e["url"] for e in read_errors(out)]
+    assert sorted(asked) == sorted(urls)
+    assert report["totals"]["pages"] == len(urls) and report["complete"] is True
+    assert crashsafe.check_input(out, sorted(out.glob("*.jsonl.gz")))["input_complete"] is True
 
 
 def write_warc(path, records, gzipped=True):
