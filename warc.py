@@ -45,6 +45,16 @@ def read_chunk(chunk):
             return []
         f.seek(begin)
         tasks = list(warc_pages(f, chunk["warc"], chunk["source"], chunk["max_bytes"], begin, chunk["end"]))
+        # fastwarc ends without a word at a last record cut in its WARC headers (a response is
+        # then "not HTTP", a WET record is not read at all): bytes after the last whole record
+        # of the chunk that no error line accounts for are lost, and said so
+        last = tasks[-1] if tasks else {"warc_pos": begin, "result": {}}
+        reported = last.get("result", {}).get("reason") in ("warc_truncated", "warc_unreadable")
+        lost_from = unread_tail(f, last["warc_pos"], chunk["end"], reported)
+        if lost_from is not None:
+            detail = f"bytes {lost_from} to the end of {chunk['warc']} unreadable (a record cut short)"
+            tasks.append({"url": chunk["warc"], "source": chunk["source"], "pages": 0, "warc_pos": lost_from,
+                          "result": failure("warc_unreadable", detail)})
     for page, result in chunk["failed"].items():
         if page < len(tasks):
             tasks[page]["result"] = result
@@ -81,7 +91,11 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                     yield task
                     continue
                 if rec.record_type == WarcRecordType.conversion:
-                    task["text"] = rec.reader.read().decode("utf-8", errors="replace")
+                    text = rec.reader.read()
+                    task["text"] = text.decode("utf-8", errors="replace")
+                    if len(text) < rec.content_length:
+                        task["result"] = failure("warc_truncated", f"record cut after {len(text)} of "
+                                                 f"{rec.content_length} bytes, at byte {position} of {path}")
                     yield task
                     continue
                 headers = rec.http_headers if rec.record_type == WarcRecordType.response else rec.headers
@@ -202,6 +216,19 @@ def next_plain_record(f, start):
         if i >= 0:
             return start + i + 4
         start += len(window) - len(marker) + 1
+
+
+def unread_tail(f, position, end, reported):
+    """Where the bytes of a .warc.gz chunk that were never read begin, or None: after the record
+    at `position` (its own loss already `reported`, if it is cut), and past the whole members that
+    follow it (requests, metadata), the rest up to `end` (the next chunk's, after that)."""
+    size = f.seek(0, 2)
+    following = member_end(f, position)
+    if following is None:
+        return None if reported or position >= size else position
+    while following < min(size, end) and (after := member_end(f, following)) is not None:
+        following = after
+    return following if following < min(size, end) else None
 
 
 def member_head(f, offset):

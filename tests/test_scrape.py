@@ -963,7 +963,8 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     """A WARC cut mid-record: the cut record is an error, never a document. A .warc.gz damaged in
     the middle: reading resumes at the next whole gzip member, so only the damaged record is lost,
     and errors/ says which bytes, once, however the file is cut into chunks; a plain .warc resumes
-    at the next record header."""
+    at the next record header. A .warc.gz (or WET) cut in its last record's WARC headers lost that
+    record without a word (fastwarc just ends): now the bytes lost are an error line."""
     monkeypatch.setattr(warc, "CHUNK_BYTES", chunk_bytes)
     pages, _ = sample
     records = sample_records(sample, list(pages)[:8])
@@ -990,23 +991,43 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     header_garbled = bytearray(plain)  # the 5th record's header unreadable: reading resumes at the 6th
     header_garbled[plain_starts[4]:plain_starts[4] + 40] = b"X" * 40
     (tmp_path / "damaged" / "plain_garbled.warc").write_bytes(header_garbled)
+    (tmp_path / "damaged" / "headcut.warc.gz").write_bytes(data[:starts[-1][0] + 60])
+    numbers = " ".join(str(n * 7919 % 100003) for n in range(3000)).encode()  # compresses little
+    write_warc(tmp_path / "wet.warc.wet.gz", [(f"http://x.org/{n}", "wet", b"Text. " * 50) for n in range(2)]
+               + [("http://x.org/2", "wet", numbers)])
+    wet = (tmp_path / "wet.warc.wet.gz").read_bytes()
+    with open(tmp_path / "wet.warc.wet.gz", "rb") as f:
+        wet_last = warc.member_end(f, warc.member_end(f, 0))
+    (tmp_path / "damaged" / "wetcut.warc.wet.gz").write_bytes(wet[:wet_last + 60])
+    (tmp_path / "damaged" / "wetbody.warc.wet.gz").write_bytes(wet[:(wet_last + len(wet)) // 2])
     report = scrape.main([f"--warc={tmp_path / 'damaged'}", f"--output={tmp_path / 'out'}", "--extractor=resiliparse"])
+    names = ("cut", "plain", "garbled", "plain_garbled", "headcut", "wetcut", "wetbody")
     docs = {name: [d["url"] for d in map(json.loads, gzip.open(tmp_path / "out" / f"{name}.jsonl.gz", "rt"))]
-            for name in ("cut", "plain", "garbled", "plain_garbled")}
-    errors = {name: [(e["url"], e["reason"]) for e in map(json.loads, gzip.open(tmp_path / "out" / "errors" / f"{name}.jsonl.gz", "rt"))]
-              for name in ("cut", "plain", "garbled", "plain_garbled")}
+            for name in names}
+    errors = {name: [(e["url"], e["reason"], e["detail"]) for e in
+                     map(json.loads, gzip.open(tmp_path / "out" / "errors" / f"{name}.jsonl.gz", "rt"))]
+              for name in names}
     urls = [url for _, url in starts]
+    errors = {name: [e[:2] for e in lines] for name, lines in errors.items()} | {
+        f"{name} detail": lines[0][2] for name, lines in errors.items() if lines}
     assert docs["cut"] == urls[:7] and errors["cut"] == [(urls[7], "warc_truncated")]
     assert docs["plain"] == urls[:7] and errors["plain"] == [(urls[7], "warc_truncated")]
     assert docs["garbled"] == urls[:4] + urls[5:]
     assert errors["garbled"] == [(str(tmp_path / "damaged" / "garbled.warc.gz"), "warc_unreadable")]
-    detail = next(map(json.loads, gzip.open(tmp_path / "out" / "errors" / "garbled.jsonl.gz", "rt")))["detail"]
-    assert detail.startswith(f"bytes {middle} to {starts[5][0]} of ")
+    assert errors["garbled detail"].startswith(f"bytes {middle} to {starts[5][0]} of ")
     assert docs["plain_garbled"] == urls[:4] + urls[5:]
     assert errors["plain_garbled"] == [(str(tmp_path / "damaged" / "plain_garbled.warc"), "warc_unreadable")]
+    cut_in_headers = {"headcut.warc.gz": (starts[-1][0], urls[:7]),
+                      "wetcut.warc.wet.gz": (wet_last, ["http://x.org/0", "http://x.org/1"])}
+    for file, (lost_from, kept) in cut_in_headers.items():
+        name = file.split(".")[0]
+        assert docs[name] == kept and errors[name] == [(str(tmp_path / "damaged" / file), "warc_unreadable")]
+        assert errors[f"{name} detail"].startswith(f"bytes {lost_from} to the end of ")
+    assert docs["wetbody"] == ["http://x.org/0", "http://x.org/1"]  # not the first half of the third
+    assert errors["wetbody"] == [("http://x.org/2", "warc_truncated")]
     for doc in read_shards(tmp_path / "out"):
-        assert doc == whole[doc["url"]]
-    assert report["totals"]["warc_truncated"] == 2 and report["totals"]["warc_unreadable"] == 2
+        assert doc["url"].startswith("http://x.org/") or doc == whole[doc["url"]]
+    assert report["totals"]["warc_truncated"] == 3 and report["totals"]["warc_unreadable"] == 4
 
 
 def test_dates_from_markup_agree_with_htmldate(sample):
