@@ -136,7 +136,10 @@ def scrape_urls(args, pool, source, urls):
     mark_in_progress("scrape", out, args, input=args.urls or args.crawl)  # until the report says complete
     crawl = source == "crawl"
     sites = {url_host(args.crawl)} if crawl else set()  # + where the seed redirects
-    frontier_path = out / f"frontier-{doc_id(args.crawl or '')[:8]}.json"
+    # named by the seed's url_key: a seed spelled another way (HTTP://, a default port) resumes too
+    frontier_path = out / f"frontier-{doc_id(url_key(args.crawl or ''))[:8]}.json"
+    if crawl and not frontier_path.exists() and (old := out / f"frontier-{doc_id(args.crawl)[:8]}.json").exists():
+        old.rename(frontier_path)  # saved by a version that named it by the seed as written
     if crawl and frontier_path.exists():  # a crawl resumes where its last saved part left it
         frontier = json.loads(frontier_path.read_text())
         urls, sites = [(u, d) for u, d in frontier["pending"] if url_key(u) not in done], set(frontier["sites"])
@@ -440,7 +443,7 @@ def parse_args(argv=None):
             fail(f"--{name}={getattr(args, name)} must be at least {least}")
     if args.extract_timeout <= 0:  # not 'no limit': every page would be over it, and killed
         fail(f"--extract_timeout={args.extract_timeout} must be more than 0 seconds")
-    if args.crawl and not (args.crawl.startswith(("http://", "https://")) and url_host(args.crawl)):
+    if args.crawl and not (args.crawl.lower().startswith(("http://", "https://")) and url_host(args.crawl)):
         fail(f"--crawl={args.crawl}: the seed must be an http(s) URL, such as https://example.org/")
     if args.crawl and args.num_shards > 1:
         fail("--crawl follows one site from one machine; split a large job with --urls instead")
