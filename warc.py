@@ -121,6 +121,10 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                     else:
                         task.update(body=body, content_type=content_type)
                 yield task
+            # fastwarc ends quietly at a record cut in its headers (read_chunk checks a .warc.gz)
+            if not remote and not path.endswith(".gz") and (lost_from := plain_tail(stream, position)):
+                yield {"url": path, "source": source, "pages": 0, "warc_pos": lost_from, "result": failure(
+                    "warc_unreadable", f"bytes {lost_from} to the end of {path} unreadable (a record cut short)")}
             return
         except OSError as e:
             if remote:
@@ -229,6 +233,21 @@ def unread_tail(f, position, end, reported):
     while following < min(size, end) and (after := member_end(f, following)) is not None:
         following = after
     return following if following < min(size, end) else None
+
+
+def plain_tail(f, position):
+    """Where a record of an uncompressed WARC that fastwarc stopped at in silence starts (cut in
+    its header), or None: the header of the last record read from `position`, whatever its type,
+    must end (a record cut later is warc_truncated, or no page)."""
+    last = None
+    f.seek(position)
+    with contextlib.suppress(OSError):  # damage is warc_pages's to report
+        for rec in ArchiveIterator(f, parse_http=False):
+            last = rec.stream_pos, rec.content_length
+    if last is None:
+        return None
+    f.seek(last[0])
+    return last[0] if b"\r\n\r\n" not in f.read(1 << 16) else None
 
 
 def member_head(f, offset):

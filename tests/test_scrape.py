@@ -994,6 +994,7 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     header_garbled[plain_starts[4]:plain_starts[4] + 40] = b"X" * 40
     (tmp_path / "damaged" / "plain_garbled.warc").write_bytes(header_garbled)
     (tmp_path / "damaged" / "headcut.warc.gz").write_bytes(data[:starts[-1][0] + 60])
+    (tmp_path / "damaged" / "plainheadcut.warc").write_bytes(plain[:plain_starts[-1] + 60])
     numbers = " ".join(str(n * 7919 % 100003) for n in range(3000)).encode()  # compresses little
     write_warc(tmp_path / "wet.warc.wet.gz", [(f"http://x.org/{n}", "wet", b"Text. " * 50) for n in range(2)]
                + [("http://x.org/2", "wet", numbers)])
@@ -1003,7 +1004,7 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     (tmp_path / "damaged" / "wetcut.warc.wet.gz").write_bytes(wet[:wet_last + 60])
     (tmp_path / "damaged" / "wetbody.warc.wet.gz").write_bytes(wet[:(wet_last + len(wet)) // 2])
     report = scrape.main([f"--warc={tmp_path / 'damaged'}", f"--output={tmp_path / 'out'}", "--extractor=resiliparse"])
-    names = ("cut", "plain", "garbled", "plain_garbled", "headcut", "wetcut", "wetbody")
+    names = ("cut", "plain", "garbled", "plain_garbled", "headcut", "plainheadcut", "wetcut", "wetbody")
     docs = {name: [d["url"] for d in map(json.loads, gzip.open(tmp_path / "out" / f"{name}.jsonl.gz", "rt"))]
             for name in names}
     errors = {name: [(e["url"], e["reason"], e["detail"]) for e in
@@ -1019,7 +1020,7 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     assert errors["garbled detail"].startswith(f"bytes {middle} to {starts[5][0]} of ")
     assert docs["plain_garbled"] == urls[:4] + urls[5:]
     assert errors["plain_garbled"] == [(str(tmp_path / "damaged" / "plain_garbled.warc"), "warc_unreadable")]
-    cut_in_headers = {"headcut.warc.gz": (starts[-1][0], urls[:7]),
+    cut_in_headers = {"headcut.warc.gz": (starts[-1][0], urls[:7]), "plainheadcut.warc": (plain_starts[-1], urls[:7]),
                       "wetcut.warc.wet.gz": (wet_last, ["http://x.org/0", "http://x.org/1"])}
     for file, (lost_from, kept) in cut_in_headers.items():
         name = file.split(".")[0]
@@ -1029,7 +1030,7 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     assert errors["wetbody"] == [("http://x.org/2", "warc_truncated")]
     for doc in read_shards(tmp_path / "out"):
         assert doc["url"].startswith("http://x.org/") or doc == whole[doc["url"]]
-    assert report["totals"]["warc_truncated"] == 3 and report["totals"]["warc_unreadable"] == 4
+    assert report["totals"]["warc_truncated"] == 3 and report["totals"]["warc_unreadable"] == 5
 
 
 def test_dates_from_markup_agree_with_htmldate(sample):
