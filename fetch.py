@@ -94,6 +94,8 @@ def parse_head(lines):
 # control character ("URL rejected: Bad path") and takes ASCII only; tabs and newlines it drops
 UNSENDABLE = re.compile(r'[\x00-\x20"<>\x7f-\U0010ffff]+')
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# a URL that is its own url_key: lower-case scheme and host, a path, no '#', nothing to encode
+PLAIN_URL = re.compile(r'(https?)://[a-z0-9.-]+(?::([1-9][0-9]*))?/[^\x00-\x20"#<>\x7f-\U0010ffff]*(?<!\?)\Z')
 
 
 def idna_host(host):
@@ -128,6 +130,8 @@ def url_key(url):
     HTTP://Example.org and http://example.org/, a #fragment, which is never sent): the URL as
     sent, with scheme and host in lower case, no default port and "/" for an empty path, as a
     browser's URL parser writes it. A URL that cannot be sent is its own key."""
+    if (plain := PLAIN_URL.match(url)) and plain[2] != str(DEFAULT_PORTS[plain[1]]):
+        return url  # most are their own key: a crawl asks for each link, in the fetching process
     try:
         parts = urlsplit(wire_url(url))
         port = parts.port

@@ -152,9 +152,9 @@ def scrape_urls(args, pool, source, urls):
 
     def submit(url, depth):
         nonlocal budget
-        if url_key(url) in seen:
+        if (key := url_key(url)) in seen:
             return
-        seen.add(url_key(url))
+        seen.add(key)
         if budget <= 0:
             next_run[url] = depth  # over --max_pages: kept for a later run with a larger budget
             return
@@ -213,10 +213,10 @@ def scrape_urls(args, pool, source, urls):
                     for task, result in results:
                         asked = task.get("redirected_from", task["url"])
                         in_part[asked] = pending.pop(asked, task["depth"])
-                        if url_key(task["url"]) in saved and "reason" not in result:  # two URLs, one page
+                        if (key := url_key(task["url"])) in saved and "reason" not in result:  # two URLs, one page
                             result = failure("duplicate", f"redirects to {task['url']}, already saved")
-                        saved.add(url_key(task["url"]))
-                        seen.add(url_key(task["url"]))  # reached by a redirect: not to be fetched again
+                        saved.add(key)
+                        seen.add(key)  # reached by a redirect: not to be fetched again
                         if crawl and task["depth"] == 0:  # example.org -> www.example.org is the same site
                             sites.add(url_host(task["url"]))
                         if record(task, result, write_doc, write_error, stats) and crawl:
