@@ -461,11 +461,11 @@ def url_list(args):
         fail(f"cannot read --urls={args.urls}: {e}")
     # utf-8-sig: Notepad starts a file with a byte-order mark that would spoil the first URL
     lines = data.decode("utf-8-sig", errors="replace").splitlines()
-    if not any(u.strip() and not u.lstrip().startswith("#") for u in lines):  # the wrong file?
-        fail(f"--urls={args.urls} holds no URLs: expected one per line (# starts a comment)")
     urls = {}  # url_key -> the first spelling of it: /café.html and /caf%C3%A9.html are one page
     for url in (u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")):
         urls.setdefault(url_key(url), url)
+    if not urls:  # the wrong file?
+        fail(f"--urls={args.urls} holds no URLs: expected one per line (# starts a comment)")
     mine = [u for u in urls.values()
             if int(hashlib.sha256(url_host(u).encode()).hexdigest()[:8], 16) % args.num_shards == args.shard]
     # in hash order, so that hosts interleave: a list sorted by host would have every fetch thread
