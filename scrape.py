@@ -462,7 +462,12 @@ def url_list(args):
     # utf-8-sig: Notepad starts a file with a byte-order mark that would spoil the first URL
     lines = data.decode("utf-8-sig", errors="replace").splitlines()
     urls = {}  # url_key -> the first spelling of it: /café.html and /caf%C3%A9.html are one page
-    for url in (u.strip() for u in lines if u.strip() and not u.lstrip().startswith("#")):
+    for number, url in enumerate((line.strip() for line in lines), 1):
+        if not url or url.startswith("#"):
+            continue
+        if len(url.split()) > 1:  # 'URL<TAB>label' (a TSV) would be fetched as one URL, tab dropped
+            fail(f"--urls={args.urls}:{number}: {url[:80]!r} holds a space or tab: expected one URL per "
+                 f"line (write a space inside a URL as %20)")
         urls.setdefault(url_key(url), url)
     if not urls:  # the wrong file?
         fail(f"--urls={args.urls} holds no URLs: expected one per line (# starts a comment)")

@@ -424,6 +424,15 @@ def test_a_url_list_with_no_urls_is_refused(tmp_path, capsys):
     assert "urls.txt holds no URLs" in capsys.readouterr().err
 
 
+def test_a_url_list_line_with_a_tab_or_space_inside_is_refused_naming_the_line(tmp_path, capsys):
+    """'URL<TAB>label' (a TSV) was fetched as one URL with the tab dropped (as a browser drops one
+    from a link): a list of them fetched wrong URLs instead of saying the file is not a URL list."""
+    (tmp_path / "urls.txt").write_text("# pages\nhttp://a.example/x.html\nhttp://a.example/y.html\tlabel\n")
+    with pytest.raises(SystemExit):
+        scrape.url_list(scrape.parse_args([f"--urls={tmp_path / 'urls.txt'}"]))
+    assert "urls.txt:3: 'http://a.example/y.html\\tlabel' holds a space or tab" in capsys.readouterr().err
+
+
 def test_a_crawl_fetches_a_page_linked_two_ways_once(server, tmp_path):
     base, routes, log, texts = server
     text = texts[REAL["/pages/alterroutine.html"]]
