@@ -280,7 +280,9 @@ def warc_sources(args):
     elif args.warc.startswith(("http://", "https://")):
         sources = [args.warc]
     elif os.path.isdir(args.warc):
-        sources = sorted(str(p) for p in Path(args.warc).iterdir() if re.search(r"\.(warc|wet)(\.gz)?$", p.name))
+        # its subfolders too: a mirror of Common Crawl keeps each segment's files in their own
+        sources = sorted(str(p) for p in Path(args.warc).rglob("*")
+                         if re.search(r"\.(warc|wet)(\.gz)?$", p.name, re.I) and p.is_file())
     elif os.path.isfile(args.warc):  # as written: glob would take 'crawl [2024]/' as a pattern
         sources = [args.warc]
     else:
@@ -337,7 +339,7 @@ def scrape_warc(path, out_path, pool, args, fetcher, bar, eta_bytes):
                     gzip_members_writer(errors_path(out_path)) as write_errors:
                 source, local = "cc" if args.cc else "warc", not path.startswith(("http://", "https://"))
                 size = os.path.getsize(path) if local else 0
-                if local and path.endswith(".gz") and one_member_per_record(stream, size):
+                if local and path.lower().endswith(".gz") and one_member_per_record(stream, size):
                     # the workers read it in chunks; the main process only appends what comes back
                     work = pool.map(warc_chunks(path, size, source, args.max_bytes), serialize=True)
                 else:  # a stream, or plain WARC (or one gzipped whole): read here, sent in batches
@@ -368,7 +370,7 @@ def scrape_warcs(args, pool):
     # run_stage names each output after its input; give it the names we want: pages.warc.gz -> pages
     by_name = {}
     for s in sources:
-        name = re.sub(r"(\.warc)?(\.wet)?(\.gz)?$", "", Path(urlsplit(s).path).name) + ".jsonl"
+        name = re.sub(r"(\.warc)?(\.wet)?(\.gz)?$", "", Path(urlsplit(s).path).name, flags=re.I) + ".jsonl"
         if (other := by_name.setdefault(name, s)) != s:
             fail(f"{other} and {s} would both be written as {name}.gz: rename one")
     args.input = args.warc or args.cc

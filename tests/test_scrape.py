@@ -757,6 +757,20 @@ def test_a_warc_path_with_glob_characters(sample, tmp_path):
     assert report["totals"]["pages"] == 1
 
 
+def test_a_warc_folder_is_read_with_its_subfolders_and_any_case(sample, tmp_path):
+    """A folder such as a Common Crawl mirror (a folder per segment) or files named B.WARC.GZ: both
+    were skipped without a word, the run complete on what was left."""
+    pages, _ = sample
+    first, second = list(pages)[:1], list(pages)[1:2]
+    (tmp_path / "in" / "segment-2").mkdir(parents=True)
+    write_warc(tmp_path / "in" / "a.warc.gz", sample_records(sample, first))
+    write_warc(tmp_path / "in" / "segment-2" / "B.WARC.GZ", sample_records(sample, second))
+    report = scrape.main([f"--warc={tmp_path / 'in'}", "--workers=1", f"--output={tmp_path / 'out'}",
+                          "--extractor=resiliparse"])
+    assert report["totals"]["pages"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jsonl.gz")) == ["B.jsonl.gz", "a.jsonl.gz"]
+
+
 def test_two_warc_files_of_one_name_are_named(tmp_path, capsys):
     """x/a.warc.gz and y/a.warc.gz would write one shard: the message says which two files."""
     for folder in ("x", "y"):
