@@ -23,7 +23,6 @@ record, so reading resumes at the next whole member, and errors/ says which byte
 """
 
 import contextlib
-import glob
 import gzip
 import hashlib
 import http.client
@@ -42,7 +41,7 @@ from common import (atomic_path, fail, mark_in_progress, print_summary, progress
                     write_json)
 from extract import EXTRACTORS, ExtractionPool, doc_id, gzip_member, json_line, record
 from fetch import Failure, Fetcher, failure, now_iso, url_host, url_key
-from warc import one_member_per_record, warc_chunks, warc_pages
+from warc import local_warc_files, one_member_per_record, warc_chunks, warc_pages
 
 SKIP_EXTENSIONS = (".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".zip", ".gz", ".tar", ".mp3",
                    ".mp4", ".css", ".js", ".ico", ".woff", ".woff2", ".exe", ".dmg", ".iso")
@@ -279,14 +278,8 @@ def warc_sources(args):
         sources = [f"{args.cc_base.rstrip('/')}/{p}" for p in paths[:args.cc_files]]
     elif args.warc.startswith(("http://", "https://")):
         sources = [args.warc]
-    elif os.path.isdir(args.warc):
-        # its subfolders too: a mirror of Common Crawl keeps each segment's files in their own
-        sources = sorted(str(p) for p in Path(args.warc).rglob("*")
-                         if re.search(r"\.(warc|wet)(\.gz)?$", p.name, re.I) and p.is_file())
-    elif os.path.isfile(args.warc):  # as written: glob would take 'crawl [2024]/' as a pattern
-        sources = [args.warc]
     else:
-        sources = sorted(glob.glob(args.warc))
+        sources = local_warc_files(args.warc)
     if not sources:
         fail(f"no WARC files found at {args.warc or args.cc!r}")
     return sources[args.shard::args.num_shards]

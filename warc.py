@@ -1,6 +1,7 @@
 """
-Reading WARC and WET files (Common Crawl's formats) with fastwarc, for scrape.py: the records of a
-stream as extraction tasks, and a local .warc.gz cut into chunks that the workers read themselves.
+Reading WARC and WET files (Common Crawl's formats) with fastwarc, for scrape.py: which local files
+a --warc path means, the records of a stream as extraction tasks, and a local .warc.gz cut into
+chunks that the workers read themselves.
 
 A .warc.gz is one gzip member per record. So a file can be cut anywhere, by byte offset: the chunk
 [start, end) holds the records whose member starts in it, and its reader finds its first member
@@ -11,13 +12,27 @@ depend on the file alone, so the output does not depend on --workers.
 """
 
 import contextlib
+import glob
+import os
+import re
 import zlib
+from pathlib import Path
 
 from fastwarc.warc import ArchiveIterator, WarcHeader, WarcRecordType
 
 from fetch import HTML_TYPES, failure, now_iso
 
 CHUNK_BYTES = 2_000_000  # of compressed WARC per chunk: ~300 documentation pages, ~80 Common Crawl records
+
+
+def local_warc_files(path):
+    """The WARC/WET files at a local path: the file as written (a glob would take 'crawl [2024]/'
+    as a pattern), those in a folder and its subfolders (a Common Crawl mirror keeps a folder per
+    segment), in any case of name (B.WARC.GZ), or a glob's matches."""
+    if os.path.isdir(path):
+        return sorted(str(p) for p in Path(path).rglob("*")
+                      if re.search(r"\.(warc|wet)(\.gz)?$", p.name, re.I) and p.is_file())
+    return [path] if os.path.isfile(path) else sorted(glob.glob(path))
 
 
 def warc_chunks(path, size, source, max_bytes):
