@@ -166,3 +166,14 @@ def check(config, die):
     for key in ('embedding_lr', 'lora_embedding_lr'):
         if config[key] and not config['learning_rate']:  # else a ZeroDivisionError, later
             die(f"--{key} needs --learning_rate > 0: its schedule is learning_rate's, scaled")
+    # else the schedule jumps: the cosine runs from the end of the warmup to lr_decay_iters, so one
+    # that ends first drops from the peak to min_lr in one step (past max_iters is fine: a run to
+    # extend, whose cosine is cut off); and a min_lr above the peak makes the "decay" raise the rate
+    # (a fine-tune at --learning_rate=1e-5 with the default min_lr of 6e-5)
+    if config['schedule'] == 'cosine' and config['lr_decay_iters'] <= config['warmup_iters']:
+        die(f"--lr_decay_iters={config['lr_decay_iters']}: expected more than --warmup_iters="
+            f"{config['warmup_iters']} (the cosine decays from the end of the warmup to lr_decay_iters; "
+            f"usually lr_decay_iters = max_iters)")
+    if config['min_lr'] > config['learning_rate']:
+        die(f"--min_lr={config['min_lr']:g} is above --learning_rate={config['learning_rate']:g}: the "
+            f"decay would raise the rate; expected min_lr <= learning_rate (often a tenth of it, or 0)")

@@ -562,6 +562,32 @@ def test_decay_frac_is_checked_at_startup():
         train.get_config(['--schedule=wsd', *fine])
 
 
+def test_schedules_that_jump_are_refused_and_the_presets_pass():
+    # --lr_decay_iters below --warmup_iters trained with a rate that fell from the peak to min_lr in
+    # one step at the warmup's end; a min_lr above learning_rate "decayed" upwards
+    bad = ['--learning_rate=1.0', '--min_lr=0.1', '--warmup_iters=10', '--max_iters=100']
+    config = train.get_config(bad + ['--lr_decay_iters=50'])
+    config['lr_decay_iters'] = 5  # what the check refuses: the jump it would train with
+    assert train.get_lr(9, config) == pytest.approx(10 / 11) and train.get_lr(10, config) == 0.1
+    for decay in ('5', '10', '0'):
+        with pytest.raises(SystemExit, match=f'^train.py: error: --lr_decay_iters={decay}: expected more '
+                                             f'than --warmup_iters=10 '):
+            train.get_config(bad + [f'--lr_decay_iters={decay}'])
+    with pytest.raises(SystemExit, match=r'^train.py: error: --min_lr=6e-05 is above --learning_rate=1e-05: '):
+        train.get_config(['--learning_rate=1e-5'])  # a fine-tune's rate with the default min_lr
+    for fine in (['--lr_decay_iters=1000'],  # past max_iters: cut off
+                 ['--lr_decay_iters=50'],  # min_lr from step 50 on, as nanoGPT
+                 ['--lr_decay_iters=5', '--schedule=wsd'],  # wsd has no lr_decay_iters
+                 ['--lr_decay_iters=50', '--min_lr=1.0'],  # constant
+                 ['--learning_rate=0', '--min_lr=0', '--lr_decay_iters=50']):
+        config = train.get_config(bad + fine)
+        lr = [train.get_lr(s, config) for s in range(101)]  # no step changes the rate by more than
+        assert max(abs(a - b) for a, b in zip(lr, lr[1:])) <= 1 / 11 + 1e-9, fine  # a warmup step
+    for preset in sorted((ROOT / 'config').glob('*.py')):  # each preset, as is and with the other schedule
+        for schedule in ('cosine', 'wsd'):
+            train.get_config([str(preset), f'--schedule={schedule}'])
+
+
 def test_a_resume_trains_with_its_own_optimizer_settings(data, tmp_path):
     # the checkpoint's betas and group rates came back with Adam's moments: --beta1 or --embedding_lr
     # changed on resume was noted ('now ...') and not used
