@@ -160,6 +160,17 @@ def check(config, die):
                 'lora_embedding_lr', 'weight_decay', 'grad_clip', 'lora_rank'):
         if not config[key] >= 0:  # not >=: NaN is refused too
             die(f"--{key}={config[key]}: expected a number >= 0")
+    # each a traceback later (AdamW's betas, numpy's seed), a one-line error from torch that names
+    # no flag (dropout), or a run that trains silently wrong: dropout 1 zeroes every activation,
+    # lora_alpha 0 scales the adapters' update to nothing, rope_theta 0 makes the loss NaN
+    for key in ('beta1', 'beta2', 'dropout', 'lora_dropout'):
+        if not 0 <= config[key] < 1:
+            die(f"--{key}={config[key]}: expected a number from 0 up to, not including, 1")
+    if not config['seed'] >= 0:
+        die(f"--seed={config['seed']}: expected a whole number >= 0")
+    for key in ('lora_alpha', 'rope_theta'):
+        if not config[key] > 0:
+            die(f"--{key}={config[key]}: expected a number > 0")
     if not 0 <= config['decay_frac'] <= 1:  # else wsd decays from before step 0, or never
         die(f"--decay_frac={config['decay_frac']}: expected a number from 0 to 1 (the share of max_iters "
             f"spent decaying)")

@@ -422,6 +422,18 @@ def test_edge_values_are_refused_with_one_line(flag):
         train.get_config(TINY + [flag])
 
 
+@pytest.mark.parametrize('flag', ['--beta1=1.5', '--beta2=1.0', '--dropout=2.0', '--lora_dropout=1.5',
+                                  '--seed=-1', '--lora_alpha=0.0', '--rope_theta=0.0', '--beta1=nan'])
+def test_values_torch_or_numpy_refuse_later_are_refused_first(flag):
+    # a traceback (AdamW's betas, numpy's seed), torch's "dropout probability has to be between 0 and
+    # 1" naming no flag, or a silently useless run: lora_alpha=0 trains adapters that change nothing,
+    # rope_theta=0 a NaN loss blamed on the learning rate
+    key, value = flag[2:].split('=')
+    with pytest.raises(SystemExit, match=f'^train.py: error: --{key}={value}: expected a '):
+        train.get_config(TINY + [flag])
+    train.get_config(TINY + ['--beta1=0', '--dropout=0.5', '--seed=0', '--lora_alpha=1'])  # fine
+
+
 def test_a_step_is_shared_among_processes():
     from types import SimpleNamespace
     config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
