@@ -434,6 +434,27 @@ def test_values_torch_or_numpy_refuse_later_are_refused_first(flag):
     train.get_config(TINY + ['--beta1=0', '--dropout=0.5', '--seed=0', '--lora_alpha=1'])  # fine
 
 
+def test_a_run_that_ends_before_its_decay_says_so():
+    # a short test of a staged recipe (wsd decays over the final stage) or of nanoGPT's default
+    # lr_decay_iters trained at the peak rate to the end, and nothing said so
+    import types
+    lines = []
+    run = types.SimpleNamespace(log=lines.append, world=1, device='cpu', dtype='float32', distributed=False)
+    gpt = types.SimpleNamespace(get_num_params=lambda: 1, parameters=lambda: [])
+    sources = [dict(name=n, folder=n, shards=[]) for n in ('web', 'code')]
+    for schedule, stages, decay, said in (
+            ('wsd', [(0, [1, 0]), (20, [0, 1])], 8, 'over the final stage, from step 20, after --max_iters=10: this run ends at a rate of 3.00e-03'),
+            ('cosine', [(0, [1, 1])], 30, 'until --lr_decay_iters=30, after --max_iters=10: this run ends at a rate of 2.60e-03'),
+            ('wsd', [(0, [1, 0]), (5, [0, 1])], 8, None),  # decays in the run
+            ('cosine', [(0, [1, 1])], 10, None)):
+        config = train.get_config(TINY + [f'--schedule={schedule}', f'--lr_decay_iters={decay}', '--max_iters=10'])
+        lines.clear()
+        train.describe(gpt, dict(sources=sources, stages=stages, tokenizer='gpt2'), config, run, 4, 1, 0)
+        notes = [line for line in lines if line.startswith('note: the learning rate decays')]
+        assert notes == ([] if said is None else [f"note: the learning rate decays {said}, not at --min_lr=3.00e-04"])
+        assert any('(after --max_iters=10: not in this run)' in line for line in lines) == (stages[-1][0] >= 10)
+
+
 def test_a_step_is_shared_among_processes():
     from types import SimpleNamespace
     config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
