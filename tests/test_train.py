@@ -453,6 +453,9 @@ def test_a_run_that_ends_before_its_decay_says_so():
         notes = [line for line in lines if line.startswith('note: the learning rate decays')]
         assert notes == ([] if said is None else [f"note: the learning rate decays {said}, not at --min_lr=3.00e-04"])
         assert any('(after --max_iters=10: not in this run)' in line for line in lines) == (stages[-1][0] >= 10)
+    # a resume past --max_iters (the checkpoint at step 12) did nothing, and said only "steps 12 to 10"
+    train.describe(gpt, dict(sources=sources[:1], stages=[(0, [1])], tokenizer='gpt2'), config, run, 4, 1, 12)
+    assert lines[-1].endswith('; steps 12 to 10 (none to train: raise --max_iters to continue)')
 
 
 def test_a_step_is_shared_among_processes():
