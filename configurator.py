@@ -145,6 +145,15 @@ def get_config(argv, settings, choices, description, die):
 def check(config, die):
     """train.py's settings that parse but make no sense, each a one-line error before any time is
     spent; and nanoGPT's gradient_accumulation_steps, which sets batch_tokens."""
+    # a flag's text that is no Python literal stays a str: '--stages=foo' was the stages 'f', 'o', 'o',
+    # '--sources=web' a str searched by substring, '--n_kv_head=two' a TypeError in the model
+    for key, kinds, what in (('sources', dict, "a dict {name: folder}"),
+                             ('stages', (list, tuple), "a list [(until_tokens, mixture), ...]"),
+                             ('real_vocab_size', (int, type(None)), "a whole number >= 1"),
+                             ('n_kv_head', (int, type(None)), "a whole number >= 1")):
+        value = config[key]
+        if not isinstance(value, kinds) or isinstance(value, bool) or (type(value) is int and value < 1):
+            die(f"--{key}={value!r}: expected {what}")
     if config['stages'] and config['data'] != 'data/tokens':
         die("both --data and stages are set: stages name the data of each stage")
     if config['gradient_accumulation_steps'] > 0:

@@ -458,6 +458,22 @@ def test_a_run_that_ends_before_its_decay_says_so():
     assert lines[-1].endswith('; steps 12 to 10 (none to train: raise --max_iters to continue)')
 
 
+@pytest.mark.parametrize('flag, expected', [('--stages=foo', 'a list'), ('--stages={}', 'a list'),
+                                            ('--sources=web', 'a dict'), ('--sources=[1]', 'a dict'),
+                                            ('--n_kv_head=two', 'a whole number'), ('--n_kv_head=-1', 'a whole number'),
+                                            ('--real_vocab_size=1.5', 'a whole number')])
+def test_settings_of_python_values_are_checked_from_flags(flag, expected):
+    # a flag that is no Python literal arrived as a str: --stages=foo was read as three stages 'f',
+    # 'o', 'o' ("stage 1: expected (until_tokens, mixture), got 'f'"), --sources=web as a str that
+    # the mixture searched by substring, --n_kv_head=two reached the model as a str
+    key, value = flag[2:].split('=')
+    with pytest.raises(SystemExit, match=f'^train.py: error: --{key}=.*: expected {expected}'):
+        train.get_config(TINY + [flag])
+    config = train.get_config(TINY + ["--stages=[(512, 'a'), (None, 'b')]", "--sources={'a': 'x', 'b': 'y'}",
+                                      '--n_kv_head=1', '--real_vocab_size=200'])
+    assert config['stages'] == [(512, 'a'), (None, 'b')] and config['n_kv_head'] == 1
+
+
 def test_a_step_is_shared_among_processes():
     from types import SimpleNamespace
     config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
