@@ -17,6 +17,7 @@ import argparse
 import ast
 import difflib
 import os
+import traceback
 
 # settings: name, default (GPT-2 124M on data/tokens, as in nanoGPT; presets in config/), what it does
 SETTINGS = [
@@ -123,8 +124,13 @@ def get_config(argv, settings, choices, description, die):
     for path in flags.pop('config_files'):
         if not path.endswith('.py') or not os.path.isfile(path):
             die(f"{path}: expected a config file (config/PRESET.py) or a --key=value flag")
-        values = {}
-        exec(compile(open(path).read(), path, 'exec'), values)
+        values, text = {}, open(path).read()
+        try:  # a typo in the file: its line and the error in one line, as for every other bad input
+            exec(compile(text, path, 'exec'), values)
+        except Exception as e:
+            line = e.lineno if isinstance(e, SyntaxError) else \
+                [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == path][-1]
+            die(f"{path}, line {line}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}")
         for key, value in values.items():
             if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
                 continue

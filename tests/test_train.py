@@ -97,6 +97,17 @@ def test_config_files_and_flags(tmp_path):
     assert tiny['batch_tokens'] % (tiny['batch_size'] * tiny['block_size']) == 0 and not tiny['compile']
 
 
+def test_a_config_file_with_an_error_is_one_line_naming_its_line(tmp_path):
+    # a syntax error or an undefined name in a config file was a Python traceback
+    for text, message in (("n_layer = 3\nstages = [(4096, 'web:1'), (None 'code:1')]\n", "line 2: SyntaxError: "),
+                          ("stages = [(4096, web)]\n", "line 1: NameError: name 'web' is not defined"),
+                          ("import math\nn_layer = math.sqrt(-1)\n", "line 2: ValueError: math domain error")):
+        preset = tmp_path / 'preset.py'
+        preset.write_text(text)
+        with pytest.raises(SystemExit, match=f'^train.py: error: {preset}, {message}'):
+            train.get_config([str(preset)])
+
+
 def test_lr_schedules():
     config = train.get_config(['--learning_rate=1.0', '--min_lr=0.1', '--warmup_iters=10',
                                '--lr_decay_iters=110', '--max_iters=110'])
