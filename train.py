@@ -444,16 +444,16 @@ def describe(gpt, data, config, run, micro, accumulation, step):
     end = config['max_iters']
     if len(data['sources']) > 1:
         for first, weights in data['stages']:
-            run.log(f"  from step {first}: " + ', '.join(f"{s['name']} {100 * w:.1f}%" for s, w in zip(data['sources'], weights) if w)
-                    + (f" (after --max_iters={end}: not in this run)" if first >= end else ''))
+            shares = ', '.join(f"{s['name']} {100 * w:.1f}%" for s, w in zip(data['sources'], weights) if w)
+            run.log(f"  from step {first}: {shares}" + (f" (after --max_iters={end}: not in this run)" if first >= end else ''))
     run.log(f"{config['batch_tokens']:,} tokens per step = {micro} sequences x {config['block_size']} tokens x "
             f"{accumulation} accumulation steps x {run.world} processes; steps {step} to {end}"
             + (" (none to train: raise --max_iters to continue)" if step >= end else ''))
     # legitimate (a run to be extended), but a short test of a long recipe does not anneal: say so
     late = data['stages'][-1][0] if config['schedule'] == 'wsd' and len(data['stages']) > 1 else None
     if (late or 0) >= end or (config['schedule'] == 'cosine' and config['lr_decay_iters'] > end):
-        run.log("note: the learning rate decays " + (f"over the final stage, from step {late}" if late else f"until "
-                f"--lr_decay_iters={config['lr_decay_iters']}") + f", after --max_iters={end}: this run ends at a rate of "
+        where = f"over the final stage, from step {late}" if late else f"until --lr_decay_iters={config['lr_decay_iters']}"
+        run.log(f"note: the learning rate decays {where}, after --max_iters={end}: this run ends at a rate of "
                 f"{get_lr(end - 1, config, late):.2e}, not at --min_lr={config['min_lr']:.2e}")
 
 

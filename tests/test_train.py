@@ -97,17 +97,6 @@ def test_config_files_and_flags(tmp_path):
     assert tiny['batch_tokens'] % (tiny['batch_size'] * tiny['block_size']) == 0 and not tiny['compile']
 
 
-def test_a_config_file_with_an_error_is_one_line_naming_its_line(tmp_path):
-    # a syntax error or an undefined name in a config file was a Python traceback
-    for text, message in (("n_layer = 3\nstages = [(4096, 'web:1'), (None 'code:1')]\n", "line 2: SyntaxError: "),
-                          ("stages = [(4096, web)]\n", "line 1: NameError: name 'web' is not defined"),
-                          ("import math\nn_layer = math.sqrt(-1)\n", "line 2: ValueError: math domain error")):
-        preset = tmp_path / 'preset.py'
-        preset.write_text(text)
-        with pytest.raises(SystemExit, match=f'^train.py: error: {preset}, {message}'):
-            train.get_config([str(preset)])
-
-
 def test_lr_schedules():
     config = train.get_config(['--learning_rate=1.0', '--min_lr=0.1', '--warmup_iters=10',
                                '--lr_decay_iters=110', '--max_iters=110'])
@@ -433,58 +422,6 @@ def test_edge_values_are_refused_with_one_line(flag):
         train.get_config(TINY + [flag])
 
 
-@pytest.mark.parametrize('flag', ['--beta1=1.5', '--beta2=1.0', '--dropout=2.0', '--lora_dropout=1.5',
-                                  '--seed=-1', '--lora_alpha=0.0', '--rope_theta=0.0', '--beta1=nan'])
-def test_values_torch_or_numpy_refuse_later_are_refused_first(flag):
-    # a traceback (AdamW's betas, numpy's seed), torch's "dropout probability has to be between 0 and
-    # 1" naming no flag, or a silently useless run: lora_alpha=0 trains adapters that change nothing,
-    # rope_theta=0 a NaN loss blamed on the learning rate
-    key, value = flag[2:].split('=')
-    with pytest.raises(SystemExit, match=f'^train.py: error: --{key}={value}: expected a '):
-        train.get_config(TINY + [flag])
-    train.get_config(TINY + ['--beta1=0', '--dropout=0.5', '--seed=0', '--lora_alpha=1'])  # fine
-
-
-def test_a_run_that_ends_before_its_decay_says_so():
-    # a short test of a staged recipe (wsd decays over the final stage) or of nanoGPT's default
-    # lr_decay_iters trained at the peak rate to the end, and nothing said so
-    import types
-    lines = []
-    run = types.SimpleNamespace(log=lines.append, world=1, device='cpu', dtype='float32', distributed=False)
-    gpt = types.SimpleNamespace(get_num_params=lambda: 1, parameters=lambda: [])
-    sources = [dict(name=n, folder=n, shards=[]) for n in ('web', 'code')]
-    for schedule, stages, decay, said in (
-            ('wsd', [(0, [1, 0]), (20, [0, 1])], 8, 'over the final stage, from step 20, after --max_iters=10: this run ends at a rate of 3.00e-03'),
-            ('cosine', [(0, [1, 1])], 30, 'until --lr_decay_iters=30, after --max_iters=10: this run ends at a rate of 2.60e-03'),
-            ('wsd', [(0, [1, 0]), (5, [0, 1])], 8, None),  # decays in the run
-            ('cosine', [(0, [1, 1])], 10, None)):
-        config = train.get_config(TINY + [f'--schedule={schedule}', f'--lr_decay_iters={decay}', '--max_iters=10'])
-        lines.clear()
-        train.describe(gpt, dict(sources=sources, stages=stages, tokenizer='gpt2'), config, run, 4, 1, 0)
-        notes = [line for line in lines if line.startswith('note: the learning rate decays')]
-        assert notes == ([] if said is None else [f"note: the learning rate decays {said}, not at --min_lr=3.00e-04"])
-        assert any('(after --max_iters=10: not in this run)' in line for line in lines) == (stages[-1][0] >= 10)
-    # a resume past --max_iters (the checkpoint at step 12) did nothing, and said only "steps 12 to 10"
-    train.describe(gpt, dict(sources=sources[:1], stages=[(0, [1])], tokenizer='gpt2'), config, run, 4, 1, 12)
-    assert lines[-1].endswith('; steps 12 to 10 (none to train: raise --max_iters to continue)')
-
-
-@pytest.mark.parametrize('flag, expected', [('--stages=foo', 'a list'), ('--stages={}', 'a list'),
-                                            ('--sources=web', 'a dict'), ('--sources=[1]', 'a dict'),
-                                            ('--n_kv_head=two', 'a whole number'), ('--n_kv_head=-1', 'a whole number'),
-                                            ('--real_vocab_size=1.5', 'a whole number')])
-def test_settings_of_python_values_are_checked_from_flags(flag, expected):
-    # a flag that is no Python literal arrived as a str: --stages=foo was read as three stages 'f',
-    # 'o', 'o' ("stage 1: expected (until_tokens, mixture), got 'f'"), --sources=web as a str that
-    # the mixture searched by substring, --n_kv_head=two reached the model as a str
-    key, value = flag[2:].split('=')
-    with pytest.raises(SystemExit, match=f'^train.py: error: --{key}=.*: expected {expected}'):
-        train.get_config(TINY + [flag])
-    config = train.get_config(TINY + ["--stages=[(512, 'a'), (None, 'b')]", "--sources={'a': 'x', 'b': 'y'}",
-                                      '--n_kv_head=1', '--real_vocab_size=200'])
-    assert config['stages'] == [(512, 'a'), (None, 'b')] and config['n_kv_head'] == 1
-
-
 def test_a_step_is_shared_among_processes():
     from types import SimpleNamespace
     config = train.get_config(['--batch_size=16', '--block_size=128', '--batch_tokens=2048'])  # the tiny demo's
@@ -623,32 +560,6 @@ def test_decay_frac_is_checked_at_startup():
                  ['--max_iters=5', '--warmup_iters=20'],  # all warmup: a smoke test
                  ['--decay_frac=0.5', '--max_iters=25', '--warmup_iters=20']):  # a short demo run
         train.get_config(['--schedule=wsd', *fine])
-
-
-def test_schedules_that_jump_are_refused_and_the_presets_pass():
-    # --lr_decay_iters below --warmup_iters trained with a rate that fell from the peak to min_lr in
-    # one step at the warmup's end; a min_lr above learning_rate "decayed" upwards
-    bad = ['--learning_rate=1.0', '--min_lr=0.1', '--warmup_iters=10', '--max_iters=100']
-    config = train.get_config(bad + ['--lr_decay_iters=50'])
-    config['lr_decay_iters'] = 5  # what the check refuses: the jump it would train with
-    assert train.get_lr(9, config) == pytest.approx(10 / 11) and train.get_lr(10, config) == 0.1
-    for decay in ('5', '10', '0'):
-        with pytest.raises(SystemExit, match=f'^train.py: error: --lr_decay_iters={decay}: expected more '
-                                             f'than --warmup_iters=10 '):
-            train.get_config(bad + [f'--lr_decay_iters={decay}'])
-    with pytest.raises(SystemExit, match=r'^train.py: error: --min_lr=6e-05 is above --learning_rate=1e-05: '):
-        train.get_config(['--learning_rate=1e-5'])  # a fine-tune's rate with the default min_lr
-    for fine in (['--lr_decay_iters=1000'],  # past max_iters: cut off
-                 ['--lr_decay_iters=50'],  # min_lr from step 50 on, as nanoGPT
-                 ['--lr_decay_iters=5', '--schedule=wsd'],  # wsd has no lr_decay_iters
-                 ['--lr_decay_iters=50', '--min_lr=1.0'],  # constant
-                 ['--learning_rate=0', '--min_lr=0', '--lr_decay_iters=50']):
-        config = train.get_config(bad + fine)
-        lr = [train.get_lr(s, config) for s in range(101)]  # no step changes the rate by more than
-        assert max(abs(a - b) for a, b in zip(lr, lr[1:])) <= 1 / 11 + 1e-9, fine  # a warmup step
-    for preset in sorted((ROOT / 'config').glob('*.py')):  # each preset, as is and with the other schedule
-        for schedule in ('cosine', 'wsd'):
-            train.get_config([str(preset), f'--schedule={schedule}'])
 
 
 def test_a_resume_trains_with_its_own_optimizer_settings(data, tmp_path):
