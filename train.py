@@ -162,12 +162,12 @@ def to_device(rows, device):
 def build_model(config, start, run):
     """(the bare GPT, the model to call: compiled and/or wrapped for DDP, LoRA config or None)."""
     torch.manual_seed(config['seed'])  # the same initial weights (and adapters) in every process
-    try:
+    try:  # RuntimeError: a checkpoint whose weights do not fit its own model_args (a multi-line message)
         gpt = GPT(GPTConfig(**start['model_args']))
-    except (ValueError, TypeError) as e:
-        die(str(e).split(' (got ')[0])
-    if start['weights'] is not None:
-        gpt.load_state_dict(start['weights'])
+        if start['weights'] is not None:
+            gpt.load_state_dict(start['weights'])
+    except (ValueError, TypeError, RuntimeError) as e:
+        die(' '.join(str(e).split(' (got ')[0].split()))
     lora_config = None
     if config['lora_rank'] > 0:
         if config['init_from'] == 'scratch':

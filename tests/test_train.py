@@ -515,6 +515,14 @@ def test_bad_checkpoints_and_devices(data, tmp_path):
             run(data, out, f'--device={typo}')
     with pytest.raises(SystemExit, match='--out_dir=.*ckpt.pt is a file; expected a folder'):
         run(data, out / 'ckpt.pt')  # a FileExistsError traceback, after the model was built
+    # weights that do not fit the checkpoint's own model_args: a RuntimeError traceback
+    run(data, tmp_path / 'base', '--max_iters=1')
+    saved = torch.load(tmp_path / 'base' / 'ckpt.pt', weights_only=True)
+    del saved['model']['lm_head.weight']
+    torch.save(saved, tmp_path / 'cut.pt')
+    with pytest.raises(SystemExit, match=r'^train.py: error: Error\(s\) in loading state_dict for GPT: '
+                                         r'Missing key\(s\) in state_dict: "lm_head.weight"\.$'):
+        run(data, out, f'--init_from={tmp_path / "cut.pt"}')
 
 
 def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
