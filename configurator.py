@@ -17,6 +17,7 @@ import argparse
 import ast
 import difflib
 import os
+import traceback
 
 # settings: name, default (GPT-2 124M on data/tokens, as in nanoGPT; presets in config/), what it does
 SETTINGS = [
@@ -123,8 +124,13 @@ def get_config(argv, settings, choices, description, die):
     for path in flags.pop('config_files'):
         if not path.endswith('.py') or not os.path.isfile(path):
             die(f"{path}: expected a config file (config/PRESET.py) or a --key=value flag")
-        values = {}
-        exec(compile(open(path).read(), path, 'exec'), values)
+        values, text = {}, open(path).read()
+        try:  # a typo in the file: its line and the error in one line, as for every other bad input
+            exec(compile(text, path, 'exec'), values)
+        except Exception as e:
+            line = e.lineno if isinstance(e, SyntaxError) else \
+                [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == path][-1]
+            die(f"{path}, line {line}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}")
         for key, value in values.items():
             if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
                 continue
@@ -145,6 +151,15 @@ def get_config(argv, settings, choices, description, die):
 def check(config, die):
     """train.py's settings that parse but make no sense, each a one-line error before any time is
     spent; and nanoGPT's gradient_accumulation_steps, which sets batch_tokens."""
+    # a flag's text that is no Python literal stays a str: '--stages=foo' was the stages 'f', 'o', 'o',
+    # '--sources=web' a str searched by substring, '--n_kv_head=two' a TypeError in the model
+    for key, kinds, what in (('sources', dict, "a dict {name: folder}"),
+                             ('stages', (list, tuple), "a list [(until_tokens, mixture), ...]"),
+                             ('real_vocab_size', (int, type(None)), "a whole number >= 1"),
+                             ('n_kv_head', (int, type(None)), "a whole number >= 1")):
+        value = config[key]
+        if not isinstance(value, kinds) or isinstance(value, bool) or (type(value) is int and value < 1):
+            die(f"--{key}={value!r}: expected {what}")
     if config['stages'] and config['data'] != 'data/tokens':
         die("both --data and stages are set: stages name the data of each stage")
     if config['gradient_accumulation_steps'] > 0:
@@ -160,9 +175,31 @@ def check(config, die):
                 'lora_embedding_lr', 'weight_decay', 'grad_clip', 'lora_rank'):
         if not config[key] >= 0:  # not >=: NaN is refused too
             die(f"--{key}={config[key]}: expected a number >= 0")
+    # each a traceback later (AdamW's betas, numpy's seed), a one-line error from torch that names
+    # no flag (dropout), or a run that trains silently wrong: dropout 1 zeroes every activation,
+    # lora_alpha 0 scales the adapters' update to nothing, rope_theta 0 makes the loss NaN
+    for key in ('beta1', 'beta2', 'dropout', 'lora_dropout'):
+        if not 0 <= config[key] < 1:
+            die(f"--{key}={config[key]}: expected a number from 0 up to, not including, 1")
+    if not config['seed'] >= 0:
+        die(f"--seed={config['seed']}: expected a whole number >= 0")
+    for key in ('lora_alpha', 'rope_theta'):
+        if not config[key] > 0:
+            die(f"--{key}={config[key]}: expected a number > 0")
     if not 0 <= config['decay_frac'] <= 1:  # else wsd decays from before step 0, or never
         die(f"--decay_frac={config['decay_frac']}: expected a number from 0 to 1 (the share of max_iters "
             f"spent decaying)")
     for key in ('embedding_lr', 'lora_embedding_lr'):
         if config[key] and not config['learning_rate']:  # else a ZeroDivisionError, later
             die(f"--{key} needs --learning_rate > 0: its schedule is learning_rate's, scaled")
+    # else the schedule jumps: the cosine runs from the end of the warmup to lr_decay_iters, so one
+    # that ends first drops from the peak to min_lr in one step (past max_iters is fine: a run to
+    # extend, whose cosine is cut off); and a min_lr above the peak makes the "decay" raise the rate
+    # (a fine-tune at --learning_rate=1e-5 with the default min_lr of 6e-5)
+    if config['schedule'] == 'cosine' and config['lr_decay_iters'] <= config['warmup_iters']:
+        die(f"--lr_decay_iters={config['lr_decay_iters']}: expected more than --warmup_iters="
+            f"{config['warmup_iters']} (the cosine decays from the end of the warmup to lr_decay_iters; "
+            f"usually lr_decay_iters = max_iters)")
+    if config['min_lr'] > config['learning_rate']:
+        die(f"--min_lr={config['min_lr']:g} is above --learning_rate={config['learning_rate']:g}: the "
+            f"decay would raise the rate; expected min_lr <= learning_rate (often a tenth of it, or 0)")

@@ -151,18 +151,24 @@ def open_source(folder, block_size):
 def parse_mixture(mixture, sources):
     """{name: (folder, weight)} from 'FOLDER', 'data/web:0.85,data/code:0.15', 'web:0.85,code:0.15'
     (names from the config's `sources` dict of name -> folder) or a dict {name or folder: weight}."""
+    given = mixture
     if isinstance(mixture, str):
         items = []
         for item in filter(None, (part.strip() for part in mixture.split(','))):
-            name, colon, weight = item.rpartition(':')
+            name, colon, weight = (part.strip() for part in item.rpartition(':'))  # 'web : 0.5' too
             try:
                 items.append((name, float(weight)) if colon else (item, 1.0))
-            except ValueError:  # 'FOLDER' alone, weight 1
+            except ValueError:  # 'FOLDER' alone (a ':' in its name?), weight 1
+                if name in sources or os.path.isdir(name):  # 'web:0.8.5' is a typo, not a folder
+                    raise ValueError(f"source {name!r}: weight {weight!r}, expected a number >= 0") from None
                 items.append((item, 1.0))
         mixture = dict(items)
+        if len(mixture) < len(items):  # else the last of its weights wins, silently
+            twice = next(k for k in mixture if [n for n, _ in items].count(k) > 1)
+            raise ValueError(f"source {twice!r} appears twice in the mixture {given!r}: give it one weight")
     if not isinstance(mixture, dict) or not mixture:
-        raise ValueError(f"a mixture is 'FOLDER' or 'NAME:WEIGHT,NAME:WEIGHT,...', got {mixture!r}")
-    result = {}
+        raise ValueError(f"a mixture is 'FOLDER' or 'NAME:WEIGHT,NAME:WEIGHT,...', got {given!r}")
+    result, seen = {}, {}
     for key, weight in mixture.items():
         if key in sources:
             name, folder = key, sources[key]
@@ -173,6 +179,9 @@ def parse_mixture(mixture, sources):
                              f"define {', '.join(map(repr, sources)) or 'none'}")
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"source {key!r}: weight {weight!r}, expected a number >= 0")
+        same = seen.setdefault(os.path.realpath(folder), key)
+        if same != key:  # 'data/web' and 'data/web/', or a name and its folder: read twice as often
+            raise ValueError(f"{same!r} and {key!r} in the mixture are the same folder: give it one weight")
         if name in result and result[name][0] != folder:
             name = folder  # two folders with one basename: call them by their paths
         result[name] = (folder, float(weight))
@@ -186,7 +195,7 @@ def open_data(data, block_size, batch_tokens, sources=None, stages=None):
     """Every source of the run, opened and checked, and the stages as [(first step, weights per source)].
     `data` is a mixture (see parse_mixture); `stages` a list of (until_tokens, mixture), in order, the
     last one running to the end of training (its until_tokens may be None)."""
-    sources = sources or {}
+    sources, staged = sources or {}, bool(stages)
     stages = list(stages or []) or [(None, data)]
     mixtures, previous = [], 0
     for i, stage in enumerate(stages):
@@ -196,8 +205,12 @@ def open_data(data, block_size, batch_tokens, sources=None, stages=None):
         last = i == len(stages) - 1
         if not (until is None and last) and not (isinstance(until, (int, float)) and until > previous):
             raise ValueError(f"stage {i + 1}: until_tokens={until!r} must be a number above the previous "
-                             f"stage's ({previous:,}): stages go in order of tokens seen")
-        mixtures.append(parse_mixture(mixture, sources))
+                             f"stage's ({previous:,.0f}; None: the last stage only): stages go in order of "
+                             f"tokens seen")
+        try:
+            mixtures.append(parse_mixture(mixture, sources))
+        except ValueError as e:  # which of the stages
+            raise ValueError(f"stage {i + 1}: {e}" if staged else str(e)) from None
         previous = until or previous
     folders = {}
     for mixture in mixtures:

@@ -49,7 +49,7 @@ def parse_targets(text):
     unknown = [name for name in names if name not in ALL_TARGETS]
     if unknown or not names:
         raise ValueError(f"--lora_targets={text}: expected 'all' or a comma list of "
-                         f"{', '.join(ALL_TARGETS)} (wte = lm_head: they are one tied matrix)")
+                         f"{', '.join(ALL_TARGETS)} (wte: the same target as lm_head)")
     return tuple(dict.fromkeys(names))
 
 

@@ -7,8 +7,8 @@ What a training run keeps on disk, and where it starts from: train.py's files.
                                           tokenizer; gathered from every process and written atomically
     save_refusal                          why a diverged run must not overwrite its last good checkpoint
     restore                               a resumed run continues exactly: step, optimizer, data, RNG
-    open_log / settle_log / plot          log.jsonl (a JSON line per step and per eval), always the log
-                                          of the ckpt.pt beside it, and loss.png
+    open_log / settle_log / plot          log.jsonl (a JSON line per step and per eval) and loss.png,
+                                          always those of the ckpt.pt beside them
 
 Everything here raises ValueError with a one-line reason for train.py to print.
 """
@@ -175,10 +175,11 @@ def restore(start, model, optimizer, data, config, run, ckpt_path):
 
 
 def open_log(config, step, paths, run, run_id=None):
-    """The log so far and a function that appends a record to it. log.jsonl always agrees with the
-    ckpt.pt beside it: a resume drops its lines from after the checkpoint's step (a crash may have
-    left some), and a new run beside another run's ckpt.pt logs to log.RUN_ID.jsonl until its first
-    save replaces ckpt.pt (settle_log), so that a kill before then leaves the old run's log whole.
+    """The log so far and a function that appends a record to it. log.jsonl and loss.png always
+    agree with the ckpt.pt beside them: a resume drops its lines from after the checkpoint's step (a
+    crash may have left some), and a new run beside another run's ckpt.pt logs to
+    log.jsonl.pending-RUN_ID and plots to loss.pending-RUN_ID.png until its first save replaces
+    ckpt.pt (settle_log), so that a kill before then leaves the old run's log and plot whole.
     run_id: this run's (a resume's is its checkpoint's)."""
     os.makedirs(config['out_dir'], exist_ok=True)
     if run.master:  # temp files of saves killed mid-write (each as large as a checkpoint): free them now
@@ -195,9 +196,10 @@ def open_log(config, step, paths, run, run_id=None):
                 if isinstance(record, dict) and record.get('step', math.inf) <= step:
                     history.append(record)
     elif run.master and os.path.exists(paths.ckpt):
-        paths.log = pending_log(paths, run_id)
+        paths.log, paths.plot = pending_files(paths, run_id)
         run.log(f"note: the first save replaces {paths.ckpt} (--init_from=resume would continue it); "
-                f"until then this run logs to {paths.log}, and log.jsonl stays the checkpoint's")
+                f"until then this run logs to {paths.log} and plots to {paths.plot}, and log.jsonl and "
+                f"loss.png stay the checkpoint's")
     elif run.master:
         settle_log(paths, None)  # no checkpoint: any pending log is of a run that never saved
     if run.master:
@@ -212,21 +214,32 @@ def open_log(config, step, paths, run, run_id=None):
     return history, write_log
 
 
-def pending_log(paths, run_id):
-    return os.path.join(os.path.dirname(paths.ckpt), f'log.{run_id}.jsonl')
+def pending_files(paths, run_id):
+    """The log and plot of a run that has not saved yet. The log's name does not end in .jsonl, so a
+    glob of logs (log*.jsonl, *.jsonl) does not take it for a finished one; the plot's ends in .png,
+    so it still opens as a picture while the run is watched."""
+    folder = os.path.dirname(paths.ckpt)
+    return (os.path.join(folder, f'log.jsonl.pending-{run_id}'),
+            os.path.join(folder, f'loss.pending-{run_id}.png'))
 
 
 def settle_log(paths, run_id):
-    """ckpt.pt is run run_id's now: its log, if still under its pending name, becomes log.jsonl (one
-    rename: atomic), and the pending logs of runs killed before their first save are removed."""
+    """ckpt.pt is run run_id's now: its log and plot, if still under their pending names, become
+    log.jsonl and loss.png (one rename each: atomic), and those of runs killed before their first save
+    are removed. Only names of that form are: a user's log.old.jsonl beside them is left alone."""
     folder = os.path.dirname(paths.ckpt)
-    final, ours = os.path.join(folder, 'log.jsonl'), pending_log(paths, run_id)
-    for path in glob.glob(os.path.join(glob.escape(folder), 'log.*.jsonl')):
-        if path == ours:
-            os.replace(path, final)
+    finals = os.path.join(folder, 'log.jsonl'), os.path.join(folder, 'loss.png')
+    ours = pending_files(paths, run_id)
+    # the last two: an older train.py's pending logs, log.RUN_ID.jsonl (8 hex digits)
+    patterns = ['log.jsonl.pending-*', 'loss.pending-*.png', 'log.' + '[0-9a-f]' * 8 + '.jsonl']
+    if os.path.exists(ours[0]) and not os.path.exists(ours[1]) and os.path.exists(finals[1]):
+        os.remove(finals[1])  # the replaced run's picture: this one drew none (no matplotlib)
+    for path in (p for pattern in patterns for p in glob.glob(os.path.join(glob.escape(folder), pattern))):
+        if path in ours:
+            os.replace(path, finals[ours.index(path)])
         else:
             os.remove(path)
-    paths.log = final
+    paths.log, paths.plot = finals
 
 
 def plot(history, path):

@@ -162,12 +162,12 @@ def to_device(rows, device):
 def build_model(config, start, run):
     """(the bare GPT, the model to call: compiled and/or wrapped for DDP, LoRA config or None)."""
     torch.manual_seed(config['seed'])  # the same initial weights (and adapters) in every process
-    try:
+    try:  # RuntimeError: a checkpoint whose weights do not fit its own model_args (a multi-line message)
         gpt = GPT(GPTConfig(**start['model_args']))
-    except (ValueError, TypeError) as e:
-        die(str(e).split(' (got ')[0])
-    if start['weights'] is not None:
-        gpt.load_state_dict(start['weights'])
+        if start['weights'] is not None:
+            gpt.load_state_dict(start['weights'])
+    except (ValueError, TypeError, RuntimeError) as e:
+        die(' '.join(str(e).split(' (got ')[0].split()))
     lora_config = None
     if config['lora_rank'] > 0:
         if config['init_from'] == 'scratch':
@@ -441,11 +441,20 @@ def describe(gpt, data, config, run, micro, accumulation, step):
     for s in data['sources']:
         run.log(f"  source {s['name']}: {s['folder']}, {sum(n for _, n in s['shards']):,} train tokens in "
                 f"{len(s['shards'])} shards")
+    end = config['max_iters']
     if len(data['sources']) > 1:
         for first, weights in data['stages']:
-            run.log(f"  from step {first}: " + ', '.join(f"{s['name']} {100 * w:.1f}%" for s, w in zip(data['sources'], weights) if w))
+            shares = ', '.join(f"{s['name']} {100 * w:.1f}%" for s, w in zip(data['sources'], weights) if w)
+            run.log(f"  from step {first}: {shares}" + (f" (after --max_iters={end}: not in this run)" if first >= end else ''))
     run.log(f"{config['batch_tokens']:,} tokens per step = {micro} sequences x {config['block_size']} tokens x "
-            f"{accumulation} accumulation steps x {run.world} processes; steps {step} to {config['max_iters']}")
+            f"{accumulation} accumulation steps x {run.world} processes; steps {step} to {end}"
+            + (" (none to train: raise --max_iters to continue)" if step >= end else ''))
+    # legitimate (a run to be extended), but a short test of a long recipe does not anneal: say so
+    late = data['stages'][-1][0] if config['schedule'] == 'wsd' and len(data['stages']) > 1 else None
+    if (late or 0) >= end or (config['schedule'] == 'cosine' and config['lr_decay_iters'] > end):
+        where = f"over the final stage, from step {late}" if late else f"until --lr_decay_iters={config['lr_decay_iters']}"
+        run.log(f"note: the learning rate decays {where}, after --max_iters={end}: this run ends at a rate of "
+                f"{get_lr(end - 1, config, late):.2e}, not at --min_lr={config['min_lr']:.2e}")
 
 
 def main(argv):

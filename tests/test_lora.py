@@ -129,6 +129,16 @@ def adapter_rates(config):
     return {n: group[id(p)] for n, p in gpt.named_parameters() if p.requires_grad}
 
 
+def test_unknown_targets_are_refused_with_the_known_ones():
+    # the message said "wte = lm_head: they are one tied matrix", untrue of the demo's untied model
+    for text in ('foo', 'c_attn,mlp', ' , '):
+        with pytest.raises(ValueError) as error:
+            lora.parse_targets(text)
+        assert str(error.value) == (f"--lora_targets={text}: expected 'all' or a comma list of c_attn, c_proj, "
+                                    f"c_fc, lm_head (wte: the same target as lm_head)")
+    assert lora.parse_targets(' wte, c_fc ,lm_head') == ('lm_head', 'c_fc')
+
+
 def test_adapters_are_not_trained_at_the_embedding_tables_rate():
     # the demo preset trains its embedding table at embedding_lr = 0.2, 100x the rest; its adapters
     # got that rate too (lm_head's as well, untied), and a LoRA run of the demo diverged

@@ -81,10 +81,21 @@ def test_bad_mixtures_are_refused_before_training(data, second, tmp_path):
     cases = [(f'{data}:0,{second}:0', 'sum to 0.0, expected a positive number'),
              (f'{data}:-1,{second}:2', 'weight -1.0, expected a number >= 0'),
              (f'{data}:0.5,web:0.5', "unknown source 'web'"),
-             (f'{data}:0.5,{tmp_path}:0.5', 'needs val_\\*.bin and train_\\*.bin shards')]
+             (f'{data}:0.5,{tmp_path}:0.5', 'needs val_\\*.bin and train_\\*.bin shards'),
+             # each trained silently on another mixture: the last of two weights (0.2 of 0.7), the
+             # folder twice as often (two spellings of it), or the weight typo read as a folder name
+             (f'{data}:0.5,{second}:0.3,{data}:0.2', f"source '{data}' appears twice in the mixture"),
+             (f'{data}:0.5,{data}/:0.5', f"'{data}' and '{data}/' in the mixture are the same folder"),
+             (f'{data}:0.8.5,{second}:0.2', f"source '{data}': weight '0.8.5', expected a number >= 0")]
     for mixture, message in cases:
         with pytest.raises(SystemExit, match=message):
             run(mixture, tmp_path / 'out')
+    # spaces around a colon were part of the folder's name ('no such folder')
+    assert loader.parse_mixture(f' {data} : 3 , {second}:1', {}) == loader.parse_mixture(f'{data}:3,{second}:1', {})
+    preset = tmp_path / 'empty_stage.py'  # the message named neither the stage nor what it held ('got {}')
+    preset.write_text(f"stages = [(2048, {str(data)!r}), (None, '')]\n")
+    with pytest.raises(SystemExit, match="stage 2: a mixture is 'FOLDER' or .*, got ''$"):
+        run(None, tmp_path / 'out', str(preset))
     preset = tmp_path / 'stages.py'
     preset.write_text(f"stages = [(2048, {str(data)!r}), (1024, {str(second)!r})]\n")
     with pytest.raises(SystemExit, match='stage 2: until_tokens=1024 must be a number above'):

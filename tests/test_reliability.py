@@ -312,7 +312,7 @@ def test_a_resume_survives_a_log_line_cut_short_by_the_kill(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "val_loss": 4.0}\n'
                    '{"step": 3, "loss": 3.0}\n{"step": 4, "lo')
-    paths = SimpleNamespace(log=str(log), ckpt=str(tmp_path / "ckpt.pt"))
+    paths = SimpleNamespace(log=str(log), ckpt=str(tmp_path / "ckpt.pt"), plot=str(tmp_path / "loss.png"))
     run = SimpleNamespace(master=True, log=print)
     config = dict(out_dir=str(tmp_path), init_from="resume")
     history, write_log = run_files.open_log(config, 2, paths, run)

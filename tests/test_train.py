@@ -221,10 +221,17 @@ def test_the_log_always_belongs_to_the_checkpoint_beside_it(data, tmp_path, monk
     # before its first save, it left the old checkpoint with the new run's lines (or none), and a
     # resume continued that log
     old = run(data, tmp_path, '--max_iters=3', '--eval_interval=2')
+    old_plot = (tmp_path / 'loss.png').read_bytes() if (tmp_path / 'loss.png').exists() else None
     killed_run(data, tmp_path, monkeypatch, train, 'get_lr', lambda step, *_: step == 2,
                '--learning_rate=1e-3')
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 3  # the old run's
     assert read_log(tmp_path) == old  # what a resume from that ckpt.pt continues
+    # and the plot is the old run's too (the killed run drew its step-0 eval under a pending name),
+    # and no glob of logs takes the killed run's pending log for a finished one
+    if old_plot is not None:
+        assert (tmp_path / 'loss.png').read_bytes() == old_plot
+        assert len(list(tmp_path.glob('loss.pending-*.png'))) == 1
+    assert [p.name for p in tmp_path.glob('*.jsonl')] == ['log.jsonl']
     # killed between its first save (ckpt.pt renamed into place) and anything after it: the resume
     # takes that run's log
     killed_run(data, tmp_path, monkeypatch, os, 'replace',
@@ -236,6 +243,31 @@ def test_the_log_always_belongs_to_the_checkpoint_beside_it(data, tmp_path, monk
     assert [s for s, _ in losses(again)] == [1, 2, 3] and again[-1]['step'] == 3
     assert losses(again)[:2] != losses(old)[:2]  # the lines of the run that saved, at 1e-3
     assert sorted(p.name for p in tmp_path.glob('log*')) == ['log.jsonl']
+
+
+def test_a_pending_run_settles_only_its_own_files(tmp_path):
+    # the pending log was log.RUN_ID.jsonl, which every log glob took for a finished log, and the
+    # first save removed every log.*.jsonl, a user's log.old.jsonl too; the plot was redrawn at
+    # once from the new run's records, so loss.png did not match log.jsonl until that save
+    from types import SimpleNamespace
+
+    import run_files
+    for name, text in (('ckpt.pt', 'old'), ('log.jsonl', '{"step": 9}\n'), ('loss.png', 'old plot'),
+                       ('log.old.jsonl', 'mine'), ('log.0badc0de.jsonl', 'killed, older train.py'),
+                       ('log.jsonl.pending-0badbeef', 'killed'), ('loss.pending-0badbeef.png', 'killed')):
+        (tmp_path / name).write_text(text)
+    paths = SimpleNamespace(ckpt=str(tmp_path / 'ckpt.pt'), log=str(tmp_path / 'log.jsonl'),
+                            plot=str(tmp_path / 'loss.png'))
+    run = SimpleNamespace(master=True, log=lambda message: None)
+    _, write_log = run_files.open_log(dict(out_dir=str(tmp_path), init_from='scratch'), 0, paths, run, '12345678')
+    write_log({'step': 0, 'val_loss': 5.0})
+    Path(paths.plot).write_text('new plot')  # what run_files.plot draws, at paths.plot
+    assert sorted(p.name for p in tmp_path.glob('*.jsonl')) == ['log.0badc0de.jsonl', 'log.jsonl', 'log.old.jsonl']
+    assert (tmp_path / 'log.jsonl').read_text() == '{"step": 9}\n' and (tmp_path / 'loss.png').read_text() == 'old plot'
+    run_files.settle_log(paths, '12345678')  # its first save
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pt', 'log.jsonl', 'log.old.jsonl', 'loss.png']
+    assert read_log(tmp_path) == [{'step': 0, 'val_loss': 5.0}] and (tmp_path / 'loss.png').read_text() == 'new plot'
+    assert (paths.log, paths.plot) == (str(tmp_path / 'log.jsonl'), str(tmp_path / 'loss.png'))
 
 
 def test_continued_pretraining_starts_from_the_weights(data, tmp_path):
@@ -483,6 +515,14 @@ def test_bad_checkpoints_and_devices(data, tmp_path):
             run(data, out, f'--device={typo}')
     with pytest.raises(SystemExit, match='--out_dir=.*ckpt.pt is a file; expected a folder'):
         run(data, out / 'ckpt.pt')  # a FileExistsError traceback, after the model was built
+    # weights that do not fit the checkpoint's own model_args: a RuntimeError traceback
+    run(data, tmp_path / 'base', '--max_iters=1')
+    saved = torch.load(tmp_path / 'base' / 'ckpt.pt', weights_only=True)
+    del saved['model']['lm_head.weight']
+    torch.save(saved, tmp_path / 'cut.pt')
+    with pytest.raises(SystemExit, match=r'^train.py: error: Error\(s\) in loading state_dict for GPT: '
+                                         r'Missing key\(s\) in state_dict: "lm_head.weight"\.$'):
+        run(data, out, f'--init_from={tmp_path / "cut.pt"}')
 
 
 def test_a_diverging_run_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
