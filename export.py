@@ -405,10 +405,15 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
         raise ValueError(f"--out={out} is a folder; a GGUF export is one file: pass --out=FILE.gguf")
     if out.exists() and not force:
         raise ValueError(f"{out} already exists: pass --force to replace it")
-    # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all
-    if out.is_dir() and Path(ckpt).resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"--out={out} holds --ckpt={ckpt}, which replacing it would delete: "
-                         f"pass another --out (out/hf, say)")
+    # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all;
+    # --out=out/ckpt.pt (is_relative_to of the path itself) replaced the checkpoint by the export
+    if out.exists() and Path(ckpt).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out={out} {'is' if out.is_file() else 'holds'} --ckpt={ckpt}, which "
+                         f"replacing it would delete: pass another --out (out/hf, say)")
+    folder = next(p for p in out.absolute().parents if p.exists())  # the one the export creates in
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):  # else OSError, after the work
+        why = "not writable by this user" if folder.is_dir() else "not a folder"
+        raise ValueError(f"--out={out}: cannot write there: {folder} is {why}")
     t0 = time.time()
     pretrained = load_pretrained(ckpt)
     model_args, spec = pretrained["model_args"], pretrained["tokenizer"]
@@ -465,6 +470,8 @@ def main(argv=None):
                log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except ValueError as e:
         fail(str(e))
+    except OSError as e:  # no write permission, a file where a folder should be, a full disk
+        fail(f"--out={out}: cannot write it ({e.strerror or e}: {e.filename or out})")
 
 
 if __name__ == "__main__":

@@ -378,6 +378,29 @@ def test_force_never_deletes_the_checkpoint_it_exports(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "log.jsonl"]
 
 
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_force_never_replaces_the_checkpoint_file_itself(tmp_path, capsys, fmt):
+    # --out=out/ckpt.pt --force: the hf export replaced the file by a folder, the gguf one by a GGUF
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    before = path.read_bytes()
+    assert run_main(f"--ckpt={path}", f"--format={fmt}", f"--out={path}", "--force") == 1
+    err = capsys.readouterr().err
+    assert f"--out={path} is --ckpt={path}, which replacing it would delete" in err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys, fmt):
+    # a file where the parent folder should be (as root, the way to be refused): a traceback
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    out = tmp_path / "log.jsonl" / "export"
+    out.parent.write_text("{}\n")
+    assert run_main(f"--ckpt={path}", f"--format={fmt}", f"--out={out}") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: --out={out}: cannot write there: {out.parent} is not a folder", err
+    assert (tmp_path / "log.jsonl").read_text() == "{}\n"
+
+
 def test_a_gguf_export_onto_a_folder_is_refused_first(tmp_path, capsys):
     # with --force it failed at the final rename, after all the work, with IsADirectoryError
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
