@@ -161,7 +161,9 @@ def read_hellaswag(path):
     ctx_a, ctx_b, endings, label), every line checked before any scoring."""
     examples = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # split at newlines only: str.splitlines also splits at U+2028, U+0085 and the like, which a
+        # JSON string may hold raw (the harness's json loader keeps them); each shifted the line count
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read it ({e})") from None
     for line_number, line in enumerate(lines, start=1):

@@ -189,6 +189,29 @@ def test_a_malformed_task_line_names_file_and_line(tmp_path, capsys, line, expec
     assert err.startswith(f"error: {task_file}:3: {expected}"), err
 
 
+def test_task_lines_are_split_at_newlines_only_as_the_harness_reads_them(tmp_path, capsys):
+    # a raw U+2028 in a string (valid JSON) was a line break to str.splitlines: a valid file was
+    # refused, and a bad line after it was reported one line early
+    import pyarrow.json  # what lm-evaluation-harness reads a local .jsonl with (datasets' json loader)
+
+    task_file = write_hellaswag(tmp_path / "hellaswag.jsonl", n=3)
+    lines = task_file.read_text(encoding="utf-8").split("\n")
+    doc = json.loads(lines[1])
+    doc["ctx_a"] = "He opens\u2028 the oven\u0085 and\u2029 waits."
+    lines[1] = json.dumps(doc, ensure_ascii=False)
+    task_file.write_text("\n".join(lines), encoding="utf-8")
+    reference = pyarrow.json.read_json(task_file).to_pylist()
+    examples = evaluate.read_hellaswag(task_file)
+    assert len(examples) == len(reference) == 3
+    assert [e[0] for e in examples] == [evaluate.preprocess(
+        f"{d['activity_label']}: {d['ctx_a']} {d['ctx_b'].capitalize()}") for d in reference]
+    with open(task_file, "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError) as error:
+        evaluate.read_hellaswag(task_file)
+    assert str(error.value).startswith(f"{task_file}:4: not valid JSON")
+
+
 def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_path, capsys):
     not_ours = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, not_ours)
