@@ -107,14 +107,16 @@ def score(model, rows, batch_size, byte_lengths, device, autocast, total=None):
         n_bytes += int(byte_lengths[targets].sum())
         bar.update(len(targets))
 
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_size:
+    try:  # closed on an error too, so that the error starts a line of its own, not the bar's
+        for row in rows:
+            batch.append(row)
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+        if batch:
             run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    bar.close()
+    finally:
+        bar.close()
     return nats.item(), n_tokens, n_bytes
 
 

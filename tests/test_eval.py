@@ -227,6 +227,19 @@ def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_p
     assert "holds cl100k_base tokens, but the model was trained with gpt2" in capsys.readouterr().err
 
 
+def test_shards_of_a_larger_vocabulary_without_a_report_name_the_token(tmp_path, capsys):
+    # the error was printed at the end of the progress bar's line, not on a line of its own
+    path, model = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", tokenizer=tiny.trained_tokenizer(),
+                                  block_size=32)
+    tokens = np.where(np.arange(200) % 5, np.arange(200) % 50, 50000)  # a GPT-2 id, no report.json
+    write_shard(tmp_path / "tokens" / "val_000000.bin", tokens)
+    with pytest.raises(SystemExit):
+        evaluate.main([f"--ckpt={path}", f"--data={tmp_path / 'tokens'}", "--device=cpu"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: token id 50000 in the data is outside the model's vocabulary of "
+        f"{model.config.vocab_size}: tokens of another tokenizer?")
+
+
 def test_documents_with_no_tokens_to_score_are_an_error(tmp_path, capsys):
     # the report said loss 0, perplexity 1, bits per byte 0 on 0 tokens: a perfect score on nothing
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", block_size=32)
