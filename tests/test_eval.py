@@ -212,6 +212,27 @@ def test_task_lines_are_split_at_newlines_only_as_the_harness_reads_them(tmp_pat
     assert str(error.value).startswith(f"{task_file}:4: not valid JSON")
 
 
+def test_a_task_file_with_a_byte_order_mark_or_gzipped_reads_as_the_harness_reads_it(tmp_path):
+    # both were 'not valid JSON' / 'cannot read it'; the harness's json loader (pyarrow) reads them
+    import gzip
+
+    import pyarrow.json
+
+    plain = write_hellaswag(tmp_path / "hellaswag.jsonl", n=3)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    packed = tmp_path / "hellaswag.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    expected = evaluate.read_hellaswag(plain)
+    assert len(pyarrow.json.read_json(bom).to_pylist()) == len(expected) == 3
+    assert evaluate.read_hellaswag(bom) == evaluate.read_hellaswag(packed) == expected
+    damaged = bytearray(packed.read_bytes())
+    damaged[20:40] = b"x" * 20
+    packed.write_bytes(damaged)
+    with pytest.raises(ValueError, match="cannot read it"):
+        evaluate.read_hellaswag(packed)
+
+
 def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_path, capsys):
     not_ours = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, not_ours)
