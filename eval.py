@@ -31,12 +31,14 @@ document in training, the context starts with <|endoftext|>.
 """
 
 import argparse
+import gzip
 import json
 import math
 import os
 import re
 import sys
 import time
+import zlib
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -107,14 +109,16 @@ def score(model, rows, batch_size, byte_lengths, device, autocast, total=None):
         n_bytes += int(byte_lengths[targets].sum())
         bar.update(len(targets))
 
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_size:
+    try:  # closed on an error too, so that the error starts a line of its own, not the bar's
+        for row in rows:
+            batch.append(row)
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+        if batch:
             run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    bar.close()
+    finally:
+        bar.close()
     return nats.item(), n_tokens, n_bytes
 
 
@@ -161,8 +165,12 @@ def read_hellaswag(path):
     ctx_a, ctx_b, endings, label), every line checked before any scoring."""
     examples = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        # split at newlines only: str.splitlines also splits at U+2028, U+0085 and the like, which a
+        # JSON string may hold raw (the harness's json loader keeps them); each shifted the line count
+        data = Path(path).read_bytes()
+        data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data  # .jsonl.gz, as the stages'
+        lines = data.decode("utf-8-sig").split("\n")  # -sig: a byte-order mark, as the harness reads
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:  # EOFError, zlib: a damaged .gz
         raise ValueError(f"{path}: cannot read it ({e})") from None
     for line_number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -44,6 +44,8 @@ from common import HOST, atomic_path, fail
 from model import GPTConfig
 from tokenizer import ENDOFTEXT, load_tokenizer, tokenizer_name
 
+HF_FILES = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "special_tokens_map.json"}  # what write_hf writes
 DTYPES = {"hf": ("f32", "f16", "bf16"), "gguf": ("f32", "f16", "q8_0")}
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -400,15 +402,33 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
     `out`. Returns a summary dict. ValueError for anything that cannot be exported."""
     if dtype not in DTYPES[fmt]:
         raise ValueError(f"--dtype={dtype} is not one of {', '.join(DTYPES[fmt])} for --format={fmt}")
-    out = Path(out)
+    out = Path(out).resolve() if Path(out).name in ("", "..") else Path(out)  # '.' has no name
     if fmt == "gguf" and out.is_dir():  # else --force fails at the rename, after all the work
         raise ValueError(f"--out={out} is a folder; a GGUF export is one file: pass --out=FILE.gguf")
     if out.exists() and not force:
         raise ValueError(f"{out} already exists: pass --force to replace it")
-    # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all
-    if out.is_dir() and Path(ckpt).resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"--out={out} holds --ckpt={ckpt}, which replacing it would delete: "
-                         f"pass another --out (out/hf, say)")
+    # --force replaces the whole folder: with --out=out that was train.py's out/, ckpt.pt and all;
+    # --out=out/ckpt.pt (is_relative_to of the path itself) replaced the checkpoint by the export
+    if out.exists() and Path(ckpt).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out={out} {'is' if out.is_file() else 'holds'} --ckpt={ckpt}, which "
+                         f"replacing it would delete: pass another --out (out/hf, say)")
+    if fmt == "hf" and out.is_file():  # --force replaced out/log.jsonl, say, by a folder
+        raise ValueError(f"--out={out} is a file; a Hugging Face export is a folder: pass --out=FOLDER")
+    if fmt == "gguf" and out.is_file():
+        with open(out, "rb") as f:
+            if f.read(4) != b"GGUF":  # the magic every GGUF file starts with
+                raise ValueError(f"--out={out} is not a GGUF file, which --force would replace: "
+                                 f"pass another --out")
+    # --force replaces a folder an export wrote, not one holding a base run's ckpt.pt and log.jsonl
+    others = sorted(p.name for p in out.iterdir() if p.name not in HF_FILES) if out.is_dir() else []
+    if others and force:
+        raise ValueError(f"--out={out} holds files no export writes ({', '.join(others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}), which --force would delete: "
+                         f"pass another --out, or empty it first")
+    folder = next(p for p in out.absolute().parents if p.exists())  # the one the export creates in
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):  # else OSError, after the work
+        why = "not writable by this user" if folder.is_dir() else "not a folder"
+        raise ValueError(f"--out={out}: cannot write there: {folder} is {why}")
     t0 = time.time()
     pretrained = load_pretrained(ckpt)
     model_args, spec = pretrained["model_args"], pretrained["tokenizer"]
@@ -465,6 +485,8 @@ def main(argv=None):
                log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except ValueError as e:
         fail(str(e))
+    except OSError as e:  # no write permission, a file where a folder should be, a full disk
+        fail(f"--out={out}: cannot write it ({e.strerror or e}: {e.filename or out})")
 
 
 if __name__ == "__main__":

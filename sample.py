@@ -89,12 +89,17 @@ def get_args(argv=None):
                    help="auto = bfloat16 on a GPU that has it, else float32")
     p.add_argument("--no_cache", action="store_true", help="recompute all positions every step")
     args = p.parse_args(argv)
-    if not math.isfinite(args.temperature) or args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        fail(f"need a finite --temperature >= 0 (got {args.temperature}), --top_k >= 0 and 0 < --top_p <= 1")
+    # name the flag that is wrong, with its value: one message for all of them showed only the
+    # temperature's value, so --top_p=0 read 'need a finite --temperature >= 0 (got 0.8), ...'
+    bad = [f"--{name}={getattr(args, name)} (expected {expected})" for name, ok, expected in (
+        ("temperature", math.isfinite(args.temperature) and args.temperature >= 0, "a finite number >= 0"),
+        ("top_k", args.top_k >= 0, "0 or more"), ("top_p", 0 < args.top_p <= 1, "0 < top_p <= 1"),
+        ("num_samples", args.num_samples >= 1, "1 or more"),
+        ("max_new_tokens", args.max_new_tokens >= 1, "1 or more")) if not ok]
+    if bad:
+        fail(", ".join(bad))
     if args.temperature < GREEDY_BELOW:
         args.temperature = 0.0
-    if args.num_samples < 1 or args.max_new_tokens < 1:
-        fail("need --num_samples >= 1 and --max_new_tokens >= 1")
     return args
 
 

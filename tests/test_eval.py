@@ -189,6 +189,50 @@ def test_a_malformed_task_line_names_file_and_line(tmp_path, capsys, line, expec
     assert err.startswith(f"error: {task_file}:3: {expected}"), err
 
 
+def test_task_lines_are_split_at_newlines_only_as_the_harness_reads_them(tmp_path, capsys):
+    # a raw U+2028 in a string (valid JSON) was a line break to str.splitlines: a valid file was
+    # refused, and a bad line after it was reported one line early
+    import pyarrow.json  # what lm-evaluation-harness reads a local .jsonl with (datasets' json loader)
+
+    task_file = write_hellaswag(tmp_path / "hellaswag.jsonl", n=3)
+    lines = task_file.read_text(encoding="utf-8").split("\n")
+    doc = json.loads(lines[1])
+    doc["ctx_a"] = "He opens\u2028 the oven\u0085 and\u2029 waits."
+    lines[1] = json.dumps(doc, ensure_ascii=False)
+    task_file.write_text("\n".join(lines), encoding="utf-8")
+    reference = pyarrow.json.read_json(task_file).to_pylist()
+    examples = evaluate.read_hellaswag(task_file)
+    assert len(examples) == len(reference) == 3
+    assert [e[0] for e in examples] == [evaluate.preprocess(
+        f"{d['activity_label']}: {d['ctx_a']} {d['ctx_b'].capitalize()}") for d in reference]
+    with open(task_file, "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError) as error:
+        evaluate.read_hellaswag(task_file)
+    assert str(error.value).startswith(f"{task_file}:4: not valid JSON")
+
+
+def test_a_task_file_with_a_byte_order_mark_or_gzipped_reads_as_the_harness_reads_it(tmp_path):
+    # both were 'not valid JSON' / 'cannot read it'; the harness's json loader (pyarrow) reads them
+    import gzip
+
+    import pyarrow.json
+
+    plain = write_hellaswag(tmp_path / "hellaswag.jsonl", n=3)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    packed = tmp_path / "hellaswag.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    expected = evaluate.read_hellaswag(plain)
+    assert len(pyarrow.json.read_json(bom).to_pylist()) == len(expected) == 3
+    assert evaluate.read_hellaswag(bom) == evaluate.read_hellaswag(packed) == expected
+    damaged = bytearray(packed.read_bytes())
+    damaged[20:40] = b"x" * 20
+    packed.write_bytes(damaged)
+    with pytest.raises(ValueError, match="cannot read it"):
+        evaluate.read_hellaswag(packed)
+
+
 def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_path, capsys):
     not_ours = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, not_ours)
@@ -202,6 +246,19 @@ def test_a_checkpoint_that_is_not_ours_and_foreign_shards_get_clear_errors(tmp_p
     with pytest.raises(SystemExit):
         evaluate.main([f"--ckpt={path}", f"--data={data}", "--device=cpu"])
     assert "holds cl100k_base tokens, but the model was trained with gpt2" in capsys.readouterr().err
+
+
+def test_shards_of_a_larger_vocabulary_without_a_report_name_the_token(tmp_path, capsys):
+    # the error was printed at the end of the progress bar's line, not on a line of its own
+    path, model = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2", tokenizer=tiny.trained_tokenizer(),
+                                  block_size=32)
+    tokens = np.where(np.arange(200) % 5, np.arange(200) % 50, 50000)  # a GPT-2 id, no report.json
+    write_shard(tmp_path / "tokens" / "val_000000.bin", tokens)
+    with pytest.raises(SystemExit):
+        evaluate.main([f"--ckpt={path}", f"--data={tmp_path / 'tokens'}", "--device=cpu"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: token id 50000 in the data is outside the model's vocabulary of "
+        f"{model.config.vocab_size}: tokens of another tokenizer?")
 
 
 def test_documents_with_no_tokens_to_score_are_an_error(tmp_path, capsys):

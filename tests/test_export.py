@@ -378,6 +378,58 @@ def test_force_never_deletes_the_checkpoint_it_exports(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "log.jsonl"]
 
 
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_force_never_replaces_the_checkpoint_file_itself(tmp_path, capsys, fmt):
+    # --out=out/ckpt.pt --force: the hf export replaced the file by a folder, the gguf one by a GGUF
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    before = path.read_bytes()
+    assert run_main(f"--ckpt={path}", f"--format={fmt}", f"--out={path}", "--force") == 1
+    err = capsys.readouterr().err
+    assert f"--out={path} is --ckpt={path}, which replacing it would delete" in err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys, fmt):
+    # a file where the parent folder should be (as root, the way to be refused): a traceback
+    path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")
+    out = tmp_path / "log.jsonl" / "export"
+    out.parent.write_text("{}\n")
+    assert run_main(f"--ckpt={path}", f"--format={fmt}", f"--out={out}") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: --out={out}: cannot write there: {out.parent} is not a folder", err
+    assert (tmp_path / "log.jsonl").read_text() == "{}\n"
+
+
+def test_force_replaces_an_export_but_not_a_folder_of_other_files(checkpoints, tmp_path, capsys,
+                                                                   monkeypatch):
+    # --ckpt=lora/ckpt.pt --out=out --force deleted the base run's out/ckpt.pt and log.jsonl
+    path, _ = checkpoints["gpt2"]
+    base = tmp_path / "out"
+    base.mkdir()
+    (base / "ckpt.pt").write_bytes(b"the base run")
+    (base / "log.jsonl").write_text("{}\n")
+    assert run_main(f"--ckpt={path}", f"--out={base}", "--force") == 1
+    assert capsys.readouterr().err.strip() == (f"error: --out={base} holds files no export writes "
+                                               f"(ckpt.pt, log.jsonl), which --force would delete: "
+                                               f"pass another --out, or empty it first")
+    assert sorted(p.name for p in base.iterdir()) == ["ckpt.pt", "log.jsonl"]
+    monkeypatch.chdir(base)  # --out=. was "error: PosixPath('.') has an empty name"
+    assert run_main(f"--ckpt={path}", "--out=.", "--force") == 1
+    assert f"--out={base} holds files no export writes" in capsys.readouterr().err
+    assert run_main(f"--ckpt={path}", f"--out={base / 'log.jsonl'}", "--force") == 1
+    assert "is a file; a Hugging Face export is a folder" in capsys.readouterr().err
+    assert run_main(f"--ckpt={path}", "--format=gguf", f"--out={base / 'log.jsonl'}", "--force") == 1
+    assert "is not a GGUF file, which --force would replace" in capsys.readouterr().err
+    assert (base / "log.jsonl").read_text() == "{}\n"
+    export.export(path, "hf", tmp_path / "hf", "f32", log=quiet)  # an export, and an empty folder,
+    (tmp_path / "empty").mkdir()  # are replaced: their files are export.HF_FILES
+    assert {p.name for p in (tmp_path / "hf").iterdir()} == export.HF_FILES
+    for out in ("hf", "empty"):
+        export.export(path, "hf", tmp_path / out, "f16", force=True, log=quiet)
+        assert json.loads((tmp_path / out / "config.json").read_text())["torch_dtype"] == "float16"
+
+
 def test_a_gguf_export_onto_a_folder_is_refused_first(tmp_path, capsys):
     # with --force it failed at the final rename, after all the work, with IsADirectoryError
     path, _ = tiny.checkpoint(tmp_path / "ckpt.pt", "gpt2")

@@ -246,7 +246,21 @@ def test_temperatures_that_are_not_finite_or_negative_are_refused(gpt2_checkpoin
     with pytest.raises(SystemExit) as exit_info:
         sample.main([f"--ckpt={gpt2_checkpoint}", f"--temperature={temperature}", "--device=cpu"])
     assert exit_info.value.code == 1
-    assert "need a finite --temperature >= 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == f"error: --temperature={float(temperature)} (expected a finite number >= 0)\n"
+
+
+@pytest.mark.parametrize("flag,expected", [
+    ("--top_p=0", "0 < top_p <= 1"), ("--top_p=1.5", "0 < top_p <= 1"), ("--top_p=nan", "0 < top_p <= 1"),
+    ("--top_k=-1", "0 or more"), ("--num_samples=0", "1 or more"), ("--max_new_tokens=0", "1 or more")])
+def test_a_bad_flag_is_named_with_its_value(gpt2_checkpoint, capsys, flag, expected):
+    # one message for all: --top_p=0 read 'need a finite --temperature >= 0 (got 0.8), ...'
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main([f"--ckpt={gpt2_checkpoint}", flag, "--device=cpu"])
+    assert exit_info.value.code == 1
+    name, value = flag.split("=")
+    parsed = (float if name == "--top_p" else int)(value)
+    assert capsys.readouterr().err == f"error: {name}={parsed} (expected {expected})\n"
 
 
 def test_samples_from_an_exported_hugging_face_folder(gpt2_checkpoint, tmp_path, capsys):
