@@ -450,6 +450,9 @@ def export(ckpt, fmt, out, dtype, force=False, log=print):
         try:
             config = hf_config(model_args, arch, enc.n_vocab, enc.eot_token, dtype)
             size = write_hf(tmp, tensors, config, enc, model_args["block_size"], dtype)
+            for path in tmp.iterdir():  # on disk before the rename, as atomic_path does for a file
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
             if out.exists():  # --force: the old one goes only once the new one is whole
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
             os.replace(tmp, out)

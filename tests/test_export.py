@@ -447,6 +447,25 @@ def test_a_killed_runs_temporary_folder_is_removed(checkpoints, tmp_path):
     assert not stale.exists() and (tmp_path / "hf" / "model.safetensors").exists()
 
 
+def test_every_file_of_a_hf_folder_is_on_disk_before_its_rename(checkpoints, tmp_path, monkeypatch):
+    """The GGUF file was synced before its rename and the folder was not: after a power cut the
+    folder could be there, named as complete, with empty files in it."""
+    synced, renamed, real_fsync, real_replace = set(), set(), os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        if os.path.isdir(src):
+            renamed.update(os.path.join(src, name) for name in os.listdir(src))
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    export.export(checkpoints["gpt2"][0], "hf", tmp_path / "hf", "f32", log=quiet)
+    assert renamed and renamed <= synced
+
+
 def test_inputs_that_are_not_a_model_get_one_clear_line(tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint\n" * 10)
