@@ -57,7 +57,11 @@ def load_start(config, data, ckpt_path, log):
         else:  # a continued run: the architecture is the checkpoint's, as when it started
             model_args = {**checkpoint['model_args'], 'dropout': config['dropout']}
             config.update(model_args)
-        changed = [f"{k}={old.get(k)} (now {config[k]})" for k in keys if old.get(k, config[k]) != config[k]]
+        def same(key, a, b):  # 'c_fc,c_attn' and 'c_attn,c_fc' are one set of targets (none without LoRA)
+            if key == 'lora_targets' and a != b:
+                return not config['lora_rank'] or set(lora.parse_targets(a)) == set(lora.parse_targets(b))
+            return a == b
+        changed = [f"{k}={old.get(k)} (now {config[k]})" for k in keys if not same(k, old.get(k, config[k]), config[k])]
         if changed:
             raise ValueError(f"{ckpt_path} was trained with other settings: {', '.join(changed)}; resume with "
                              f"the same config and flags, or start a new run from its weights with "

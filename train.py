@@ -422,8 +422,9 @@ def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, pa
         return False
     if refusal is not None:
         p.refused += 1
-        run.log(f"not saving {paths.ckpt}: {refusal}; it keeps the last good checkpoint"
-                + (f" (step {p.saved_step})" if p.saved_step is not None else ''))
+        kept = (f"it keeps the last good checkpoint (step {p.saved_step})" if p.saved_step is not None else
+                "it keeps the last good checkpoint" if os.path.exists(paths.ckpt) else "there is none yet")
+        run.log(f"not saving {paths.ckpt}: {refusal}; {kept}")
         return False
     state = run_files.checkpoint_state(config, data, p)
     run_files.save_checkpoint(paths, model, optimizer, state, lora_config, run)

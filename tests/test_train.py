@@ -540,7 +540,10 @@ def test_a_run_that_saved_nothing_says_so(data, tmp_path, capsys):
     # its last line said 'out/ckpt.pt is from step None' and listed a ckpt.pt never written
     run(data, tmp_path, '--max_iters=1', '--eval_interval=1', '--learning_rate=1e3',
         '--skip_nonfinite=true')  # its one eval is worse than the start: refused
-    done = capsys.readouterr().out.strip().splitlines()[-1]
+    text = capsys.readouterr().out
+    assert f'not saving {tmp_path / "ckpt.pt"}: the val loss is worse than at the start' in text
+    assert 'there is none yet' in text and 'keeps' not in text  # it said it keeps one
+    done = text.strip().splitlines()[-1]
     assert done.startswith('done at step 1') and '; no checkpoint saved; ' in done and 'None' not in done
     assert not (tmp_path / 'ckpt.pt').exists()
 
