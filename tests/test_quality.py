@@ -115,6 +115,23 @@ def test_flags_that_would_lose_or_keep_everything_are_refused(capsys):
     assert "--quality_batch_size" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["no_model", "language_model", "empty_folder"])
+def test_a_quality_model_that_is_not_one_stops_with_one_line(tmp_path, capsys, kind):
+    """A file that is no model was a traceback (fastText's ValueError); lid.176 loads but has no
+    __label__hq, so every page scored 0 and --quality_threshold dropped them all."""
+    write(tmp_path / "in" / "a.jsonl.gz", read(SAMPLE)[:2])
+    model = {"no_model": tmp_path / "junk.bin", "empty_folder": tmp_path / "folder",
+             "language_model": clean.parse_config([]).language_model}[kind]
+    (tmp_path / "junk.bin").write_text("not a model")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SystemExit):
+        run_clean(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", "--filters=quality",
+                  f"--quality_model={model}", "--quality_threshold=0.5", "--workers=1")
+    err = capsys.readouterr().err
+    assert f"error: --quality_model={model}: " in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "a.jsonl.gz").exists()
+
+
 def test_histogram_bins():
     assert quality.histogram_bin(2.49, "huggingface") == "quality_score:2.0-2.5"
     assert quality.histogram_bin(2.5, "huggingface") == "quality_score:2.5-3.0"
