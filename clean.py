@@ -437,7 +437,7 @@ def parse_config(argv=None):
     for key, (value, meaning) in THRESHOLDS.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help=f"{meaning} (default {value})")
     cfg = p.parse_args(argv)
-    cfg.languages = {label.strip() for label in cfg.languages.split(",") if label.strip()}  # en, de
+    cfg.languages = {label.strip().lower() for label in cfg.languages.split(",") if label.strip()}  # EN, de
     cfg.filters = [f.strip() for f in cfg.filters.split(",") if f.strip()]
     if unknown := set(cfg.filters) - set(FILTERS):
         common.fail(f"--filters: unknown {sorted(unknown)}; choose from {','.join(FILTERS)}")
@@ -462,11 +462,13 @@ def main():
     cfg = parse_config()
     if cfg.train_quality:
         return quality.train_from_flags(cfg)
-    if "language" in cfg.filters:  # no fastText model: stop here, rather than drop every page
+    if "language" in cfg.filters:  # no fastText model, or a label it never gives: stop here, rather than drop every page
         try:
-            load_language_model(cfg.language_model)
+            labels = {label.removeprefix("__label__") for label in load_language_model(cfg.language_model).get_labels()}
         except (ValueError, OSError) as e:
             common.fail(f"--language_model={cfg.language_model}: {e}")
+        if unknown := sorted(cfg.languages - labels):  # zz, en-us
+            common.fail(f"--languages: {','.join(unknown)} not among the model's {len(labels)} labels (codes such as en, de, zh, no region)")
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)

@@ -522,6 +522,20 @@ def test_a_language_model_that_is_no_model_stops_the_run(tmp_path, capsys):
     assert not (tmp_path / "out" / "a.jsonl.gz").exists()
 
 
+@pytest.mark.parametrize("languages", ["zz", "en-US", "en,xx"])
+def test_a_language_the_model_never_gives_stops_the_run(tmp_path, capsys, languages):
+    """fastText's labels are lowercase codes without a region: en-US or zz dropped every page, as
+    the wrong language, without a word. EN is en."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "a", "text": SAMPLES["en"]}) + "\n")
+    with pytest.raises(SystemExit):
+        run_clean(tmp_path, "out", f"--languages={languages}", "--filters=language", "--workers=1")
+    assert "error: --languages: " in capsys.readouterr().err
+    assert not (tmp_path / "out" / "a.jsonl.gz").exists()
+    _, report = run_clean(tmp_path, "upper", "--languages=EN", "--filters=language", "--workers=1")
+    assert report["totals"]["docs_out"] == 1
+
+
 def read(path):
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
