@@ -139,8 +139,10 @@ def minhash_signature(hashes, perms, chunk=4096):
 
 
 def document_signature(text, ngram, perms):
-    """(hash of the normalized text for exact dedup, MinHash signature for near dedup)."""
-    normalized = normalize(text).encode("utf-8")
+    """(hash of the normalized text for exact dedup, MinHash signature for near dedup). A text
+    with no words (only emoji, symbols, punctuation) normalizes to nothing, so all such texts were
+    copies of each other: those are hashed as they are, so that only their exact copies meet."""
+    normalized = normalize(text).encode("utf-8") or text.encode("utf-8", "surrogatepass")
     exact = hashlib.blake2b(normalized, digest_size=16).digest()
     return exact, minhash_signature(shingle_hashes(normalized, ngram), perms)
 
