@@ -316,23 +316,11 @@ def load_language_model(path):
     return _cache[path]
 
 
-def url_reason(url, cfg):
-    """Why the URL filter drops this URL, or None: the user's allowlist first, then the user's
-    blocklist, then FineWeb's rules and lists (url_filter.py)."""
-    if not url or cfg.url_allowlist and url_filter.url_listed(url, url_filter.load_user_list(cfg.url_allowlist)):
-        return None
-    if cfg.url_blocklist and url_filter.url_listed(url, url_filter.load_user_list(cfg.url_blocklist)):
-        return "blocklisted"
-    if cfg.url_lists:
-        return url_filter.url_rule(url, url_filter.load_lists(cfg.url_lists), cfg.url_soft_word_threshold)
-    return None
-
-
 def run_filters(doc, cfg, stats):
     """The chain on one document: (filter, reason) of the first filter that drops it, or (None,
     None) after setting doc's text to its cleaned version."""
     text, on = doc["text"], cfg.filters
-    if "url" in on and (reason := url_reason(str(doc.get("url") or ""), cfg)):
+    if "url" in on and (reason := url_filter.url_reason(str(doc.get("url") or ""), cfg)):
         return "url", reason
     if "language" in on:
         label, score = language_of(text, load_language_model(cfg.language_model))

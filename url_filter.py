@@ -136,3 +136,15 @@ def url_listed(url, entries):
     except ValueError:
         return False
     return any(".".join(parts[i:]) in entries for i in range(len(parts) - 1))
+
+
+def url_reason(url, cfg):
+    """Why clean.py's URL filter drops this URL, or None: the user's allowlist first, then the
+    user's blocklist, then FineWeb's rules and lists."""
+    if not url or cfg.url_allowlist and url_listed(url, load_user_list(cfg.url_allowlist)):
+        return None
+    if cfg.url_blocklist and url_listed(url, load_user_list(cfg.url_blocklist)):
+        return "blocklisted"
+    if cfg.url_lists:
+        return url_rule(url, load_lists(cfg.url_lists), cfg.url_soft_word_threshold)
+    return None
