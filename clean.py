@@ -387,6 +387,8 @@ def clean_shard(input_path, output_path, cfg):
     if cfg.quality_kind == "huggingface":
         results = quality.score_in_batches(results, cfg, partial(rejected, cfg=cfg))
     rejected_path = Path(output_path).parent / "rejected" / Path(output_path).name
+    if not cfg.save_rejected:  # what an earlier run set aside would contradict this output
+        rejected_path.unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
         write = stack.enter_context(common.jsonl_writer(output_path))
         write_rejected = stack.enter_context(common.jsonl_writer(rejected_path)) if cfg.save_rejected else None

@@ -536,6 +536,19 @@ def test_a_language_the_model_never_gives_stops_the_run(tmp_path, capsys, langua
     assert report["totals"]["docs_out"] == 1
 
 
+def test_a_rerun_without_save_rejected_leaves_no_stale_rejects(tmp_path):
+    """Rerun with other thresholds and no --save_rejected: rejected/ kept the pages the first run
+    dropped, pages that were now in the output too."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "a", "text": "\n".join(prose(10))}) + "\n")
+    flags = ["--filters=gopher_quality", "--workers=1"]
+    run_clean(tmp_path, "out", "--save_rejected", "--min_doc_words=10000", *flags)
+    assert [d["id"] for d in read(tmp_path / "out" / "rejected" / "a.jsonl.gz")] == ["a"]
+    run_clean(tmp_path, "out", *flags)
+    assert [d["id"] for d in read(tmp_path / "out" / "a.jsonl.gz")] == ["a"]
+    assert not (tmp_path / "out" / "rejected" / "a.jsonl.gz").exists()
+
+
 def read(path):
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
