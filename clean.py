@@ -433,8 +433,11 @@ def parse_config(argv=None):
         common.fail(f"--filters: unknown {sorted(unknown)}; choose from {','.join(FILTERS)}")
     if "language" in cfg.filters and not cfg.languages:
         common.fail("--languages is empty: to keep all, leave 'language' out of --filters")
-    cfg.top_ngram_fracs = [float(x) for x in cfg.top_ngram_fracs.split(",")]
-    cfg.dup_ngram_fracs = [float(x) for x in cfg.dup_ngram_fracs.split(",")]
+    try:  # a word where a number goes is the one-line error below, not a traceback
+        top, dup = ([float(x) for x in fracs.split(",")] for fracs in (cfg.top_ngram_fracs, cfg.dup_ngram_fracs))
+    except ValueError:
+        top = dup = []
+    cfg.top_ngram_fracs, cfg.dup_ngram_fracs = top, dup
     if len(cfg.top_ngram_fracs) != 3 or len(cfg.dup_ngram_fracs) != 6:
         common.fail("--top_ngram_fracs takes 3 numbers (n = 2, 3, 4), --dup_ngram_fracs 6 (n = 5..10)")
     if "language" in cfg.filters and not os.path.exists(cfg.language_model):

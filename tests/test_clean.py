@@ -549,6 +549,14 @@ def test_a_rerun_without_save_rejected_leaves_no_stale_rejects(tmp_path):
     assert not (tmp_path / "out" / "rejected" / "a.jsonl.gz").exists()
 
 
+def test_ngram_fracs_that_are_not_numbers_are_one_line(capsys):
+    for flag in ("--top_ngram_fracs=a,b,c", "--dup_ngram_fracs=0.1,,0.1,0.1,0.1,0.1", "--dup_ngram_fracs=0.1"):
+        with pytest.raises(SystemExit):
+            clean.parse_config([flag])
+        assert "error: --top_ngram_fracs takes 3 numbers" in capsys.readouterr().err
+    assert clean.parse_config([]).top_ngram_fracs == [0.2, 0.18, 0.16]
+
+
 def read(path):
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
