@@ -455,13 +455,14 @@ def main():
     cfg = parse_config()
     if cfg.train_quality:
         return quality.train_from_flags(cfg)
-    if "language" in cfg.filters:  # no fastText model, or a label it never gives: stop here, rather than drop every page
+    if "language" in cfg.filters:  # no fastText model, or a label it never gives: stop, not drop every page
         try:
-            labels = {label.removeprefix("__label__") for label in load_language_model(cfg.language_model).get_labels()}
+            labels = {name.removeprefix("__label__") for name in load_language_model(cfg.language_model).get_labels()}
         except (ValueError, OSError) as e:
             common.fail(f"--language_model={cfg.language_model}: {e}")
         if unknown := sorted(cfg.languages - labels):  # zz, en-us
-            common.fail(f"--languages: {','.join(unknown)} not among the model's {len(labels)} labels (codes such as en, de, zh, no region)")
+            common.fail(f"--languages: {','.join(unknown)} not among the model's {len(labels)} labels "
+                        "(codes such as en, de, zh, no region)")
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
           f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)

