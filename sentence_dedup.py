@@ -104,12 +104,14 @@ def target_path(shard, output):
 
 def signatures_current(shard, output, n):
     """Are the saved hashes of this shard those of its input? The input may also be our own
-    rewrite of it (in place, as dedup.py --sentences runs), whose .done.json says so."""
+    rewrite of it (in place, as dedup.py --sentences runs), whose .done.json says so; only then:
+    into another folder, an edited input under an unchanged output is no rewrite of ours."""
     meta, done = read_json(state_path(output, shard, ".json")), read_json(state_path(output, shard, ".done.json"))
     if not meta or meta["n"] != n:
         return False
-    return meta["source"] == file_stat(Path(shard)) or bool(
-        done and done["source"] == meta["source"] and done["target"] == file_stat(target_path(shard, output)))
+    in_place = Path(shard).resolve() == target_path(shard, output).resolve()
+    return meta["source"] == file_stat(Path(shard)) or bool(in_place and done and done["source"] == meta["source"]
+                                                            and done["target"] == file_stat(target_path(shard, output)))
 
 
 def compute_signatures(shard, output, n, workers):

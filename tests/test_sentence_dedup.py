@@ -183,3 +183,17 @@ def test_rerun_with_another_min_doc_words_redoes_the_shard(tmp_path):
     report = sentence_dedup.run(shards, out, args(min_doc_words=1))
     assert [d["id"] for d in read(out / "x.jsonl.gz")] == ["a", "b"]
     assert "documents_dropped" not in report["totals"]
+
+
+def test_rerun_after_editing_the_input_into_another_folder_redoes_the_shard(tmp_path):
+    """Into another folder, an edited input shard was taken for our own rewrite of it (the check
+    meant for dedup.py --sentences, in place): the old output stayed, reported as done."""
+    docs = [{"id": "a", "text": BOILERPLATE + " One more line."}, {"id": "b", "text": BOILERPLATE + " The end."}]
+    write(tmp_path / "in" / "x.jsonl.gz", docs)
+    shards, out = [tmp_path / "in" / "x.jsonl.gz"], tmp_path / "out"
+    sentence_dedup.run(shards, out, args(min_doc_words=1))
+    edited = [docs[1], {"id": "c", "text": "A page of its own. " + BOILERPLATE}]
+    write(tmp_path / "in" / "x.jsonl.gz", edited)
+    report = sentence_dedup.run(shards, out, args(min_doc_words=1))
+    assert read(out / "x.jsonl.gz") == reference(edited, min_doc_words=1)
+    assert report["shards_processed"] == 1 and report["totals"]["documents_in"] == 2
