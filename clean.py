@@ -429,6 +429,8 @@ def parse_config(argv=None):
     cfg = p.parse_args(argv)
     cfg.languages = {label.strip().lower() for label in cfg.languages.split(",") if label.strip()}  # EN, de
     cfg.filters = [f.strip() for f in cfg.filters.split(",") if f.strip()]
+    if nan := [key for key in THRESHOLDS if getattr(cfg, key) != getattr(cfg, key)]:  # every page kept or dropped
+        common.fail(f"--{nan[0]}=nan: a threshold needs a number")
     if unknown := set(cfg.filters) - set(FILTERS):
         common.fail(f"--filters: unknown {sorted(unknown)}; choose from {','.join(FILTERS)}")
     if "language" in cfg.filters and not cfg.languages:
@@ -438,7 +440,7 @@ def parse_config(argv=None):
     except ValueError:
         top = dup = []
     cfg.top_ngram_fracs, cfg.dup_ngram_fracs = top, dup
-    if len(cfg.top_ngram_fracs) != 3 or len(cfg.dup_ngram_fracs) != 6:
+    if len(top) != 3 or len(dup) != 6 or any(x != x for x in top + dup):  # nan: a rule silently off
         common.fail("--top_ngram_fracs takes 3 numbers (n = 2, 3, 4), --dup_ngram_fracs 6 (n = 5..10)")
     if "language" in cfg.filters and not os.path.exists(cfg.language_model):
         common.fail(f"--language_model: no file at {cfg.language_model}")

@@ -70,6 +70,8 @@ def check_arguments(cfg):
         common.fail(f"--quality_model: nothing at {cfg.quality_model}")
     if cfg.quality_batch_size < 1:  # 0 would end the scoring loop at once: every page lost
         common.fail(f"--quality_batch_size must be at least 1, not {cfg.quality_batch_size}")
+    if cfg.quality_threshold != cfg.quality_threshold:  # nan: no page below it, every page kept
+        common.fail("--quality_threshold=nan: a threshold needs a number")
     if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
         common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
     on = cfg.quality_model and "quality" in cfg.filters

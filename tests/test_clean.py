@@ -549,8 +549,18 @@ def test_a_rerun_without_save_rejected_leaves_no_stale_rejects(tmp_path):
     assert not (tmp_path / "out" / "rejected" / "a.jsonl.gz").exists()
 
 
+def test_a_nan_threshold_is_one_line(capsys):
+    """float() takes "nan": --language_threshold=nan dropped every page (no score is > nan), and
+    a nan elsewhere turned its rule off, both without a word."""
+    for flag in ("--language_threshold=nan", "--line_punct_thr=NaN", "--quality_threshold=nan"):
+        with pytest.raises(SystemExit):
+            clean.parse_config([flag, "--quality_model=."])
+        assert f"error: {flag.split('=')[0]}=nan: a threshold needs a number" in capsys.readouterr().err
+
+
 def test_ngram_fracs_that_are_not_numbers_are_one_line(capsys):
-    for flag in ("--top_ngram_fracs=a,b,c", "--dup_ngram_fracs=0.1,,0.1,0.1,0.1,0.1", "--dup_ngram_fracs=0.1"):
+    for flag in ("--top_ngram_fracs=a,b,c", "--dup_ngram_fracs=0.1,,0.1,0.1,0.1,0.1", "--dup_ngram_fracs=0.1",
+                 "--top_ngram_fracs=0.2,nan,0.16"):
         with pytest.raises(SystemExit):
             clean.parse_config([flag])
         assert "error: --top_ngram_fracs takes 3 numbers" in capsys.readouterr().err
