@@ -467,7 +467,8 @@ def main():
                         "(codes such as en, de, zh, no region)")
     inputs = common.list_shards(cfg.input, cfg.shard, cfg.num_shards)
     print(f"clean: {len(inputs)} shards from {cfg.input} -> {cfg.output}, {cfg.workers} workers, "
-          f"filters {','.join(cfg.filters)}, languages {','.join(sorted(cfg.languages))}", file=sys.stderr)
+          f"filters {','.join(cfg.filters) or 'none (--filters is empty: every page is kept)'}, "
+          f"languages {','.join(sorted(cfg.languages))}", file=sys.stderr)
     # what the output depends on: a rerun with another threshold redoes the shards, not skips them
     settings = {k: v for k, v in vars(cfg).items() if k not in NOT_SETTINGS}
     # and what the files they name hold: an edited --url_blocklist or a retrained --quality_model
