@@ -242,6 +242,7 @@ def test_vocabulary_limits(tmp_path):
     for size in (65537, 100000, 256):
         result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}", f"--vocab_size={size}")
         assert result.returncode == 1 and "uint16" in result.stderr and "Traceback" not in result.stderr
+        assert size > 256 or "256 bytes" in result.stderr  # too small, not 'a larger vocabulary'
     # a text with few distinct pairs allows fewer merges than asked: said, and the folder says the truth
     result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}", "--vocab_size=65536",
                            "--val_bytes=0")
@@ -374,3 +375,24 @@ def test_held_out_documents_follow_prepares_num_shards(tmp_path):
         assert prepared.returncode == 0, prepared.stderr
         assert ("held out the val documents of --num_shards=2, this run has --num_shards=1" in prepared.stderr) \
             == warned, prepared.stderr
+
+
+def test_a_vocabulary_tiktoken_would_panic_on_or_misread_is_refused_or_read_right(tmp_path):
+    """A .tiktoken file lacking a single byte stopped prepare.py at the first text holding it with a
+    Rust panic (a traceback), two tokens of one rank panicked in tiktoken, and a gap in the ranks put
+    <|endoftext|> on a merge's id (len(ranks)), so every document's first token decoded as 'ab'."""
+    byte_lines = [f"{base64.b64encode(bytes([b])).decode()} {b}" for b in range(256)]
+    for name, lines, expected in (("no_byte", byte_lines[:100] + byte_lines[101:], "byte 100 first"),
+                                  ("shared_rank", byte_lines + ["YWI= 255"], "rank 255")):
+        (tmp_path / f"{name}.tiktoken").write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=expected):
+            tokenizer.load_tokenizer(tmp_path / f"{name}.tiktoken")
+    (tmp_path / "gap.tiktoken").write_text("\n".join(byte_lines + ["YWI= 257"]) + "\n")  # no rank 256
+    enc = tokenizer.load_tokenizer(str(tmp_path / "gap.tiktoken"))
+    assert enc.encode_ordinary("ab") == [257] and enc.eot_token == 258
+    assert enc.decode_bytes([enc.eot_token, 257]) == b"<|endoftext|>ab"
+    # a trained folder's config naming a merge's id for the special token
+    spec = dict(name="clash", pattern=r"\S+", vocab="\n".join(byte_lines + ["YWI= 256"]),
+                special_tokens={tokenizer.ENDOFTEXT: 256})
+    with pytest.raises(ValueError, match="already a token"):
+        tokenizer.load_tokenizer(spec)
