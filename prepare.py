@@ -106,6 +106,7 @@ def main():
               f"(train one with tokenizer.py --prepare_num_shards={args.num_shards})", file=sys.stderr)
 
     inputs = list_shards(args.input, args.shard, args.num_shards)
+    every_input = {shard_name(path) for path in list_shards(args.input)}  # all machines' shards
     machine = "" if args.num_shards == 1 else f"m{args.shard:04d}_"
     out_dir = Path(args.output)
     # another stage's folder (--output=data/dedup by a slip): our report.json would replace its own,
@@ -176,6 +177,11 @@ def main():
     for old in [*out_dir.glob(f"val_{machine}[0-9]*.bin"), *out_dir.glob(f"train_{machine}[0-9]*.bin")]:
         if old.name not in keep:
             old.unlink()
+    # and no bad lines of an input file that is gone: they would pass for this run's (the report says
+    # none); another machine's, of a file still in the input, are that machine's to replace
+    for old in (out_dir / "bad_input").glob("*.jsonl.gz"):
+        if old.name not in every_input:
+            old.unlink()
 
     total = sum(s["tokens"] for s in written)
 
@@ -199,7 +205,10 @@ def main():
     if report["skipped"]:
         print("  bad input set aside: " + ", ".join(f"{k}={v:,}" for k, v in report["skipped"].items()))
         print(f"  bad lines, each with its file, line and reason: {report['bad_input']}/")
-    if not written:
+    if not inputs:  # more machines than input files: this one had none, which is not bad input
+        print(f"  warning: no tokens written: --shard={args.shard} of --num_shards={args.num_shards} has no "
+              f"input file, {args.input} holds {len(every_input)}", file=sys.stderr)
+    elif not written:
         print("  warning: no tokens written: the input held no usable documents", file=sys.stderr)
 
 
