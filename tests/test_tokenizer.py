@@ -396,3 +396,26 @@ def test_a_vocabulary_tiktoken_would_panic_on_or_misread_is_refused_or_read_righ
                 special_tokens={tokenizer.ENDOFTEXT: 256})
     with pytest.raises(ValueError, match="already a token"):
         tokenizer.load_tokenizer(spec)
+
+
+def test_another_stages_folder_or_the_input_is_refused_as_output(tmp_path, capsys):
+    """--output=data/dedup (or data/tokens) deleted that stage's report.json and wrote ours in its
+    place: dedup's completeness record, or the token folder's shard list, was lost."""
+    write_docs(tmp_path / "dedup" / "a.jsonl.gz", [{"id": "1", "text": "abc abd " * 20}])
+    (tmp_path / "tokens").mkdir()
+
+    def refused(output):
+        with pytest.raises(SystemExit):
+            tokenizer.main([f"--input={tmp_path / 'dedup'}", f"--output={tmp_path / output}", "--vocab_size=300"])
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1].startswith("error:") and "Traceback" not in err, err
+        return err
+
+    for folder, stage in (("dedup", "dedup"), ("tokens", "prepare")):
+        report = json.dumps({"stage": stage, "complete": True, "shards": [{"name": "a.jsonl.gz"}]})
+        (tmp_path / folder / "report.json").write_text(report)
+        assert f"report.json of the {stage} stage" in refused(folder)
+        assert (tmp_path / folder / "report.json").read_text() == report  # untouched
+        assert not (tmp_path / folder / "config.json").exists()
+    (tmp_path / "dedup" / "report.json").unlink()  # shards of another tool, no report: still the input
+    assert "is the input folder" in refused("dedup")
