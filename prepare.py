@@ -25,6 +25,7 @@ import numpy as np
 from common import (bad_input_path, check_input, fail, list_shards, mark_in_progress, progress, read_documents,
                     read_json, remove_stale_temps, report_path, shard_name, stage_arguments, write_json,
                     write_shard)
+from crashsafe import make_output_folder
 from tokenizer import load_tokenizer, tokenizer_spec
 
 # -----------------------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def main():
         if isinstance(report, dict) and report.get("stage") not in (None, "prepare"):
             fail(f"{out_dir} holds {path.name} of the {report['stage']} stage, which prepare.py would "
                  f"overwrite: give another --output (default data/tokens)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out_dir)
     # shards of a run with another --num_shards would be mixed with ours, and named so neither run replaces them
     mine = report_path(out_dir, args).name
     others = [r.name for r in sorted([*out_dir.glob("report.json"), *out_dir.glob("report_*_of_*.json")])

@@ -46,6 +46,7 @@ import numpy as np
 import tiktoken
 
 from common import atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
+from crashsafe import make_output_folder
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -337,7 +338,7 @@ def main(argv=None):
     if others or any(Path(path).parent.resolve() == out.resolve() for path in inputs):
         what = "holds {} of the {} stage".format(*others[0]) if others else "is the input folder"
         fail(f"--output={out} {what}: give a folder of its own (default data/tokenizer)")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     for stale in [*out.glob(".*.tmp*"), out / CONFIG_FILE, out / "report.json"]:  # a killed run's leftovers;
         stale.unlink(missing_ok=True)  # and no config: the folder is not a tokenizer until this run ends
     print(f"tokenizer: BPE of {args.vocab_size:,} tokens on {len(inputs)} shards from {args.input} "

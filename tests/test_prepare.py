@@ -355,3 +355,21 @@ def test_a_rerun_leaves_no_bad_lines_of_an_input_file_gone_and_names_an_idle_mac
         err = run("new", f"--shard={machine}", "--num_shards=2", f"--output={tmp_path / 'two'}")
         assert ("--shard=1 of --num_shards=2 has no input file" in err) == (machine == 1), err
         assert "no usable documents" not in err
+
+
+def test_an_output_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """prepare.py and tokenizer.py --output=FILE (or FILE/sub) stopped with mkdir's FileExistsError
+    or NotADirectoryError traceback."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "a", "text": "hello world"}])
+    (tmp_path / "file").write_text("mine")
+    for output, expected in (("file", "is a file"), ("file/sub", "cannot be made (Not a directory)")):
+        flags = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / output}"]
+        for main in (lambda: tokenizer.main(flags), lambda: (monkeypatch.setattr(sys, "argv", ["prepare.py", *flags]),
+                                                             prepare.main())):
+            with pytest.raises(SystemExit):
+                main()
+            err = capsys.readouterr().err
+            assert err.splitlines()[-1] == f"error: the output folder {tmp_path / output} {expected}: give a folder"
+            assert "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "mine"
