@@ -155,6 +155,8 @@ def main():
         write_shard(out_dir / name, stream[:count])
         # the largest id, so train.py can check it against the model's vocabulary without reading the shard
         written.append({"name": name, "tokens": int(count), "max_token": int(stream[:count].max())})
+        if len(written) == 1:  # the val shard: how many documents start in it (each after an <|endoftext|>)
+            stats["val_documents"] = int(np.count_nonzero(stream[:count] == enc.eot_token))
         pending, pending_tokens = [stream[count:]], len(stream) - count
         capacity = shard_size
 
@@ -206,6 +208,17 @@ def main():
     if report["skipped"]:
         print("  bad input set aside: " + ", ".join(f"{k}={v:,}" for k, v in report["skipped"].items()))
         print(f"  bad lines, each with its file, line and reason: {report['bad_input']}/")
+    # the tokenizer held out the documents of the val shard it expected (its --val_bytes, ~ bytes per
+    # token x --val_tokens): with more bytes per token (a large vocabulary) or a larger --val_tokens,
+    # the val shard reaches into documents it was trained on, and its loss reads too low
+    # (a tokenizer trained on other input held out other documents: nothing to compare)
+    same_input = (isinstance(trained, dict)
+                  and Path(str(trained.get("input"))).resolve() == Path(args.input).resolve())
+    held_out = trained.get("held_out_documents") if same_input and args.num_shards == 1 else None
+    if isinstance(held_out, int) and held_out_for == 1 and stats["val_documents"] > held_out:
+        print(f"  warning: the val shard holds {stats['val_documents']:,} documents, {args.tokenizer} held out "
+              f"only the first {held_out:,}: the rest were in its training text (retrain it with a larger "
+              f"--val_bytes, or give a smaller --val_tokens)", file=sys.stderr)
     if not inputs:  # more machines than input files: this one had none, which is not bad input
         print(f"  warning: no tokens written: --shard={args.shard} of --num_shards={args.num_shards} has no "
               f"input file, {args.input} holds {len(every_input)}", file=sys.stderr)

@@ -373,3 +373,29 @@ def test_an_output_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypa
             assert err.splitlines()[-1] == f"error: the output folder {tmp_path / output} {expected}: give a folder"
             assert "Traceback" not in err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_val_shard_reaching_past_the_tokenizers_held_out_documents_is_warned(tmp_path, monkeypatch, capsys):
+    """The tokenizer holds out --val_bytes (~ bytes per token x prepare's --val_tokens); with more
+    bytes per token (a large vocabulary) or a larger --val_tokens, the val shard held documents the
+    tokenizer was trained on, so its loss read too low, and nothing said so."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(real_texts(60))])
+    tokenizer.main([f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tk'}", "--vocab_size=300",
+                    "--val_bytes=2e4", "--workers=1"])
+    held_out = json.loads((tmp_path / "tk" / "report.json").read_text())["held_out_documents"]
+    for val_tokens in (1e3, 5e4):
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}",
+                                          f"--tokenizer={tmp_path / 'tk'}", f"--val_tokens={val_tokens}"])
+        capsys.readouterr()
+        prepare.main()
+        err = capsys.readouterr().err
+        val = np.asarray(common.load_shard(tmp_path / "tok" / "val_000000.bin"))
+        starts = int((val == tokenizer.load_tokenizer(tmp_path / "tk").eot_token).sum())
+        assert (f"the val shard holds {starts:,} documents" in err) == (starts > held_out), (err, starts, held_out)
+        assert (starts > held_out) == (val_tokens == 5e4)
+    (tmp_path / "other").mkdir()  # the same documents in another folder: the tokenizer's input is not this
+    (tmp_path / "in" / "a.jsonl.gz").rename(tmp_path / "other" / "a.jsonl.gz")
+    monkeypatch.setattr(sys, "argv", [*sys.argv[:1], f"--input={tmp_path / 'other'}", *sys.argv[2:]])
+    prepare.main()
+    assert "the val shard holds" not in capsys.readouterr().err
