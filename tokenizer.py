@@ -81,7 +81,10 @@ def load_tokenizer(spec):
         return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                                  special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
     if os.path.isdir(name):
-        return load_tokenizer(read_folder(name))
+        try:  # what tiktoken refuses (a pattern that is no regular expression) is in config.json
+            return load_tokenizer(read_folder(name))
+        except ValueError as e:
+            raise ValueError(str(e) if name in str(e) else f"{Path(name) / CONFIG_FILE}: {e}") from None
     if name.endswith(".tiktoken"):
         if not os.path.exists(name):
             raise ValueError(f"tokenizer file {name} does not exist")
@@ -114,9 +117,12 @@ def read_folder(folder):
         vocab = (folder / VOCAB_FILE).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{folder} is not a tokenizer folder ({VOCAB_FILE} + {CONFIG_FILE}): {e}") from None
-    for key in ("pattern", "special_tokens"):
-        if key not in config:
-            raise ValueError(f"{folder / CONFIG_FILE}: no {key!r}")
+    # a config edited by hand, or another tool's config.json: its types, before tiktoken meets them
+    specials = config.get("special_tokens") if isinstance(config, dict) else None
+    if not (isinstance(specials, dict) and isinstance(config.get("pattern"), str)
+            and all(type(v) is int for v in specials.values())):
+        raise ValueError(f"{folder / CONFIG_FILE}: expected an object with \"pattern\" (a regular expression) "
+                         f"and \"special_tokens\" ({{token: id}}), got {json.dumps(config)[:120]}")
     if ENDOFTEXT not in config["special_tokens"]:  # every document starts with it
         raise ValueError(f"{folder / CONFIG_FILE}: no {ENDOFTEXT} among the special tokens "
                          f"{sorted(config['special_tokens'])}")

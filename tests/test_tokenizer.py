@@ -419,3 +419,19 @@ def test_another_stages_folder_or_the_input_is_refused_as_output(tmp_path, capsy
         assert not (tmp_path / folder / "config.json").exists()
     (tmp_path / "dedup" / "report.json").unlink()  # shards of another tool, no report: still the input
     assert "is the input folder" in refused("dedup")
+
+
+@pytest.mark.parametrize("config", [5, [], {"pattern": 5, "special_tokens": {"<|endoftext|>": 4095}},
+                                    {"pattern": r"\S+", "special_tokens": ["<|endoftext|>"]},
+                                    {"pattern": r"\S+", "special_tokens": {"<|endoftext|>": "x"}},
+                                    {"pattern": "(", "special_tokens": {"<|endoftext|>": 4095}}])
+def test_a_config_of_the_wrong_shape_is_an_error_naming_it(trained, tmp_path, config):
+    """A config.json edited by hand: a number, a pattern that is not a string or not a regular
+    expression, special tokens as a list, stopped prepare.py with a TypeError, AttributeError or
+    tiktoken's bare 'Parsing error at position 1'."""
+    folder = tmp_path / "tk"
+    folder.mkdir()
+    (folder / "vocab.tiktoken").write_bytes((trained["folder"] / "vocab.tiktoken").read_bytes())
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=re.escape(str(folder / "config.json"))):
+        tokenizer.load_tokenizer(folder)
