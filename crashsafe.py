@@ -130,12 +130,21 @@ def remove_other_machine_counts(output_dir, args, name="report"):
             path.unlink(missing_ok=True)
 
 
+def make_output_folder(output_dir):
+    """Create the output folder, or stop with one line saying why not: mkdir's traceback
+    (FileExistsError, NotADirectoryError, PermissionError) named neither the flag nor the fix."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        what = "is a file" if Path(output_dir).is_file() else f"cannot be made ({e.strerror})"
+        print(f"error: the output folder {output_dir} {what}: give a folder", file=sys.stderr)
+        sys.exit(1)
+
+
 def mark_in_progress(name, output_dir, args, **extra):
     """Write the report a stage starts with: until it is rewritten at the end, anyone reading the
     folder knows the run has not finished, and a killed run is recognisable."""
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        print(f"error: the output folder {output_dir} is a file: give a folder", file=sys.stderr)
-        sys.exit(1)
+    make_output_folder(output_dir)
     report = {"stage": name, "complete": False, "input": str(getattr(args, "input", "")),
               "output": str(output_dir), "host": HOST, "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shard": args.shard,

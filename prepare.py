@@ -25,6 +25,7 @@ import numpy as np
 from common import (bad_input_path, check_input, fail, list_shards, mark_in_progress, progress, read_documents,
                     read_json, remove_stale_temps, report_path, shard_name, stage_arguments, write_json,
                     write_shard)
+from crashsafe import make_output_folder
 from tokenizer import load_tokenizer, tokenizer_spec
 
 # -----------------------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ def main():
               f"(train one with tokenizer.py --prepare_num_shards={args.num_shards})", file=sys.stderr)
 
     inputs = list_shards(args.input, args.shard, args.num_shards)
+    every_input = {shard_name(path) for path in list_shards(args.input)}  # all machines' shards
     machine = "" if args.num_shards == 1 else f"m{args.shard:04d}_"
     out_dir = Path(args.output)
     # another stage's folder (--output=data/dedup by a slip): our report.json would replace its own,
@@ -117,7 +119,7 @@ def main():
         if isinstance(report, dict) and report.get("stage") not in (None, "prepare"):
             fail(f"{out_dir} holds {path.name} of the {report['stage']} stage, which prepare.py would "
                  f"overwrite: give another --output (default data/tokens)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out_dir)
     # shards of a run with another --num_shards would be mixed with ours, and named so neither run replaces them
     mine = report_path(out_dir, args).name
     others = [r.name for r in sorted([*out_dir.glob("report.json"), *out_dir.glob("report_*_of_*.json")])
@@ -153,6 +155,8 @@ def main():
         write_shard(out_dir / name, stream[:count])
         # the largest id, so train.py can check it against the model's vocabulary without reading the shard
         written.append({"name": name, "tokens": int(count), "max_token": int(stream[:count].max())})
+        if len(written) == 1:  # the val shard: how many documents start in it (each after an <|endoftext|>)
+            stats["val_documents"] = int(np.count_nonzero(stream[:count] == enc.eot_token))
         pending, pending_tokens = [stream[count:]], len(stream) - count
         capacity = shard_size
 
@@ -175,6 +179,11 @@ def main():
     keep = {s["name"] for s in written}
     for old in [*out_dir.glob(f"val_{machine}[0-9]*.bin"), *out_dir.glob(f"train_{machine}[0-9]*.bin")]:
         if old.name not in keep:
+            old.unlink()
+    # and no bad lines of an input file that is gone: they would pass for this run's (the report says
+    # none); another machine's, of a file still in the input, are that machine's to replace
+    for old in (out_dir / "bad_input").glob("*.jsonl.gz"):
+        if old.name not in every_input:
             old.unlink()
 
     total = sum(s["tokens"] for s in written)
@@ -199,7 +208,21 @@ def main():
     if report["skipped"]:
         print("  bad input set aside: " + ", ".join(f"{k}={v:,}" for k, v in report["skipped"].items()))
         print(f"  bad lines, each with its file, line and reason: {report['bad_input']}/")
-    if not written:
+    # the tokenizer held out the documents of the val shard it expected (its --val_bytes, ~ bytes per
+    # token x --val_tokens): with more bytes per token (a large vocabulary) or a larger --val_tokens,
+    # the val shard reaches into documents it was trained on, and its loss reads too low
+    # (a tokenizer trained on other input held out other documents: nothing to compare)
+    same_input = (isinstance(trained, dict)
+                  and Path(str(trained.get("input"))).resolve() == Path(args.input).resolve())
+    held_out = trained.get("held_out_documents") if same_input and args.num_shards == 1 else None
+    if isinstance(held_out, int) and held_out_for == 1 and stats["val_documents"] > held_out:
+        print(f"  warning: the val shard holds {stats['val_documents']:,} documents, {args.tokenizer} held out "
+              f"only the first {held_out:,}: the rest were in its training text (retrain it with a larger "
+              f"--val_bytes, or give a smaller --val_tokens)", file=sys.stderr)
+    if not inputs:  # more machines than input files: this one had none, which is not bad input
+        print(f"  warning: no tokens written: --shard={args.shard} of --num_shards={args.num_shards} has no "
+              f"input file, {args.input} holds {len(every_input)}", file=sys.stderr)
+    elif not written:
         print("  warning: no tokens written: the input held no usable documents", file=sys.stderr)
 
 

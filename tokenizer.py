@@ -45,7 +45,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import tiktoken
 
-from common import atomic_path, fail, list_shards, progress, read_documents, write_json
+from common import atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
+from crashsafe import make_output_folder
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -64,7 +65,7 @@ def load_tokenizer(spec):
 
     'gpt2' is built from the copy of its vocabulary that ships in data/, so it works offline; tiktoken
     downloads any other named encoding the first time. A bare .tiktoken file holds only the merges,
-    so it is given GPT-2's split pattern and <|endoftext|> as the id after the last merge."""
+    so it is given GPT-2's split pattern and <|endoftext|> as the id after the highest rank."""
     from tiktoken.load import load_tiktoken_bpe
     from tiktoken_ext.openai_public import r50k_pat_str
 
@@ -80,7 +81,10 @@ def load_tokenizer(spec):
         return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                                  special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
     if os.path.isdir(name):
-        return load_tokenizer(read_folder(name))
+        try:  # what tiktoken refuses (a pattern that is no regular expression) is in config.json
+            return load_tokenizer(read_folder(name))
+        except ValueError as e:
+            raise ValueError(str(e) if name in str(e) else f"{Path(name) / CONFIG_FILE}: {e}") from None
     if name.endswith(".tiktoken"):
         if not os.path.exists(name):
             raise ValueError(f"tokenizer file {name} does not exist")
@@ -91,14 +95,18 @@ def load_tokenizer(spec):
                              f"one 'base64(token bytes) rank' per line") from None
         except (OSError, ValueError) as e:
             raise ValueError(f"{name}: {e}") from None
+        # after the highest rank, not at len(ranks): with a gap in the ranks that id is a merge's,
+        # and every document's <|endoftext|> would decode as that merge's text
         return tiktoken.Encoding(name=name, pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                                 special_tokens={ENDOFTEXT: len(ranks)})
-    if os.sep in name or name.startswith("."):
-        raise ValueError(f"{name} does not exist (expected a tokenizer folder, a .tiktoken file or a name)")
+                                 special_tokens={ENDOFTEXT: max(ranks.values()) + 1})
+    if os.sep in name or name.startswith(".") or os.path.exists(name):
+        what = "is not a folder or a .tiktoken file" if os.path.exists(name) else "does not exist"
+        raise ValueError(f"{name} {what} (expected a tokenizer folder, a .tiktoken file or a name)")
     try:
         return tiktoken.get_encoding(name)
-    except Exception as e:  # an unknown name, or no network to fetch a known one
-        raise ValueError(f"cannot load the tiktoken encoding {name!r}: {e}") from None
+    except Exception as e:  # an unknown name, or no network to fetch a known one: its first line
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]  # ('Plugins found: ...' follows)
+        raise ValueError(f"cannot load the tiktoken encoding {name!r}: {reason}") from None
 
 
 def read_folder(folder):
@@ -109,9 +117,12 @@ def read_folder(folder):
         vocab = (folder / VOCAB_FILE).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{folder} is not a tokenizer folder ({VOCAB_FILE} + {CONFIG_FILE}): {e}") from None
-    for key in ("pattern", "special_tokens"):
-        if key not in config:
-            raise ValueError(f"{folder / CONFIG_FILE}: no {key!r}")
+    # a config edited by hand, or another tool's config.json: its types, before tiktoken meets them
+    specials = config.get("special_tokens") if isinstance(config, dict) else None
+    if not (isinstance(specials, dict) and isinstance(config.get("pattern"), str)
+            and all(type(v) is int for v in specials.values())):
+        raise ValueError(f"{folder / CONFIG_FILE}: expected an object with \"pattern\" (a regular expression) "
+                         f"and \"special_tokens\" ({{token: id}}), got {json.dumps(config)[:120]}")
     if ENDOFTEXT not in config["special_tokens"]:  # every document starts with it
         raise ValueError(f"{folder / CONFIG_FILE}: no {ENDOFTEXT} among the special tokens "
                          f"{sorted(config['special_tokens'])}")
@@ -142,10 +153,23 @@ def _parse_ranks(vocab_text):
             raise ValueError(f"line {line_number} of the vocabulary: expected 'base64 rank', got {line[:80]!r}") from None
     if not ranks:
         raise ValueError("the vocabulary is empty: expected one 'base64(token bytes) rank' per line")
+    # what tiktoken would meet as a Rust panic (a traceback, mid-run): a byte with no token fails the
+    # first text holding it, two tokens with one rank fail the Encoding itself
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise ValueError(f"{len(missing)} of the 256 single bytes have no token (byte {missing[0]} first): "
+                         f"expected a byte-level BPE, which has one for every byte")
+    if len(set(ranks.values())) < len(ranks):
+        rank = Counter(ranks.values()).most_common(1)[0][0]
+        raise ValueError(f"two tokens have rank {rank}: expected each rank once")
     return ranks
 
 
 def _encoding(name, pattern, ranks, special_tokens):
+    taken = set(ranks.values())  # a special token on a merge's id would decode as that merge's text
+    if clash := [k for k, v in special_tokens.items() if int(v) in taken]:
+        raise ValueError(f"the special token {clash[0]} has id {special_tokens[clash[0]]}, "
+                         f"which is already a token of the vocabulary")
     return tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks,
                              special_tokens={k: int(v) for k, v in special_tokens.items()})
 
@@ -300,8 +324,8 @@ def parse_args(argv=None):
                    help="train on at most this much text (after the held-out part); more rarely changes the merges")
     args = p.parse_args(argv)
     if not 257 <= args.vocab_size <= MAX_VOCAB:
-        fail(f"--vocab_size={args.vocab_size:,}: must be 257 to {MAX_VOCAB:,}; token shards store uint16 "
-             f"ids, so a larger vocabulary cannot be used by prepare.py")
+        fail(f"--vocab_size={args.vocab_size:,}: must be 257 (256 bytes + <|endoftext|>) to {MAX_VOCAB:,} "
+             f"(prepare.py's token shards store uint16 ids)")
     if args.workers < 1 or args.val_bytes < 0 or args.max_train_bytes < 1 or args.prepare_num_shards < 1:
         fail("--workers, --max_train_bytes and --prepare_num_shards must be at least 1, --val_bytes at least 0")
     return args
@@ -312,7 +336,15 @@ def main(argv=None):
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)  # rustbpe's thread pool, before it starts
     inputs = list_shards(args.input)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    # another stage's folder (--output=data/dedup or data/tokens by a slip): its report.json would be
+    # deleted just below and replaced by ours, and the next reader would lose what it says
+    reports = [(r.name, read_json(r)) for r in sorted(out.glob("report*.json"))]
+    others = [(name, r["stage"]) for name, r in reports if isinstance(r, dict) and r.get("stage", "tokenizer")
+              != "tokenizer"]
+    if others or any(Path(path).parent.resolve() == out.resolve() for path in inputs):
+        what = "holds {} of the {} stage".format(*others[0]) if others else "is the input folder"
+        fail(f"--output={out} {what}: give a folder of its own (default data/tokenizer)")
+    make_output_folder(out)
     for stale in [*out.glob(".*.tmp*"), out / CONFIG_FILE, out / "report.json"]:  # a killed run's leftovers;
         stale.unlink(missing_ok=True)  # and no config: the folder is not a tokenizer until this run ends
     print(f"tokenizer: BPE of {args.vocab_size:,} tokens on {len(inputs)} shards from {args.input} "

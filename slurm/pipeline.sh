@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Submit the data pipeline to Slurm and return: clean -> dedup's four passes -> prepare, each an
-# array job that starts when the one before has ended well (--dependency=afterok), so the chain
-# runs on its own, with as many tasks at once as the cluster has room for.
+# Submit the data pipeline to Slurm and return: clean -> dedup's four passes -> [tokenizer] ->
+# prepare, each an array job that starts when the one before has ended well (--dependency=afterok),
+# so the chain runs on its own, with as many tasks at once as the cluster has room for.
 #
-#   slurm/pipeline.sh --input=RAW --work=DIR --tasks=N [--cpus=C] [--prepare_cpus=C]
-#                     [--clean="FLAGS"] [--dedup="FLAGS"] [--prepare="FLAGS"] [--sbatch="OPTIONS"]
+#   slurm/pipeline.sh --input=RAW --work=DIR --tasks=N [--cpus=C] [--prepare_cpus=C] [--clean="FLAGS"]
+#                     [--dedup="FLAGS"] [--tokenizer="FLAGS"] [--prepare="FLAGS"] [--sbatch="OPTIONS"]
 #
-# writes DIR/clean, DIR/dedup and DIR/tokens (the same files as clean.py, dedup.py and prepare.py
-# on one machine), logs in DIR/logs/, and DIR/logs/jobs.tsv: each job's id and the exact sbatch
-# command, so `slurm/rerun.sh DIR JOB TASK` can resubmit one task that failed.
+# writes DIR/clean, DIR/dedup, DIR/tokenizer (with --tokenizer, "" for the defaults; prepare then
+# uses it) and DIR/tokens, the same files as the scripts on one machine, logs in DIR/logs/, and
+# DIR/logs/jobs.tsv: each job's id and the exact sbatch command, so `slurm/rerun.sh DIR JOB TASK`
+# can resubmit one task that failed.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 input="" work="" tasks="" cpus=1 prepare_cpus="" clean_flags="" dedup_flags="" prepare_flags="" sbatch_flags=""
+tokenizer_flags="" train_tokenizer=""
 for arg in "$@"; do
   case $arg in
     --input=*) input=${arg#*=} ;;
@@ -22,6 +24,7 @@ for arg in "$@"; do
     --prepare_cpus=*) prepare_cpus=${arg#*=} ;;
     --clean=*) clean_flags=${arg#*=} ;;
     --dedup=*) dedup_flags=${arg#*=} ;;
+    --tokenizer=*) tokenizer_flags=${arg#*=} train_tokenizer=1 ;;
     --prepare=*) prepare_flags=${arg#*=} ;;
     --sbatch=*) sbatch_flags=${arg#*=} ;;
     -h|--help) usage ;;
@@ -70,8 +73,14 @@ submit() {
             --num_shards="$tasks")
   clusters=$(submit dedup-clusters "$buckets" 1 dedup.sbatch --pass=clusters "${dedup[@]}")
   write=$(submit dedup-write "$clusters" "$tasks" dedup.sbatch --pass=write "${dedup[@]}" --num_shards="$tasks")
-  prepare=$(CPUS=${prepare_cpus:-$cpus} submit prepare "$write" 1 prepare.sbatch --input="$work/dedup" \
-            --output="$work/tokens" $prepare_flags)
+  before_prepare=$write tokenizer="" use_tokenizer=()
+  if [[ -n $train_tokenizer ]]; then  # one task, as prepare: one vocabulary of the whole corpus
+    tokenizer=$(CPUS=${prepare_cpus:-$cpus} submit tokenizer "$write" 1 tokenizer.sbatch --input="$work/dedup" \
+                --output="$work/tokenizer" $tokenizer_flags)
+    before_prepare=$tokenizer use_tokenizer=(--tokenizer="$work/tokenizer")  # --prepare's comes after
+  fi
+  prepare=$(CPUS=${prepare_cpus:-$cpus} submit prepare "$before_prepare" 1 prepare.sbatch --input="$work/dedup" \
+            --output="$work/tokens" "${use_tokenizer[@]}" $prepare_flags)
 }
-echo "$clean $signatures $buckets $clusters $write $prepare"
+echo "$clean $signatures $buckets $clusters $write $prepare${tokenizer:+ $tokenizer}"  # tokenizer's last: as before
 echo "submitted; watch with: squeue   logs: $work/logs/   a failed task K of job J: slurm/rerun.sh $work J K" >&2

@@ -313,3 +313,89 @@ def test_an_empty_or_broken_tiktoken_file_is_one_line_naming_it(tmp_path, monkey
         detail = err.split(f"--tokenizer={tmp_path / name}: ", 1)[1]  # what follows the flag's echo
         assert str(tmp_path / where) in detail and expected in detail and "'base64" in detail
     assert not (tmp_path / "tok").exists()
+
+
+def test_a_name_or_file_that_is_no_tokenizer_is_one_line_saying_so(tmp_path, monkeypatch, capsys):
+    """An unknown name printed tiktoken's three-line message ('Plugins found: ...'), and an existing
+    file that is not a .tiktoken file (config.json given for its folder) was said not to exist."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "a", "text": "hello world"}])
+    (tmp_path / "config.json").write_text("{}")
+    for name, expected in (("nonsense", "Unknown encoding nonsense"), ("", "Unknown encoding"),
+                           (str(tmp_path / "config.json"), "is not a folder or a .tiktoken file")):
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / 'in'}",
+                                          f"--output={tmp_path / 'tok'}", f"--tokenizer={name}"])
+        with pytest.raises(SystemExit):
+            prepare.main()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error:") and expected in err, err
+    assert not (tmp_path / "tok").exists()
+
+
+def test_a_rerun_leaves_no_bad_lines_of_an_input_file_gone_and_names_an_idle_machine(
+        tmp_path, monkeypatch, capsys):
+    """bad_input/old.jsonl.gz of an earlier run on other input stayed, beside a report saying
+    'bad_input': null; and a machine beyond the input files said the input held no usable documents."""
+    import prepare
+
+    def run(folder, *flags):
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / folder}",
+                                          f"--output={tmp_path / 'tok'}", *flags])
+        prepare.main()
+        return capsys.readouterr().err
+
+    write_docs(tmp_path / "old" / "old.jsonl.gz", [{"id": "a", "text": "hello world"}, b"{broken\n"])
+    run("old")
+    assert (tmp_path / "tok" / "bad_input" / "old.jsonl.gz").exists()
+    write_docs(tmp_path / "new" / "new.jsonl.gz", [{"id": "a", "text": "hello world"}])
+    run("new")
+    report = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert report["bad_input"] is None and not list((tmp_path / "tok" / "bad_input").iterdir())
+    for machine in (0, 1):  # one input file, two machines: the second has nothing to do, and says why
+        err = run("new", f"--shard={machine}", "--num_shards=2", f"--output={tmp_path / 'two'}")
+        assert ("--shard=1 of --num_shards=2 has no input file" in err) == (machine == 1), err
+        assert "no usable documents" not in err
+
+
+def test_an_output_that_is_a_file_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """prepare.py and tokenizer.py --output=FILE (or FILE/sub) stopped with mkdir's FileExistsError
+    or NotADirectoryError traceback."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "a", "text": "hello world"}])
+    (tmp_path / "file").write_text("mine")
+    for output, expected in (("file", "is a file"), ("file/sub", "cannot be made (Not a directory)")):
+        flags = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / output}"]
+        for main in (lambda: tokenizer.main(flags), lambda: (monkeypatch.setattr(sys, "argv", ["prepare.py", *flags]),
+                                                             prepare.main())):
+            with pytest.raises(SystemExit):
+                main()
+            err = capsys.readouterr().err
+            assert err.splitlines()[-1] == f"error: the output folder {tmp_path / output} {expected}: give a folder"
+            assert "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_val_shard_reaching_past_the_tokenizers_held_out_documents_is_warned(tmp_path, monkeypatch, capsys):
+    """The tokenizer holds out --val_bytes (~ bytes per token x prepare's --val_tokens); with more
+    bytes per token (a large vocabulary) or a larger --val_tokens, the val shard held documents the
+    tokenizer was trained on, so its loss read too low, and nothing said so."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": str(i), "text": t} for i, t in enumerate(real_texts(60))])
+    tokenizer.main([f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tk'}", "--vocab_size=300",
+                    "--val_bytes=2e4", "--workers=1"])
+    held_out = json.loads((tmp_path / "tk" / "report.json").read_text())["held_out_documents"]
+    for val_tokens in (1e3, 5e4):
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}",
+                                          f"--tokenizer={tmp_path / 'tk'}", f"--val_tokens={val_tokens}"])
+        capsys.readouterr()
+        prepare.main()
+        err = capsys.readouterr().err
+        val = np.asarray(common.load_shard(tmp_path / "tok" / "val_000000.bin"))
+        starts = int((val == tokenizer.load_tokenizer(tmp_path / "tk").eot_token).sum())
+        assert (f"the val shard holds {starts:,} documents" in err) == (starts > held_out), (err, starts, held_out)
+        assert (starts > held_out) == (val_tokens == 5e4)
+    (tmp_path / "other").mkdir()  # the same documents in another folder: the tokenizer's input is not this
+    (tmp_path / "in" / "a.jsonl.gz").rename(tmp_path / "other" / "a.jsonl.gz")
+    monkeypatch.setattr(sys, "argv", [*sys.argv[:1], f"--input={tmp_path / 'other'}", *sys.argv[2:]])
+    prepare.main()
+    assert "the val shard holds" not in capsys.readouterr().err

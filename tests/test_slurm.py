@@ -237,6 +237,39 @@ def test_task_killed_mid_run_is_rerun_alone_and_the_chain_waits(pipelines):
     assert_same_outputs(pipelines["four"], pipelines["ref"])  # the rerun's output is the same
 
 
+def test_pipeline_trains_the_tokenizer_prepare_then_uses(tmp_path):
+    """With --tokenizer, a tokenizer job runs between dedup's write and prepare, and prepare reads
+    its folder: the README's recipe trains one, but the chain had no stage for it, so a prepare flag
+    --tokenizer=DIR/tokenizer named a folder nothing would write. A stand-in sbatch records each
+    submission (no cluster needed)."""
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$*" >> "$SBATCH_LOG"\nwc -l < "$SBATCH_LOG"\n')
+    fake.chmod(0o755)
+    env = dict(environment(), PATH=f"{fake.parent}:{os.environ['PATH']}", SBATCH_LOG=str(tmp_path / "log"))
+    for flags, names in ((["--tokenizer=--vocab_size=300"], ["write", "tokenizer", "prepare"]),
+                         ([], ["write", "prepare"])):
+        (tmp_path / "log").unlink(missing_ok=True)
+        work = tmp_path / f"work{len(flags)}"
+        result = subprocess.run(["bash", str(ROOT / "slurm" / "pipeline.sh"), f"--input={tmp_path}", f"--work={work}",
+                                 "--tasks=2", "--prepare_cpus=8", *flags, "--prepare=--shard_size=1e6"],
+                                capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        jobs = [line.split("\t") for line in (work / "logs" / "jobs.tsv").read_text().splitlines()]
+        assert [j[0] for j in jobs][4:] == ["dedup-" + names[0], *names[1:]]
+        calls = (tmp_path / "log").read_text().splitlines()
+        ids = dict(zip([j[0] for j in jobs], [j[1] for j in jobs]))
+        prepare = calls[-1]
+        assert f"--dependency=afterok:{ids['dedup-write' if not flags else 'tokenizer']}" in prepare
+        assert prepare.endswith("--shard_size=1e6") and "--cpus-per-task=8" in prepare
+        assert (f"--tokenizer={work}/tokenizer" in prepare) == bool(flags)
+        if flags:
+            assert calls[-2].endswith(f"slurm/tokenizer.sbatch --input={work}/dedup --output={work}/tokenizer "
+                                      "--vocab_size=300") and f"afterok:{ids['dedup-write']}" in calls[-2]
+            assert "--cpus-per-task=8" in calls[-2]
+        assert result.stdout.split() == [j[1] for j in jobs if j[0] != "tokenizer"] + [ids.get("tokenizer")] * bool(flags)
+
+
 # -----------------------------------------------------------------------------------------------
 # training
 

@@ -242,6 +242,7 @@ def test_vocabulary_limits(tmp_path):
     for size in (65537, 100000, 256):
         result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}", f"--vocab_size={size}")
         assert result.returncode == 1 and "uint16" in result.stderr and "Traceback" not in result.stderr
+        assert size > 256 or "256 bytes" in result.stderr  # too small, not 'a larger vocabulary'
     # a text with few distinct pairs allows fewer merges than asked: said, and the folder says the truth
     result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}", "--vocab_size=65536",
                            "--val_bytes=0")
@@ -374,3 +375,63 @@ def test_held_out_documents_follow_prepares_num_shards(tmp_path):
         assert prepared.returncode == 0, prepared.stderr
         assert ("held out the val documents of --num_shards=2, this run has --num_shards=1" in prepared.stderr) \
             == warned, prepared.stderr
+
+
+def test_a_vocabulary_tiktoken_would_panic_on_or_misread_is_refused_or_read_right(tmp_path):
+    """A .tiktoken file lacking a single byte stopped prepare.py at the first text holding it with a
+    Rust panic (a traceback), two tokens of one rank panicked in tiktoken, and a gap in the ranks put
+    <|endoftext|> on a merge's id (len(ranks)), so every document's first token decoded as 'ab'."""
+    byte_lines = [f"{base64.b64encode(bytes([b])).decode()} {b}" for b in range(256)]
+    for name, lines, expected in (("no_byte", byte_lines[:100] + byte_lines[101:], "byte 100 first"),
+                                  ("shared_rank", byte_lines + ["YWI= 255"], "rank 255")):
+        (tmp_path / f"{name}.tiktoken").write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=expected):
+            tokenizer.load_tokenizer(tmp_path / f"{name}.tiktoken")
+    (tmp_path / "gap.tiktoken").write_text("\n".join(byte_lines + ["YWI= 257"]) + "\n")  # no rank 256
+    enc = tokenizer.load_tokenizer(str(tmp_path / "gap.tiktoken"))
+    assert enc.encode_ordinary("ab") == [257] and enc.eot_token == 258
+    assert enc.decode_bytes([enc.eot_token, 257]) == b"<|endoftext|>ab"
+    # a trained folder's config naming a merge's id for the special token
+    spec = dict(name="clash", pattern=r"\S+", vocab="\n".join(byte_lines + ["YWI= 256"]),
+                special_tokens={tokenizer.ENDOFTEXT: 256})
+    with pytest.raises(ValueError, match="already a token"):
+        tokenizer.load_tokenizer(spec)
+
+
+def test_another_stages_folder_or_the_input_is_refused_as_output(tmp_path, capsys):
+    """--output=data/dedup (or data/tokens) deleted that stage's report.json and wrote ours in its
+    place: dedup's completeness record, or the token folder's shard list, was lost."""
+    write_docs(tmp_path / "dedup" / "a.jsonl.gz", [{"id": "1", "text": "abc abd " * 20}])
+    (tmp_path / "tokens").mkdir()
+
+    def refused(output):
+        with pytest.raises(SystemExit):
+            tokenizer.main([f"--input={tmp_path / 'dedup'}", f"--output={tmp_path / output}", "--vocab_size=300"])
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1].startswith("error:") and "Traceback" not in err, err
+        return err
+
+    for folder, stage in (("dedup", "dedup"), ("tokens", "prepare")):
+        report = json.dumps({"stage": stage, "complete": True, "shards": [{"name": "a.jsonl.gz"}]})
+        (tmp_path / folder / "report.json").write_text(report)
+        assert f"report.json of the {stage} stage" in refused(folder)
+        assert (tmp_path / folder / "report.json").read_text() == report  # untouched
+        assert not (tmp_path / folder / "config.json").exists()
+    (tmp_path / "dedup" / "report.json").unlink()  # shards of another tool, no report: still the input
+    assert "is the input folder" in refused("dedup")
+
+
+@pytest.mark.parametrize("config", [5, [], {"pattern": 5, "special_tokens": {"<|endoftext|>": 4095}},
+                                    {"pattern": r"\S+", "special_tokens": ["<|endoftext|>"]},
+                                    {"pattern": r"\S+", "special_tokens": {"<|endoftext|>": "x"}},
+                                    {"pattern": "(", "special_tokens": {"<|endoftext|>": 4095}}])
+def test_a_config_of_the_wrong_shape_is_an_error_naming_it(trained, tmp_path, config):
+    """A config.json edited by hand: a number, a pattern that is not a string or not a regular
+    expression, special tokens as a list, stopped prepare.py with a TypeError, AttributeError or
+    tiktoken's bare 'Parsing error at position 1'."""
+    folder = tmp_path / "tk"
+    folder.mkdir()
+    (folder / "vocab.tiktoken").write_bytes((trained["folder"] / "vocab.tiktoken").read_bytes())
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=re.escape(str(folder / "config.json"))):
+        tokenizer.load_tokenizer(folder)
