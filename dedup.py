@@ -53,6 +53,7 @@ import numpy as np
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
                     read_documents, read_json, remove_other_machine_counts, run_stage, shard_name,
                     stage_arguments, write_json)
+from crashsafe import make_output_folder
 from minhash import band_hashes, document_signature, permutations
 from minhash import normalize  # noqa: F401  (dedup.normalize: the normalization, for other scripts)
 
@@ -448,6 +449,7 @@ def main():
         fail(f"two input shards in {args.input} differ only by .gz: their outputs would collide")
     if len(all_shards) >= 2**31:
         fail("too many input shards for 32-bit shard numbers in document keys")
+    make_output_folder(args.output)  # before the passes' work files go under it
     start, job, seconds = time.time(), fingerprint(all_shards, args), {}
     for name in [args.pass_] if args.pass_ else PASSES:
         if name != "write":

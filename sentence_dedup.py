@@ -40,6 +40,7 @@ import numpy as np
 
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
                     read_documents, remove_other_machine_counts, shard_name, stage_arguments, write_json)
+from crashsafe import make_output_folder
 from minhash import normalize
 from words import count_words, sentence_ends
 
@@ -287,6 +288,7 @@ def main():
     args = p.parse_args()
     if args.n_sentences < 1:
         fail("--n_sentences must be at least 1")
+    make_output_folder(args.output)
     dedup_sentences(list_shards(args.input), args.output, args)
 
 

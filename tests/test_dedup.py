@@ -489,3 +489,18 @@ def test_sentence_reports_of_another_num_shards_are_removed(tmp_path, monkeypatc
     assert crashsafe.check_input(str(out), sorted(out.glob("*.jsonl.gz")))["input_complete"] is True
     on_two()  # no sentence dedup now: the one machine's report_sentences.json describes nothing
     assert sentence_reports() == []
+
+
+@pytest.mark.parametrize("script", ["dedup", "sentence_dedup"])
+def test_an_output_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys, script):
+    """--output=FILE was mkdir's NotADirectoryError (dedup) or FileExistsError (sentence_dedup)."""
+    import sentence_dedup
+    (tmp_path / "in").mkdir()
+    with gzip.open(tmp_path / "in" / "a.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"id": "a", "text": "one two three four five six"}) + "\n")
+    (tmp_path / "afile").write_text("mine")
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'afile'}"])
+    with pytest.raises(SystemExit):
+        {"dedup": dedup, "sentence_dedup": sentence_dedup}[script].main()
+    assert f"error: the output folder {tmp_path / 'afile'} is a file: give a folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "mine"
