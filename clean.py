@@ -459,7 +459,8 @@ def main():
         return quality.train_from_flags(cfg)
     if "language" in cfg.filters:  # no fastText model, or a label it never gives: stop, not drop every page
         try:
-            labels = {name.removeprefix("__label__") for name in load_language_model(cfg.language_model).get_labels()}
+            labels = {name.removeprefix("__label__") for name in
+                      quality.fasttext_labels(load_language_model(cfg.language_model))}
         except (ValueError, OSError) as e:
             common.fail(f"--language_model={cfg.language_model}: {e}")
         if unknown := sorted(cfg.languages - labels):  # zz, en-us

@@ -97,10 +97,18 @@ def load_model(path, device=None):
             common.fail(f"--quality_model={path}: not a model ({type(e).__name__}: "
                         f"{(str(e).strip() or '?').splitlines()[0][:200]})")
         # a fastText model without DCLM's labels (lid.176, say) would score every page 0
-        if model_kind(path) == "fasttext" and HIGH not in _cache[path].get_labels():
+        if model_kind(path) == "fasttext" and HIGH not in fasttext_labels(_cache[path]):
             common.fail(f"--quality_model={path}: a fastText model without the label {HIGH}; "
                         f"expected a quality classifier (clean.py --train_quality makes one)")
     return _cache[path]
+
+
+def fasttext_labels(model):
+    """Every label of a fastText model, as '__label__NAME'. fasttext-predict, which the pipeline
+    installs, has no get_labels(): all of them, each with its probability, is predict's answer
+    for k=-1 with a threshold below 0 (at 0 it leaves out those that round to probability 0)."""
+    labels, _ = model.predict("the", k=-1, threshold=-1.0)
+    return set(labels)
 
 
 def load_transformer(path, device):

@@ -372,6 +372,16 @@ def test_language_model_is_lid176():
     assert labels[0] == "__label__en" and "__label__war" in labels
 
 
+def test_all_176_labels_are_read_through_predict_alone():
+    """fasttext-predict's models have no get_labels(); predict(k=-1) at threshold 0 leaves out the 9
+    labels whose probability rounds to 0 on the text asked about."""
+    import quality
+    from fasttext.FastText import load_model  # the full fastText's, not the tests' predict-only one
+    full = load_model(CFG.language_model)
+    labels = quality.fasttext_labels(clean.load_language_model(CFG.language_model))
+    assert labels == set(full.get_labels()) and len(labels) == 176
+
+
 @pytest.mark.parametrize("language", SAMPLES)
 def test_language_id(language):
     doc = {"id": "x", "text": SAMPLES[language].replace(" ", "\n", 3)}  # newlines become spaces
