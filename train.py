@@ -487,11 +487,11 @@ def main(argv):
     if run.master:
         if history and 'val_loss' not in history[-1]:  # else the last eval drew it
             run_files.plot(history, paths.plot)
-        elapsed = time.time() - started
+        elapsed = round(time.time() - started)  # whole seconds first: 179.7 s read "2m60s"
         # every eval refused, or --max_iters=0: no checkpoint of this run (it said 'from step None')
         saved = (f"{paths.ckpt} is from step {p.saved_step}" if p.saved_step is not None
                  else "no checkpoint saved")
-        run.log(f"done at step {p.step} in {elapsed // 60:.0f}m{elapsed % 60:02.0f}s: best val loss {p.best:.4f}" +
+        run.log(f"done at step {p.step} in {elapsed // 60}m{elapsed % 60:02d}s: best val loss {p.best:.4f}" +
                 (f", {skipped} steps skipped" if skipped else '') +
                 (f"; {p.refused} eval(s) worse than the start not saved" if p.refused else '') +
                 f"; {saved}; {paths.log}, {paths.plot}")

@@ -548,6 +548,15 @@ def test_a_run_that_saved_nothing_says_so(data, tmp_path, capsys):
     assert not (tmp_path / 'ckpt.pt').exists()
 
 
+def test_the_run_time_rounds_to_whole_seconds_before_splitting_minutes(data, tmp_path, capsys, monkeypatch):
+    """2 min 59.7 s printed as 'done at step 880 in 2m60s' (the demo's last line, once)."""
+    import types
+    clock = iter([0.0])  # the start; every later look at the clock: 179.7 s
+    monkeypatch.setattr(train, 'time', types.SimpleNamespace(time=lambda: next(clock, 179.7)))
+    run(data, tmp_path, '--max_iters=0', '--eval_iters=1')
+    assert 'done at step 0 in 3m00s: ' in capsys.readouterr().out
+
+
 def test_eta_rounds_to_whole_minutes_before_splitting_hours():
     """59 min 50 s left printed as 'eta 0h60m'."""
     import types
