@@ -295,7 +295,7 @@ def main(argv=None):
     except ValueError as e:
         fail(str(e))
     config = ckpt.get("config", {})
-    log(f"loaded {args.ckpt}: {model.get_num_params() / 1e6:.2f}M parameters, tokenizer "
+    log(f"loaded {args.ckpt}: {model.size_text()}, tokenizer "
         f"{tokenizer_name(ckpt['tokenizer'])}, on {args.device} in {dtype}")
     scorer = torch.compile(model) if args.compile else model
     report = dict(ckpt=str(args.ckpt), device=args.device, dtype=dtype)

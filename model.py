@@ -208,6 +208,11 @@ class GPT(nn.Module):
             n -= self.transformer.wte.weight.numel()
         return n
 
+    def size_text(self):
+        """'1.31M parameters (1.87M with the lookup tables)': what computes, and what the file holds."""
+        n, total = self.get_num_params(), self.get_num_params(non_embedding=False)
+        return f"{n / 1e6:.2f}M parameters" + (f" ({total / 1e6:.2f}M with the lookup tables)" if total != n else "")
+
     def new_cache(self):
         """An empty KV cache for forward(cache=...): each layer's keys and values are allocated on first
         use (block_size long, in the dtype the keys come in); 'pos' counts the tokens it holds."""

@@ -127,10 +127,9 @@ def main(argv=None):
         model, enc, ckpt = load_model(args.ckpt, device)
     except ValueError as e:
         fail(str(e))
-    n_params = sum(p.numel() for p in model.parameters())
     step = ckpt.get("step", ckpt.get("iter_num", "?"))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"loaded {args.ckpt}: {n_params / 1e6:.2f}M parameters, step {step}, "
+    log(f"loaded {args.ckpt}: {model.size_text()}, step {step}, "
         f"tokenizer {tokenizer_name(ckpt['tokenizer'])}, on {device} in {dtype}")
 
     torch.manual_seed(args.seed)  # seeds the CPU and every GPU generator

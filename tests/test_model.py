@@ -28,6 +28,8 @@ def test_gpt2_124m_parameter_names_and_shapes():
     # the published count of GPT-2 small, with the embedding tied to the output head
     assert model.get_num_params(non_embedding=False) == 124_439_808
     assert model.get_num_params() == 124_439_808 - 1024 * 768
+    # what train.py, sample.py and eval.py print (sample.py counted the lookup tables, the others not)
+    assert model.size_text() == "123.65M parameters (124.44M with the lookup tables)"
     shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
     assert shapes["transformer.wte.weight"] == shapes["lm_head.weight"] == (50257, 768)
     assert shapes["transformer.wpe.weight"] == (1024, 768)

@@ -83,7 +83,7 @@ def test_a_run_that_ends_before_its_decay_says_so():
     lines = []
     run = types.SimpleNamespace(log=lines.append, world=1, device='cpu', dtype='float32',
                                 distributed=False)
-    gpt = types.SimpleNamespace(get_num_params=lambda: 1, parameters=lambda: [])
+    gpt = types.SimpleNamespace(size_text=lambda: '1 parameter', parameters=lambda: [])
     sources = [dict(name=n, folder=n, shards=[]) for n in ('web', 'code')]
     ends = ', after --max_iters=10: this run ends at a rate of '
     for schedule, stages, decay, said in (
