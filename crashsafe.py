@@ -141,6 +141,23 @@ def make_output_folder(output_dir):
         sys.exit(1)
 
 
+def make_own_output_folder(output_dir, inputs, stage, default):
+    """make_output_folder, after stopping with one line if the folder is another stage's: the input
+    folder, or one holding another stage's report (--output=data/dedup by a slip), whose report.json
+    this stage would replace, so that the next reader would lose what it says."""
+    out, what = Path(output_dir), None
+    for path in sorted(out.glob("report*.json")):
+        report = read_json(path)
+        if what is None and isinstance(report, dict) and report.get("stage") not in (None, stage):
+            what = f"holds {path.name} of the {report['stage']} stage, which {stage}.py would overwrite"
+    if what is None and any(Path(path).parent.resolve() == out.resolve() for path in inputs):
+        what = "is the input folder"
+    if what:
+        print(f"error: --output={out} {what}: give a folder of its own (default {default})", file=sys.stderr)
+        sys.exit(1)
+    make_output_folder(out)
+
+
 def mark_in_progress(name, output_dir, args, **extra):
     """Write the report a stage starts with: until it is rewritten at the end, anyone reading the
     folder knows the run has not finished, and a killed run is recognisable."""

@@ -25,7 +25,7 @@ import numpy as np
 from common import (bad_input_path, check_input, fail, list_shards, mark_in_progress, progress, read_documents,
                     read_json, remove_stale_temps, report_path, shard_name, stage_arguments, write_json,
                     write_shard)
-from crashsafe import make_output_folder
+from crashsafe import make_own_output_folder
 from tokenizer import load_tokenizer, tokenizer_spec
 
 # -----------------------------------------------------------------------------------------------
@@ -110,16 +110,7 @@ def main():
     every_input = {shard_name(path) for path in list_shards(args.input)}  # all machines' shards
     machine = "" if args.num_shards == 1 else f"m{args.shard:04d}_"
     out_dir = Path(args.output)
-    # another stage's folder (--output=data/dedup by a slip): our report.json would replace its own,
-    # and the next reader would take its documents for shards that no report lists
-    if any(Path(path).parent.resolve() == out_dir.resolve() for path in inputs):
-        fail(f"the output {out_dir} is the input folder: give another --output (default data/tokens)")
-    for path in sorted(out_dir.glob("report*.json")):
-        report = read_json(path)
-        if isinstance(report, dict) and report.get("stage") not in (None, "prepare"):
-            fail(f"{out_dir} holds {path.name} of the {report['stage']} stage, which prepare.py would "
-                 f"overwrite: give another --output (default data/tokens)")
-    make_output_folder(out_dir)
+    make_own_output_folder(out_dir, inputs, "prepare", "data/tokens")
     # shards of a run with another --num_shards would be mixed with ours, and named so neither run replaces them
     mine = report_path(out_dir, args).name
     others = [r.name for r in sorted([*out_dir.glob("report.json"), *out_dir.glob("report_*_of_*.json")])

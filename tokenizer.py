@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import tiktoken
 
-from common import atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
-from crashsafe import make_output_folder
+from common import atomic_path, fail, list_shards, progress, read_documents, write_json
+from crashsafe import make_own_output_folder
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -336,15 +336,7 @@ def main(argv=None):
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)  # rustbpe's thread pool, before it starts
     inputs = list_shards(args.input)
     out = Path(args.output)
-    # another stage's folder (--output=data/dedup or data/tokens by a slip): its report.json would be
-    # deleted just below and replaced by ours, and the next reader would lose what it says
-    reports = [(r.name, read_json(r)) for r in sorted(out.glob("report*.json"))]
-    others = [(name, r["stage"]) for name, r in reports if isinstance(r, dict) and r.get("stage", "tokenizer")
-              != "tokenizer"]
-    if others or any(Path(path).parent.resolve() == out.resolve() for path in inputs):
-        what = "holds {} of the {} stage".format(*others[0]) if others else "is the input folder"
-        fail(f"--output={out} {what}: give a folder of its own (default data/tokenizer)")
-    make_output_folder(out)
+    make_own_output_folder(out, inputs, "tokenizer", "data/tokenizer")  # whose report.json goes just below
     for stale in [*out.glob(".*.tmp*"), out / CONFIG_FILE, out / "report.json"]:  # a killed run's leftovers;
         stale.unlink(missing_ok=True)  # and no config: the folder is not a tokenizer until this run ends
     print(f"tokenizer: BPE of {args.vocab_size:,} tokens on {len(inputs)} shards from {args.input} "
