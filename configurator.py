@@ -5,8 +5,9 @@ lines exec'd in order (config/PRESET.py); then --key=value flags (or --key value
 next to each default, so `--help` says what every setting does, its default and allowed values.
 
     SETTINGS, CHOICES            the table, and the allowed values of the settings that have a list
-    get_config(argv, ...)        defaults, then config files, then flags: a dict of every setting
-    check(config, die)           values that parse but make no sense (a batch of 0, a negative clip)
+    get_config(argv, ...)        defaults, then config files, then flags: a dict of every setting,
+                                 and the names of the settings given as flags
+    check(config, die, flags)    values that parse but make no sense (a batch of 0, a negative clip)
 
 A typo must not silently train with the default: an unknown name is an error that names the closest
 known one, a value of the wrong type, outside its allowed values or outside its range is a one-line
@@ -90,8 +91,8 @@ CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'), parallel=(
 
 
 def get_config(argv, settings, choices, description, die):
-    """A dict of every setting. settings: [(name, default, help)]; choices: {name: allowed values};
-    die(message): stop with a one-line error."""
+    """(a dict of every setting, the set of names given as --flags). settings: [(name, default, help)];
+    choices: {name: allowed values}; die(message): stop with a one-line error."""
     config, helps = {k: v for k, v, _ in settings}, {k: h for k, _, h in settings}
 
     def unknown(key, where):
@@ -145,12 +146,21 @@ def get_config(argv, settings, choices, description, die):
     for key, allowed in choices.items():
         if config[key] not in allowed:
             die(f"--{key}={config[key]}: expected one of {', '.join(allowed)}")
-    return config
+    return config, set(flags)
 
 
-def check(config, die):
+def check(config, die, flags=()):
     """train.py's settings that parse but make no sense, each a one-line error before any time is
-    spent; and nanoGPT's gradient_accumulation_steps, which sets batch_tokens."""
+    spent; and nanoGPT's gradient_accumulation_steps, which sets batch_tokens. flags: the names given
+    on the command line."""
+    out_dir = config['out_dir']
+    if not isinstance(out_dir, str) or not out_dir.strip():  # '': a traceback from os.makedirs
+        die(f"--out_dir={out_dir!r}: expected a folder for ckpt.pt, log.jsonl and loss.png (default: out)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):  # else a traceback
+        die(f"--out_dir={out_dir} is a file; expected a folder (it is created if missing)")
+    if config['init_from'] == 'resume' and not os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
+        die(f"nothing to resume in {out_dir} (no ckpt.pt): --init_from=resume continues the run saved "
+            f"there; start one without it first")
     # a flag's text that is no Python literal stays a str: '--stages=foo' was the stages 'f', 'o', 'o',
     # '--sources=web' a str searched by substring, '--n_kv_head=two' a TypeError in the model
     for key, kinds, what in (('sources', dict, "a dict {name: folder}"),
@@ -203,3 +213,8 @@ def check(config, die):
     if config['min_lr'] > config['learning_rate']:
         die(f"--min_lr={config['min_lr']:g} is above --learning_rate={config['learning_rate']:g}: the "
             f"decay would raise the rate; expected min_lr <= learning_rate (often a tenth of it, or 0)")
+    # else ignored: the run trained every weight, the LoRA flag silently doing nothing (a config file
+    # may set them for a later --lora_rank, so only flags count)
+    for key in ('lora_alpha', 'lora_dropout', 'rslora', 'lora_targets', 'lora_embedding_lr'):
+        if key in flags and not config['lora_rank']:
+            die(f"--{key} needs --lora_rank > 0 (at rank 0 LoRA is off and every weight trains)")

@@ -194,7 +194,7 @@ def parse_mixture(mixture, sources):
 def open_data(data, block_size, batch_tokens, sources=None, stages=None):
     """Every source of the run, opened and checked, and the stages as [(first step, weights per source)].
     `data` is a mixture (see parse_mixture); `stages` a list of (until_tokens, mixture), in order, the
-    last one running to the end of training (its until_tokens may be None)."""
+    last one running to the end of training (its until_tokens None)."""
     sources, staged = sources or {}, bool(stages)
     stages = list(stages or []) or [(None, data)]
     mixtures, previous = [], 0
@@ -207,6 +207,10 @@ def open_data(data, block_size, batch_tokens, sources=None, stages=None):
             raise ValueError(f"stage {i + 1}: until_tokens={until!r} must be a number above the previous "
                              f"stage's ({previous:,.0f}; None: the last stage only): stages go in order of "
                              f"tokens seen")
+        if last and staged and until is not None:  # else ignored: the last stage ran on past it
+            raise ValueError(f"stage {i + 1}: until_tokens={until!r}, expected None: until_tokens is the "
+                             f"tokens seen when a stage ends and the next begins, and the last stage runs "
+                             f"to the end of training (--max_iters)")
         try:
             mixtures.append(parse_mixture(mixture, sources))
         except ValueError as e:  # which of the stages

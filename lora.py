@@ -72,17 +72,31 @@ def _linear_hook(module, inputs, output):
     return output + module.lora_scale * low_rank
 
 
+def check_rank(rank, modules):
+    """ValueError unless `rank` is below the smaller side of every weight it adapts (n_embd for every
+    target): B A can then be any matrix of W's shape, stored in more numbers than W itself."""
+    for name, module in modules:
+        out_features, in_features = module.weight.shape
+        if rank >= min(out_features, in_features):
+            raise ValueError(f"--lora_rank={rank}: expected less than {min(out_features, in_features)}, the smaller "
+                             f"side of {name}.weight ({out_features} x {in_features}); a rank that large is no "
+                             f"low-rank adapter and takes more memory than the weight (LoRA ranks are 8 to 64)")
+
+
 def add_lora(model, rank, alpha, dropout=0.0, rslora=False, targets='all'):
     """Freeze every parameter of the GPT `model` and give the target layers adapters (in place).
     Returns the LoRA config that a checkpoint stores next to the adapters."""
     config = dict(rank=rank, alpha=alpha, dropout=dropout, rslora=rslora, targets=parse_targets(targets))
     scale = lora_scale(config)
+    blocks = [(f'transformer.h.{name}', module) for name, module in model.transformer.h.named_modules()
+              if isinstance(module, nn.Linear) and name.rsplit('.', 1)[-1] in config['targets']]
+    heads = [('lm_head', model.lm_head)] if 'lm_head' in config['targets'] else []
+    check_rank(rank, blocks + heads)
     model.requires_grad_(False)
-    for name, module in model.transformer.h.named_modules():
-        if isinstance(module, nn.Linear) and name.rsplit('.', 1)[-1] in config['targets']:
-            _attach(module, rank, dropout)
-            module.lora_scale = scale
-            module.register_forward_hook(_linear_hook)
+    for name, module in blocks:
+        _attach(module, rank, dropout)
+        module.lora_scale = scale
+        module.register_forward_hook(_linear_hook)
     config['tied'] = model.config.tie_embeddings  # whether lm_head's adapter is wte's too
     if 'lm_head' in config['targets']:
         head, wte = model.lm_head, model.transformer.wte

@@ -72,8 +72,8 @@ def get_config(argv):
     model.py adds is a setting at once."""
     settings = SETTINGS + [(f.name, f.default, "model.py GPTConfig setting") for f in dataclasses.fields(GPTConfig)
                            if f.name not in {k for k, _, _ in SETTINGS}]
-    config = configurator.get_config(argv, settings, CHOICES, __doc__.strip().splitlines()[0], die)
-    configurator.check(config, die)
+    config, flags = configurator.get_config(argv, settings, CHOICES, __doc__.strip().splitlines()[0], die)
+    configurator.check(config, die, flags)
     return config
 
 
@@ -462,8 +462,6 @@ def main(argv):
     started = time.time()
     config = get_config(argv)  # phase 1: settings, processes, device
     run = setup_processes(config)
-    if os.path.exists(config['out_dir']) and not os.path.isdir(config['out_dir']):  # else a traceback
-        die(f"--out_dir={config['out_dir']} is a file; expected a folder (it is created if missing)")
     data = open_run_data(config, run)  # phase 2: data, checked before any training time is spent
     paths = SimpleNamespace(**{k: os.path.join(config['out_dir'], f) for k, f in
                                (('ckpt', 'ckpt.pt'), ('log', 'log.jsonl'), ('plot', 'loss.png'))})

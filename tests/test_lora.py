@@ -165,3 +165,19 @@ def test_lora_with_the_demos_learning_rates_learns(data, tmp_path):
               '--lora_rank=4', '--max_iters=8', '--eval_interval=4')
     val = [v for _, v in losses(log, 'val_loss')]
     assert val[2] < val[1] < val[0], val
+
+
+def test_a_rank_as_large_as_the_width_is_refused(data, tmp_path):
+    # rank 32 of a 32-wide model is no low-rank adapter: B A can be any matrix, in more numbers than
+    # the weight itself, and it trained without a word
+    for rank, targets in ((32, 'all'), (40, 'c_fc'), (32, 'lm_head')):
+        torch.manual_seed(0)
+        gpt = GPT(GPTConfig(**CONFIG))
+        with pytest.raises(ValueError, match=rf'^--lora_rank={rank}: expected less than 32, the smaller side of '):
+            lora.add_lora(gpt, rank, 8.0, targets=targets)
+        assert not any(lora.is_adapter(n) for n, _ in gpt.named_parameters())  # refused before changing it
+    lora.add_lora(GPT(GPTConfig(**CONFIG)), 31, 8.0)  # the largest allowed
+    with pytest.raises(SystemExit, match=r'^train.py: error: --lora_rank=32: expected less than 32, the smaller '
+                                         r'side of transformer.h.0.attn.c_attn.weight \(96 x 32\); '):
+        run(data, tmp_path / 'out', '--lora_rank=32')
+    assert not (tmp_path / 'out').exists()

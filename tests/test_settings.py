@@ -58,7 +58,7 @@ def test_values_torch_or_numpy_refuse_later_are_refused_first(flag):
     key, value = flag[2:].split('=')
     with pytest.raises(SystemExit, match=f'^train.py: error: --{key}={value}: expected a '):
         train.get_config(TINY + [flag])
-    train.get_config(TINY + ['--beta1=0', '--dropout=0.5', '--seed=0', '--lora_alpha=1'])  # fine
+    train.get_config(TINY + ['--beta1=0', '--dropout=0.5', '--seed=0', '--lora_alpha=1', '--lora_rank=4'])  # fine
 
 
 @pytest.mark.parametrize('flag, expected', [
@@ -104,3 +104,42 @@ def test_a_run_that_ends_before_its_decay_says_so():
     data = dict(sources=sources[:1], stages=[(0, [1])], tokenizer='gpt2')
     train.describe(gpt, data, config, run, 4, 1, 12)
     assert lines[-1].endswith('; steps 12 to 10 (none to train: raise --max_iters to continue)')
+
+
+@pytest.mark.parametrize('flag', ['--lora_alpha=16', '--lora_dropout=0.1', '--rslora=true',
+                                  '--lora_targets=c_attn', '--lora_embedding_lr=1e-4'])
+def test_a_lora_flag_without_a_rank_is_refused(flag, tmp_path):
+    # at lora_rank=0 it was ignored: the run trained every weight, as if the flag had not been given
+    key = flag[2:].split('=')[0]
+    for rank in ([], ['--lora_rank=0']):
+        with pytest.raises(SystemExit, match=f'^train.py: error: --{key} needs --lora_rank > 0 '):
+            train.get_config(TINY + rank + [flag])
+    train.get_config(TINY + ['--lora_rank=4', flag])
+    preset = tmp_path / 'preset.py'  # a config file may set it for a later --lora_rank
+    preset.write_text(f"{key} = {train.get_config(TINY + ['--lora_rank=4', flag])[key]!r}\n")
+    train.get_config(TINY + [str(preset)])
+
+
+def test_an_empty_out_dir_and_nothing_to_resume_are_one_line(tmp_path):
+    # --out_dir= was a FileNotFoundError traceback (os.makedirs('')) once the data and model were loaded
+    for empty in ('', ' '):
+        with pytest.raises(SystemExit, match=f"^train.py: error: --out_dir='{empty}': expected a folder for ckpt.pt"):
+            train.main(TINY + [f'--out_dir={empty}', '--data=/nonexistent'])
+    # resume was "OUT/ckpt.pt: no such file (train a model first ...)", after reading the data
+    for out in (tmp_path / 'empty', tmp_path / 'missing'):
+        (tmp_path / 'empty').mkdir(exist_ok=True)
+        with pytest.raises(SystemExit, match=f'^train.py: error: nothing to resume in {out} \\(no ckpt.pt\\)'):
+            train.main(TINY + [f'--out_dir={out}', '--init_from=resume', '--data=/nonexistent'])
+    assert not (tmp_path / 'missing').exists()
+
+
+def test_a_number_as_the_last_stages_end_is_refused(tmp_path):
+    # it was silently ignored: the last stage ran on to --max_iters whatever it said
+    preset = tmp_path / 'stages.py'
+    for stages, message in (("[(2048, 'web'), (4096, 'web:1,code:1')]", 'stage 2: until_tokens=4096'),
+                            ("[(8e9, 'web')]", 'stage 1: until_tokens=8000000000.0')):
+        preset.write_text(f"sources = {{'web': '{tmp_path}/web', 'code': '{tmp_path}/code'}}\nstages = {stages}\n")
+        with pytest.raises(SystemExit, match=f'^train.py: error: {message}, expected None: until_tokens is the '
+                                             f'tokens seen when a stage ends and the next begins, and the last '
+                                             f'stage runs to the end of training'):
+            train.main(TINY + [str(preset), f'--out_dir={tmp_path / "out"}'])
