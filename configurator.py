@@ -17,6 +17,7 @@ error.
 import argparse
 import ast
 import difflib
+import glob
 import os
 import traceback
 
@@ -123,8 +124,11 @@ def get_config(argv, settings, choices, description, die):
         unknown(extra[0].lstrip('-').split('=')[0], 'flag: ')
     flags = vars(flags)
     for path in flags.pop('config_files'):
-        if not path.endswith('.py') or not os.path.isfile(path):
+        if not path.endswith('.py'):
             die(f"{path}: expected a config file (config/PRESET.py) or a --key=value flag")
+        if not os.path.isfile(path):  # a typo in the preset's name, or the user's own preset not yet written
+            presets = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config', '*.py')))
+            die(f"{path}: no such config file (the presets: {', '.join('config/' + os.path.basename(f) for f in presets)})")
         values, text = {}, open(path).read()
         try:  # a typo in the file: its line and the error in one line, as for every other bad input
             exec(compile(text, path, 'exec'), values)

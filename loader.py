@@ -172,7 +172,7 @@ def parse_mixture(mixture, sources):
     for key, weight in mixture.items():
         if key in sources:
             name, folder = key, sources[key]
-        elif os.path.isdir(key) or len(mixture) == 1 or os.sep in key:
+        elif os.path.isdir(key) or (len(mixture) == 1 and not sources) or os.sep in key:
             name, folder = os.path.basename(os.path.normpath(key)), key
         else:
             raise ValueError(f"unknown source {key!r} in the mixture: not a folder, and the config's sources "

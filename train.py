@@ -436,7 +436,7 @@ def eval_and_save(model, optimizer, lora_config, data, config, run, p, micro, pa
 def describe(gpt, data, config, run, micro, accumulation, step):
     trainable = sum(q.numel() for q in gpt.parameters() if q.requires_grad)
     run.log(f"training {gpt.size_text()}" +
-            (f" ({trainable / 1e6:.2f}M of them in LoRA adapters)" if config['lora_rank'] else '') +
+            (f", of which only the {trainable / 1e6:.2f}M in LoRA adapters train" if config['lora_rank'] else '') +
             f" on {run.world} x {run.device}, {run.dtype}{', ' + config['parallel'] if run.distributed else ''}"
             f"{', compiled' if config['compile'] else ''}; tokenizer {tokenizer_name(data['tokenizer'])}")
     for s in data['sources']:

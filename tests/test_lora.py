@@ -76,8 +76,9 @@ def test_merged_equals_unmerged(rslora, tied):
     assert (base(x, all_logits=True)[0] - unmerged_logits).abs().max() > 1e-2  # the adapters do change the model
 
 
-def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch):
+def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch, capsys):
     run(data, tmp_path / 'base', '--max_iters=3')
+    capsys.readouterr()
     base_path = tmp_path / 'base' / 'ckpt.pt'
     base = torch.load(base_path, weights_only=True)
     flags = [f'--init_from={base_path}', '--lora_rank=4', '--lora_targets=c_attn,c_fc,wte', '--lora_embedding_lr=3e-4',
@@ -91,6 +92,9 @@ def test_lora_run_checkpoint_resume_and_merge(data, tmp_path, monkeypatch):
     assert set(ckpt['lora']['adapters']) == {f'transformer.h.{i}.{m}.lora_{ab}' for i in range(2) for m in
                                              ('attn.c_attn', 'mlp.c_fc') for ab in 'AB'} | {'lm_head.lora_A', 'lm_head.lora_B'}
     assert len(ckpt['optimizer']['state']) == 10  # AdamW state for the adapters only
+    # it said 'training 1.58M parameters (0.27M of them in LoRA adapters)', as if all of them trained
+    adapters = sum(t.numel() for t in ckpt['lora']['adapters'].values())
+    assert f", of which only the {adapters / 1e6:.2f}M in LoRA adapters train" in capsys.readouterr().out
     assert sorted(g['lr_scale'] for g in ckpt['optimizer']['param_groups']) == pytest.approx([0.1, 1.0])  # lora_embedding_lr / learning_rate
 
     get_lr = train.get_lr

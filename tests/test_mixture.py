@@ -90,6 +90,12 @@ def test_bad_mixtures_are_refused_before_training(data, second, tmp_path):
     for mixture, message in cases:
         with pytest.raises(SystemExit, match=message):
             run(mixture, tmp_path / 'out')
+    # a one-source mixture of an unknown name said 'data folder nope does not exist' even where the
+    # config names its sources
+    with pytest.raises(ValueError, match=r"^unknown source 'nope' in the mixture: not a folder, and the config's "
+                                         r"sources define 'web'$"):
+        loader.parse_mixture('nope:1', {'web': str(data)})
+    assert loader.parse_mixture('web:1', {'web': str(data)}) == {'web': (str(data), 1.0)}
     # spaces around a colon were part of the folder's name ('no such folder')
     assert loader.parse_mixture(f' {data} : 3 , {second}:1', {}) == loader.parse_mixture(f'{data}:3,{second}:1', {})
     preset = tmp_path / 'empty_stage.py'  # the message named neither the stage nor what it held ('got {}')

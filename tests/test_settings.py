@@ -22,6 +22,15 @@ def test_a_config_file_with_an_error_is_one_line_naming_its_line(tmp_path):
             train.get_config([str(preset)])
 
 
+def test_a_config_file_that_does_not_exist_says_so():
+    # it said 'expected a config file (config/PRESET.py) or a --key=value flag' of a preset's own name
+    with pytest.raises(SystemExit, match=r'^train.py: error: config/my_finetune.py: no such config file '
+                                         r'\(the presets: config/gpt2_124m.py, config/tiny_cpu.py\)$'):
+        train.get_config(['config/my_finetune.py'])
+    with pytest.raises(SystemExit, match='^train.py: error: tiny: expected a config file'):
+        train.get_config(['tiny'])
+
+
 def test_schedules_that_jump_are_refused_and_the_presets_pass():
     # --lr_decay_iters below --warmup_iters trained with a rate that fell from the peak to min_lr in
     # one step at the warmup's end; a min_lr above learning_rate "decayed" upwards
