@@ -46,7 +46,7 @@ import numpy as np
 import tiktoken
 
 from common import HOST, atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
-from crashsafe import make_own_output_folder
+from crashsafe import make_own_output_folder, remove_stale_temps
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -365,8 +365,7 @@ def main(argv=None):
     inputs = list_shards(args.input)
     out = Path(args.output)
     make_own_output_folder(out, inputs, "tokenizer", "data/tokenizer")  # whose report.json goes just below
-    for stale in out.glob(".*.tmp*"):  # a killed run's leftovers
-        stale.unlink()
+    remove_stale_temps(out)  # what killed runs left; a live writer's temporary file is not ours to delete
     (out / CONFIG_FILE).unlink(missing_ok=True)  # no config: the folder is not a tokenizer until this run ends,
     write_json(out / "report.json", {"stage": "tokenizer", "complete": False, "input": args.input,  # and says so
                                      "output": str(out), "host": HOST, "pid": os.getpid(),

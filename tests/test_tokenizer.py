@@ -491,3 +491,18 @@ def test_a_vocabulary_without_its_config_says_what_is_missing(trained, tmp_path)
     with pytest.raises(ValueError, match=re.escape(f"{folder} has vocab.tiktoken but no config.json")):
         tokenizer.load_tokenizer(folder)
 
+
+def test_a_rerun_removes_only_temporary_files_whose_writer_is_gone(trained, tmp_path):
+    """tokenizer.py deleted every .*.tmp* file in its output folder, a live process's too."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    dead = folder / f".vocab.tiktoken.tmp-{common.HOST}-{dead_pid()}"
+    live = folder / f".config.json.tmp-{common.HOST}-{os.getpid()}"  # this test's process: still running
+    other = folder / ".notes.tmp-mine"  # not a name our writers use
+    for path in (dead, live, other):
+        path.write_text("half")
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "1", "text": "some text " * 100}])
+    result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={folder}", "--vocab_size=300", "--val_bytes=0")
+    assert result.returncode == 0, result.stderr
+    assert not dead.exists() and live.exists() and other.exists()
+    assert json.loads((folder / "report.json").read_text())["complete"] is True
