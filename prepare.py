@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from common import (bad_input_path, check_input, fail, list_shards, mark_in_progress, progress, read_documents,
-                    read_json, remove_stale_temps, report_path, shard_name, stage_arguments, write_json,
+                    remove_stale_temps, report_path, shard_name, stage_arguments, write_json,
                     write_shard)
 from crashsafe import make_own_output_folder
-from tokenizer import load_tokenizer, tokenizer_spec
+from tokenizer import load_tokenizer, tokenizer_spec, training_report
 
 # -----------------------------------------------------------------------------------------------
 # tokenizing a stream of documents
@@ -97,9 +97,20 @@ def main():
         fail(f"--tokenizer={args.tokenizer} has {enc.n_vocab:,} tokens, but shards store uint16 ids "
              f"(at most 65,536 tokens): use a smaller vocabulary such as gpt2")
 
+    # what a trained tokenizer held out, for the checks below; a folder its training left unfinished
+    # loads, but nothing says which documents it held out: refused, not used unchecked
+    trained = None
+    if Path(args.tokenizer).is_dir():
+        try:
+            trained = training_report(args.tokenizer)
+        except ValueError as e:
+            fail(f"--tokenizer={args.tokenizer}: {e}")
+        if trained is None:
+            print(f"note: --tokenizer={args.tokenizer} records no trainer in its config.json (made by hand?): "
+                  f"used as it is, without the checks that our val documents were held out of its training",
+                  file=sys.stderr)
     # a trained tokenizer held out the val documents of prepare.py on that many machines: on another
     # number, some of our val documents were in its training text (and its bytes-per-token table)
-    trained = read_json(Path(args.tokenizer) / "report.json")
     held_out_for = trained.get("prepare_num_shards", 1) if isinstance(trained, dict) else args.num_shards
     if held_out_for != args.num_shards:
         print(f"warning: {args.tokenizer} held out the val documents of --num_shards={held_out_for}, this run "

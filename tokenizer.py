@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import tiktoken
 
-from common import atomic_path, fail, list_shards, progress, read_documents, write_json
-from crashsafe import make_own_output_folder
+from common import HOST, atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
+from crashsafe import make_own_output_folder, remove_stale_temps
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -112,6 +112,13 @@ def load_tokenizer(spec):
 def read_folder(folder):
     """The spec dict of a trained tokenizer folder (vocab.tiktoken + config.json)."""
     folder = Path(folder)
+    missing = [name for name in (VOCAB_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing == [CONFIG_FILE]:  # tokenizer.py removes the old config first and writes the new one last
+        raise ValueError(f"{folder} has {VOCAB_FILE} but no {CONFIG_FILE} (the split pattern and special "
+                         f"tokens): a tokenizer.py run that did not finish; rerun tokenizer.py")
+    if missing:
+        raise ValueError(f"{folder} is not a tokenizer folder: no {' and no '.join(missing)} "
+                         f"(tokenizer.py writes {VOCAB_FILE} + {CONFIG_FILE})")
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         vocab = (folder / VOCAB_FILE).read_text(encoding="ascii")
@@ -138,6 +145,27 @@ def read_folder(folder):
         raise ValueError(f"{folder / VOCAB_FILE}: {e}") from None
     return dict(name=config.get("name", folder.name), pattern=config["pattern"], vocab=vocab,
                 special_tokens=config["special_tokens"])
+
+
+def training_report(folder):
+    """report.json of a folder that tokenizer.py trained (prepare.py's checks of what was held out
+    read it), or None for one made by hand: no trainer in its config.json, so no report to expect.
+    Raises ValueError if the training did not finish: config.json is written before the held-out
+    evaluation and report.json, so a run killed between them leaves a folder that loads but says
+    nothing of the documents it held out."""
+    folder = Path(folder)
+    config = read_json(folder / CONFIG_FILE)
+    if not (isinstance(config, dict) and config.get("trainer")):
+        return None
+    report = read_json(folder / "report.json")
+    if isinstance(report, dict) and report.get("complete") is True:
+        return report
+    if isinstance(report, dict) and report.get("complete") is False:
+        what = (f"says its tokenizer.py run (pid {report.get('pid', '?')} on {report.get('host', '?')}, "
+                f"started {report.get('started', '?')}) did not finish: killed, or still running")
+    else:
+        what = "is missing or unreadable: its tokenizer.py run did not finish"
+    raise ValueError(f"{folder / 'report.json'} {what}; rerun tokenizer.py --output={folder}")
 
 
 def _parse_ranks(vocab_text):
@@ -337,8 +365,11 @@ def main(argv=None):
     inputs = list_shards(args.input)
     out = Path(args.output)
     make_own_output_folder(out, inputs, "tokenizer", "data/tokenizer")  # whose report.json goes just below
-    for stale in [*out.glob(".*.tmp*"), out / CONFIG_FILE, out / "report.json"]:  # a killed run's leftovers;
-        stale.unlink(missing_ok=True)  # and no config: the folder is not a tokenizer until this run ends
+    remove_stale_temps(out)  # what killed runs left; a live writer's temporary file is not ours to delete
+    (out / CONFIG_FILE).unlink(missing_ok=True)  # no config: the folder is not a tokenizer until this run ends,
+    write_json(out / "report.json", {"stage": "tokenizer", "complete": False, "input": args.input,  # and says so
+                                     "output": str(out), "host": HOST, "pid": os.getpid(),
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print(f"tokenizer: BPE of {args.vocab_size:,} tokens on {len(inputs)} shards from {args.input} "
           f"-> {out}, {args.workers} threads", file=sys.stderr)
 

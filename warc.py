@@ -82,8 +82,9 @@ PAGE_RECORDS = WarcRecordType.response | WarcRecordType.resource | WarcRecordTyp
 def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
     """One extraction task per page of a WARC stream, record by record: HTML responses (and
     resources), and WET conversion records, whose text is already extracted; with `end`, the pages
-    of the records that start before it (a chunk). A record cut short is a 'warc_truncated' error,
-    never a document. A local WARC that turns unreadable is read again from its next whole record
+    of the records that start before it (a chunk). A record cut short, in its HTTP headers too (its
+    status and type are then what was left of them), is a 'warc_truncated' error, never a document
+    of any kind. A local WARC that turns unreadable is read again from its next whole record
     (.warc.gz) or next record header (.warc), and the bytes lost are a 'warc_unreadable' error."""
     remote = path.startswith(("http://", "https://"))
     while True:
@@ -113,28 +114,32 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                                                  f"{rec.content_length} bytes, at byte {position} of {path}")
                     yield task
                     continue
-                headers = rec.http_headers if rec.record_type == WarcRecordType.response else rec.headers
-                if headers is None:
-                    continue  # a response record that is not HTTP (dns:, ftp:)
-                status = headers.status_code if rec.record_type == WarcRecordType.response else 200
-                content_type = headers.get(WarcHeader.CONTENT_TYPE)
+                response = rec.record_type == WarcRecordType.response
+                headers = rec.http_headers if response else rec.headers
+                status = headers.status_code if response and headers is not None else 200
+                content_type = headers.get(WarcHeader.CONTENT_TYPE) if headers is not None else None
                 mime = (content_type or "").split(";")[0].strip().lower()
-                if status != 200:
+                wanted = headers is not None and status == 200 and mime in HTML_TYPES
+                body = rec.reader.read(max_bytes + 1) if wanted else b""
+                # whether the record is whole, before what it says is believed: one cut in its HTTP
+                # headers reads as 'HTTP 20' or 'text/ht'. The rest is skipped, not copied (fastwarc
+                # reads it anyway to reach the next record)
+                present = len(body) + rec.reader.consume()
+                if present < rec.content_length:
+                    task["result"] = failure("warc_truncated", cut_detail(rec, present, position, path))
+                elif headers is None:
+                    continue  # a response record that is not HTTP (dns:, ftp:)
+                elif status != 200:
                     task["result"] = failure("status", f"HTTP {status}")
                 elif mime not in HTML_TYPES:
                     task["result"] = failure("not_html", mime)
+                elif len(body) > max_bytes:
+                    task["result"] = failure("too_large", f"over {max_bytes} bytes")
+                elif (body := http_decoded(body, headers, max_bytes)) is None:
+                    task["result"] = failure("bad_encoding", "does not decode (or is over "
+                                             f"{max_bytes} bytes inflated)")
                 else:
-                    body = rec.reader.read(max_bytes + 1)
-                    if len(body) > max_bytes:
-                        task["result"] = failure("too_large", f"over {max_bytes} bytes")
-                    elif len(body) < rec.content_length:
-                        task["result"] = failure("warc_truncated", f"record cut after {len(body)} of "
-                                                 f"{rec.content_length} bytes, at byte {position} of {path}")
-                    elif (body := http_decoded(body, headers, max_bytes)) is None:
-                        task["result"] = failure("bad_encoding", "does not decode (or is over "
-                                                 f"{max_bytes} bytes inflated)")
-                    else:
-                        task.update(body=body, content_type=content_type)
+                    task.update(body=body, content_type=content_type)
                 yield task
             # fastwarc ends quietly at a record cut in its headers (read_chunk checks a .warc.gz)
             if not remote and not path.endswith(".gz") and (lost_from := plain_tail(stream, position)):
@@ -158,6 +163,17 @@ def warc_pages(stream, path, source, max_bytes, offset=0, end=None):
                 return
             stream.seek(resume)
             offset = resume
+
+
+def cut_detail(rec, present, position, path):
+    """Where a record was cut, in bytes of its WARC block (Content-Length), HTTP headers included:
+    fastwarc's content_length is what it found after the HTTP headers it could parse."""
+    try:
+        block = int(rec.headers.get(WarcHeader.CONTENT_LENGTH))
+    except (TypeError, ValueError):
+        block = rec.content_length
+    got = block - rec.content_length + present
+    return f"record cut after {got} of {block} bytes, at byte {position} of {path}"
 
 
 def http_decoded(body, headers, max_bytes):

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import unicodedata
+import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -1067,6 +1068,56 @@ def test_damaged_warc_loses_only_the_damaged_records(sample, tmp_path, monkeypat
     for doc in read_shards(tmp_path / "out"):
         assert doc["url"].startswith("http://x.org/") or doc == whole[doc["url"]]
     assert report["totals"]["warc_truncated"] == 3 and report["totals"]["warc_unreadable"] == 5
+
+
+def test_a_warc_cut_in_its_last_records_http_headers_is_one_warc_truncated_line(sample, tmp_path):
+    """The WARC headers whole, the HTTP status line or headers cut: the record read as 'HTTP 20',
+    'HTTP None' or a type of 'text/ht' (a 'status' or 'not_html' error), and in a .warc.gz the bytes
+    after it were one more error line. A record cut there is cut short like any other: one
+    warc_truncated line with its URL, whatever kind of page it was (HTML, a 404, a PDF)."""
+    urls = list(sample[0])[:2]
+    last_records = {"html": sample_records(sample, list(sample[0])[2:3])[0],
+                    "404": ("http://x.org/missing", "text/html", None),
+                    "pdf": ("http://x.org/doc.pdf", "application/pdf", b"%PDF-1.4 " * 50)}
+    (tmp_path / "in").mkdir()
+    expected = {}  # file name -> where its last record starts
+    for kind, last in last_records.items():
+        write_warc(tmp_path / f"{kind}.warc", sample_records(sample, urls) + [last], gzipped=False)
+        plain = (tmp_path / f"{kind}.warc").read_bytes()
+        start = plain.rfind(b"\r\n\r\nWARC/1.") + 4  # the last record
+        http_start = plain.index(b"\r\n\r\n", start) + 4  # after its WARC headers
+        http_end = plain.index(b"\r\n\r\n", http_start) + 4  # after its HTTP headers
+        for cut in sorted({*range(http_start, http_end, 11), http_end - 1}):
+            (tmp_path / "in" / f"{kind}_{cut}.warc").write_bytes(plain[:cut])
+            expected[f"{kind}_{cut}"] = start
+        write_warc(tmp_path / f"{kind}.warc.gz", sample_records(sample, urls) + [last])
+        data = (tmp_path / f"{kind}.warc.gz").read_bytes()
+        with open(tmp_path / f"{kind}.warc.gz", "rb") as f:
+            member = warc.member_end(f, warc.member_end(f, 0))  # the last record's gzip member
+        inflated = gzip.decompress(data[member:])
+        http_start = inflated.index(b"\r\n\r\n") + 4
+        http_end = inflated.index(b"\r\n\r\n", http_start) + 4
+        cuts = {}  # by how much of the record the cut file inflates to, inside the HTTP headers
+        for cut in range(member + 1, len(data)):
+            length = len(zlib.decompressobj(wbits=31).decompress(data[member:cut]))
+            if http_start <= length < http_end:
+                cuts.setdefault(length, cut)
+            elif length >= http_end:
+                break
+        assert len(cuts) >= 3, kind
+        for cut in list(cuts.values())[::max(1, len(cuts) // 8)]:  # a few, from first to last
+            (tmp_path / "in" / f"{kind}_{cut}.warc.gz").write_bytes(data[:cut])
+            expected[f"{kind}_{cut}"] = member
+    scrape.main([f"--warc={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", "--workers=1",
+                 "--extractor=resiliparse", "--min_chars=1"])
+    for name, start in expected.items():
+        kind = name.split("_")[0]
+        docs = [d["url"] for d in map(json.loads, gzip.open(tmp_path / "out" / f"{name}.jsonl.gz", "rt"))]
+        errors = [(e["url"], e["reason"], e["detail"]) for e in
+                  map(json.loads, gzip.open(tmp_path / "out" / "errors" / f"{name}.jsonl.gz", "rt"))]
+        assert docs == urls, name
+        assert [e[:2] for e in errors] == [(last_records[kind][0], "warc_truncated")], (name, errors)
+        assert f"at byte {start} of " in errors[0][2], (name, errors)
 
 
 def test_dates_from_markup_agree_with_htmldate(sample):

@@ -5,6 +5,7 @@ the folder's completeness, the vocabulary limit, and prepare.py encoding with th
 import base64
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,6 +51,12 @@ def write_docs(path, lines):
 def sample_docs():
     with gzip.open(SAMPLE_DOCS, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def dead_pid():
+    """The id of a process that has ended: a temporary file it left is stale."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
 
 
 def ranks_of(folder):
@@ -264,7 +271,7 @@ def test_interrupted_or_mismatched_folder_is_refused_and_rerun_cleans_up(trained
         tokenizer.load_tokenizer(folder)
     # a rerun into the folder: the stale temporary file goes, and so do the old config and report
     # until the new ones are written
-    (folder / ".vocab.tiktoken.tmp999").write_text("half")
+    (folder / f".vocab.tiktoken.tmp{dead_pid()}").write_text("half")  # the older name, of a process gone
     write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "1", "text": "some text " * 100}])
     result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={folder}", "--vocab_size=300", "--val_bytes=0")
     assert result.returncode == 0, result.stderr
@@ -435,3 +442,67 @@ def test_a_config_of_the_wrong_shape_is_an_error_naming_it(trained, tmp_path, co
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=re.escape(str(folder / "config.json"))):
         tokenizer.load_tokenizer(folder)
+
+
+def test_a_folder_whose_training_did_not_finish_is_refused_by_prepare(tmp_path, monkeypatch, capsys):
+    """A run killed after config.json, before report.json, left a folder that loads: prepare.py used
+    it without the checks of what it held out, and said nothing. Now it is refused, in one line; a
+    folder made by hand (no trainer in its config.json) is used, with a note."""
+    import prepare
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": str(i), "text": d["text"]} for i, d in enumerate(sample_docs()[:40])])
+    folder = tmp_path / "tk"
+
+    def killed(*args):  # the held-out evaluation runs between config.json and report.json
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tokenizer, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tokenizer.main([f"--input={tmp_path / 'in'}", f"--output={folder}", "--vocab_size=300",
+                        "--val_bytes=2e4", "--workers=1"])
+    tokenizer.load_tokenizer(folder)  # it loads: only its report tells
+
+    def run_prepare():
+        monkeypatch.setattr(sys, "argv", ["prepare.py", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'tok'}",
+                                          f"--tokenizer={folder}", "--workers=1"])
+        capsys.readouterr()
+        prepare.main()
+        return capsys.readouterr().err
+
+    for case in ("said incomplete", "missing"):
+        with pytest.raises(SystemExit):
+            run_prepare()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --tokenizer={folder}: {folder / 'report.json'}"), err
+        assert ("did not finish" in err and "rerun tokenizer.py" in err
+                and ("pid" in err) == (case == "said incomplete")), err
+        assert not (tmp_path / "tok").exists()
+        (folder / "report.json").unlink(missing_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: config[k] for k in ("pattern", "special_tokens")}))
+    err = run_prepare()  # made by hand: no trainer, no report to expect
+    assert "records no trainer" in err and (tmp_path / "tok" / "val_000000.bin").exists(), err
+
+
+def test_a_vocabulary_without_its_config_says_what_is_missing(trained, tmp_path):
+    folder = tmp_path / "tk"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is not a tokenizer folder: no vocab.tiktoken and no config.json"):
+        tokenizer.read_folder(folder)
+    (folder / "vocab.tiktoken").write_bytes((trained["folder"] / "vocab.tiktoken").read_bytes())
+    with pytest.raises(ValueError, match=re.escape(f"{folder} has vocab.tiktoken but no config.json")):
+        tokenizer.load_tokenizer(folder)
+
+
+def test_a_rerun_removes_only_temporary_files_whose_writer_is_gone(trained, tmp_path):
+    """tokenizer.py deleted every .*.tmp* file in its output folder, a live process's too."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    dead = folder / f".vocab.tiktoken.tmp-{common.HOST}-{dead_pid()}"
+    live = folder / f".config.json.tmp-{common.HOST}-{os.getpid()}"  # this test's process: still running
+    other = folder / ".notes.tmp-mine"  # not a name our writers use
+    for path in (dead, live, other):
+        path.write_text("half")
+    write_docs(tmp_path / "in" / "a.jsonl.gz", [{"id": "1", "text": "some text " * 100}])
+    result = run_tokenizer(f"--input={tmp_path / 'in'}", f"--output={folder}", "--vocab_size=300", "--val_bytes=0")
+    assert result.returncode == 0, result.stderr
+    assert not dead.exists() and live.exists() and other.exists()
+    assert json.loads((folder / "report.json").read_text())["complete"] is True
