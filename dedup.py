@@ -468,6 +468,15 @@ def main():
     # a shard written from other clusters (the input or the settings changed) is written again, and
     # so is one that --sentences rewrote in place, when the run asks for no or other sentence dedup
     sentences = args.min_doc_words if args.sentences else None
+    # report_sentences*.json first: "complete": false before report.json can say true (a kill
+    # between the two stages must not leave a folder that reads complete with repeated spans in it),
+    # or gone, without --sentences, since an earlier --sentences run's would describe other shards
+    import sentence_dedup
+    if args.sentences:
+        sentence_dedup.mark_in_progress(args.output, args)
+    else:
+        sentence_dedup.report_path_of(args.output, args).unlink(missing_ok=True)
+        remove_other_machine_counts(args.output, args, "report_sentences")  # and on other --num_shards
     report = run_stage("dedup", lambda path, out_path: write_survivors(
         path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")),
         my_shards, args.output, args, extra, settings={"clusters": job, "sentences": sentences})
@@ -480,12 +489,7 @@ def main():
           f"had estimated J < {args.threshold}")
     if args.clusters:
         print(f"  clusters: {args.clusters}")
-    if not args.sentences:  # an earlier --sentences run's report would describe other shards
-        suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
-        (Path(args.output) / f"report_sentences{suffix}.json").unlink(missing_ok=True)
-        remove_other_machine_counts(args.output, args, "report_sentences")  # and on other --num_shards
     if args.sentences:  # in place, on the documents just written
-        import sentence_dedup
         sentence_dedup.dedup_sentences([Path(args.output) / shard_name(s) for s in all_shards], args.output, args)
 
 

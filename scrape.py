@@ -373,8 +373,16 @@ def scrape_warcs(args, pool):
     eta_bytes = {"done": 0, "total": 0 if any(s.startswith(("http://", "https://")) for s in sources) else sum(
         os.path.getsize(s) for name, s in by_name.items() if not (Path(args.output) / ".stats" / (name + ".gz.json")).exists())}
 
+    failed = []  # WARC files given up on: they have no shard, so the folder is not complete
+
     def process(name, out_path):
         stats = scrape_warc(by_name[str(name)], out_path, pool, args, fetcher, bar, eta_bytes)
+        if stats.get("warc_failed"):
+            # said in run_stage's one write of the report (extra_report), not in a rewrite after it:
+            # a kill between the two left a report that read complete with a file never read
+            failed.append(name)
+            this_run.update(complete=False, warc_failed=[by_name[n] for n in failed],
+                            shards=[{"name": n + ".gz"} for n in by_name if n not in failed])
         this_run["pages_this_run"] = this_run.get("pages_this_run", 0) + stats["pages"]
         this_run["pages_per_second"] = round(this_run["pages_this_run"] / (time.time() - start), 2)
         return stats
@@ -383,12 +391,6 @@ def scrape_warcs(args, pool):
                                               "min_chars")}
     report = run_stage("scrape", process, list(by_name), args.output, args, extra_report=this_run,
                        settings=settings, files=by_name)
-    # a WARC file given up on has no shard: the folder is not complete until a rerun reads it
-    failed = [name for name in by_name if not (Path(args.output) / (name + ".gz")).exists()]
-    if failed:
-        report.update(complete=False, warc_failed=[by_name[name] for name in failed],
-                      shards=[s for s in report["shards"] if s["name"][:-len(".gz")] not in failed])
-        write_json(report["report"], report)
     bar.total = bar.n  # the estimate ends exact
     bar.close()
     return report

@@ -40,7 +40,7 @@ import numpy as np
 
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
                     read_documents, remove_other_machine_counts, shard_name, stage_arguments, write_json)
-from crashsafe import make_output_folder
+from crashsafe import HOST, make_output_folder
 from minhash import normalize
 from words import count_words, sentence_ends
 
@@ -215,15 +215,31 @@ def write_shard(shard, path, duplicates, n, min_doc_words, workers):
 # -----------------------------------------------------------------------------------------------
 
 
+def report_path_of(output, args):
+    """report_sentences.json, or report_sentences_IIIII_of_NNNNN.json for machine I of N."""
+    suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
+    return Path(output) / f"report_sentences{suffix}.json"
+
+
+def mark_in_progress(output, args):
+    """The report this pass starts with, "complete": false with host, pid and start time, as
+    crashsafe.mark_in_progress writes a stage's. dedup.py --sentences writes it before its own
+    report, so that no moment of the run reads complete while repeated spans are still there."""
+    make_output_folder(output)
+    write_json(report_path_of(output, args), {
+        "stage": "sentence_dedup", "complete": False, "input": str(getattr(args, "input", "")),
+        "output": str(output), "host": HOST, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "shard": args.shard, "num_shards": args.num_shards, "shards": []})
+
+
 def run(shards, output, args):
     """Sentence dedup of the documents in `shards` (ALL input shards, sorted; this machine takes
     every --num_shards-th from --shard on) into `output`, which may be their own folder."""
     n, output = getattr(args, "n_sentences", 3), Path(output)
     mine = list(range(args.shard, len(shards), args.num_shards))
     start = time.time()
-    report_path = output / f"report_sentences{'' if args.num_shards == 1 else f'_{args.shard:05d}_of_{args.num_shards:05d}'}.json"
-    # "complete" and "shards" as in every stage's report: the next stage reads report_*_of_*.json
-    write_json(report_path, {"stage": "sentence_dedup", "complete": False, "shards": []})
+    report_path = report_path_of(output, args)
+    mark_in_progress(output, args)  # "complete" and "shards" as in every stage's report
     for k in mine:
         if not signatures_current(shards[k], output, n):
             compute_signatures(shards[k], output, n, args.workers)

@@ -504,3 +504,29 @@ def test_an_output_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys, scr
         {"dedup": dedup, "sentence_dedup": sentence_dedup}[script].main()
     assert f"error: the output folder {tmp_path / 'afile'} is a file: give a folder" in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_rerun_without_sentences_killed_after_its_report_leaves_no_sentence_report(tmp_path, monkeypatch):
+    """Without --sentences the shards are rewritten from the input; the earlier --sentences run's
+    report_sentences.json, which says their repeated spans are gone, went only after report.json was
+    complete: killed in between, the folder said both of shards that had them again."""
+    shared = "The first shared line is here. The second shared line is here. The third one is too."
+    write_shard(tmp_path / "in" / "a.jsonl.gz", [{"id": "a", "text": "Page a starts with its own words. " + shared},
+                                                  {"id": "b", "text": shared + " Page b ends with words of its own."}])
+    out = tmp_path / "out"
+    flags = [f"--input={tmp_path / 'in'}", f"--output={out}", "--workers=1", "--min_doc_words=1"]
+    dedup_in_process(monkeypatch, *flags, "--sentences")
+    assert json.loads((out / "report_sentences.json").read_text())["complete"]
+
+    class Killed(BaseException):
+        pass
+    real_run_stage = dedup.run_stage
+
+    def killed_after(*args, **kwargs):  # the kill lands the moment report.json is complete
+        real_run_stage(*args, **kwargs)
+        raise Killed
+    monkeypatch.setattr(dedup, "run_stage", killed_after)
+    with pytest.raises(Killed):
+        dedup_in_process(monkeypatch, *flags)
+    assert shared in read_shard(out / "a.jsonl.gz")[1]["text"]  # the repeated span is back
+    assert not list(out.glob("report_sentences*.json"))

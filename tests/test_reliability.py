@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -319,3 +320,49 @@ def test_a_resume_survives_a_log_line_cut_short_by_the_kill(tmp_path):
     assert [h["step"] for h in history] == [1, 2]
     write_log({"step": 3, "loss": 2.5})
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+
+
+def sample_warc(path, count):
+    """The sample WARC's warcinfo and first `count` responses: one gzip member each, cut as they are."""
+    data, end = (ROOT / "data/sample/pages.warc.gz").read_bytes(), 0
+    for _ in range(count + 1):
+        member = zlib.decompressobj(31)
+        member.decompress(data[end:])
+        end = len(data) - len(member.unused_data)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data[:end])
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_a_scrape_killed_after_its_report_never_reads_complete_with_a_warc_given_up_on(tmp_path, monkeypatch):
+    """scrape.py wrote report.json complete (run_stage), then rewrote it incomplete when a WARC file
+    had been given up on: killed in between, the folder read complete to clean.py without that file."""
+    import scrape
+    sample_warc(tmp_path / "warcs" / "good.warc.gz", 3)
+    sample_warc(tmp_path / "warcs" / "lost.warc.gz", 3)
+    real_open, real_run_stage = scrape.open_warc, scrape.run_stage
+
+    def open_warc(path, fetcher):
+        if path.endswith("lost.warc.gz"):
+            raise OSError(f"{path}: unreadable")
+        return real_open(path, fetcher)
+
+    def killed_after(*args, **kwargs):  # the kill lands the moment run_stage has written its report
+        real_run_stage(*args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(scrape, "open_warc", open_warc)
+    monkeypatch.setattr(scrape, "run_stage", killed_after)
+    out = tmp_path / "raw"
+    try:
+        scrape.main([f"--warc={tmp_path / 'warcs'}", f"--output={out}", "--workers=1", "--extractor=resiliparse"])
+    except Killed:
+        pass
+    shards = sorted(out.glob("*.jsonl.gz"))
+    assert [p.name for p in shards] == ["good.jsonl.gz"]
+    assert common.check_input(out, shards)["input_complete"] is False
+    report = json.loads((out / "report.json").read_text())
+    assert report["shards"] == [{"name": "good.jsonl.gz"}] and report["warc_failed"] == [str(tmp_path / "warcs" / "lost.warc.gz")]

@@ -162,6 +162,34 @@ def test_in_place_after_dedup_passes(corpus, tmp_path):
     assert report["complete"] and report["totals"]["documents_in"] == len(survivors)
 
 
+def test_a_kill_between_dedup_and_its_sentence_pass_leaves_a_folder_that_reads_incomplete(corpus, tmp_path,
+                                                                                      monkeypatch):
+    """dedup.py --sentences wrote report.json complete before the sentence pass said it had begun:
+    killed in between, the folder read complete to prepare.py with every repeated span still in it."""
+    tmp, docs, _, _ = corpus
+    out = tmp_path / "both"
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt("killed before the sentence pass")
+
+    argv = sys.argv
+    try:
+        sys.argv = ["dedup.py", f"--input={tmp / 'in'}", f"--output={out}", "--workers=1", "--sentences"]
+        with monkeypatch.context() as m:
+            m.setattr(sentence_dedup, "dedup_sentences", killed)
+            with pytest.raises(KeyboardInterrupt):
+                dedup.main()
+        shards = sorted(out.glob("*.jsonl.gz"))
+        assert len(shards) == 3 and crashsafe.check_input(out, shards)["input_complete"] is False
+        report = json.loads((out / "report_sentences.json").read_text())
+        assert report["pid"] > 0 and report["host"] and report["started"]  # who to look for, as every stage
+        dedup.main()  # the rerun completes the folder
+    finally:
+        sys.argv = argv
+    assert crashsafe.check_input(out, sorted(out.glob("*.jsonl.gz")))["input_complete"] is True
+    assert json.loads((out / "report_sentences.json").read_text())["complete"]
+
+
 def test_short_document_left_is_dropped(tmp_path):
     prose = " ".join(f"Sentence number {w} is here." for w in "one two three four five six".split())
     docs = [{"id": "a", "text": prose + "\n" + BOILERPLATE}, {"id": "b", "text": BOILERPLATE + "\nThe end, with more words."}]
