@@ -237,6 +237,11 @@ def check_input(input_path, paths):
             if sum(k == kind for k, _ in machines) + (folder / f"report{kind}.json").exists() > 1:
                 problems.append(f"{folder}: report{kind} files of runs with different --num_shards: "
                                 f"shards of both are mixed")
+        # a shard the report lists but the folder lacks (deleted, or a report rewritten after a kill
+        # with a shard given up on): the run's output is not all there, whatever `complete` says
+        if gone := sorted(name for name in listed if not (folder / name).exists()):
+            problems.append(f"{folder}: {len(gone)} shard(s) its report lists are missing: "
+                            f"{', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}")
         if stale := sorted(names - listed):
             problems.append(f"{folder}: {len(stale)} shard(s) in no report, left by another run: "
                             f"{', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}")

@@ -138,6 +138,27 @@ def test_a_killed_sentence_pass_makes_its_folder_incomplete(tmp_path):
     assert common.check_input(str(tmp_path), [path])["input_complete"] is False
 
 
+def test_a_shard_its_report_lists_but_the_folder_lacks_makes_it_incomplete(tmp_path):
+    """A complete report is not enough: a shard it lists may be gone (deleted by hand, or given up
+    on by a run whose report was rewritten after a kill). It read complete, one shard short."""
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"part{k}.jsonl.gz")
+        with common.jsonl_writer(paths[-1]) as write:
+            write({"id": str(k), "text": "a page"})
+    common.write_json(tmp_path / "report.json", {"stage": "clean", "complete": True,
+                                                 "shards": [{"name": p.name} for p in paths]})
+    assert common.check_input(str(tmp_path), paths)["input_complete"] is True
+    paths[1].unlink()
+    check = common.check_input(str(tmp_path), paths[:1])
+    assert check["input_complete"] is False
+    assert check["input_problems"] == [f"{tmp_path}: 1 shard(s) its report lists are missing: part1.jsonl.gz"]
+    # an --input glob that takes only some of the shards is no gap, while the rest are there
+    with common.jsonl_writer(paths[1]) as write:
+        write({"id": "1", "text": "a page"})
+    assert common.check_input(str(tmp_path / "part0*"), paths[:1])["input_complete"] is True
+
+
 def test_list_shards_takes_a_file_path_as_written_not_as_a_glob(tmp_path):
     path = tmp_path / "crawl [2024]" / "a.jsonl.gz"  # [2024] as a pattern matches one character
     path.parent.mkdir()
