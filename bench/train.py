@@ -243,7 +243,7 @@ def lora_table():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     p.add_argument('--steps', type=int, default=60)
     p.add_argument('--repeats', type=int, default=2)
     p.add_argument('--preset', default=str(ROOT / 'config' / 'tiny_cpu.py'))
