@@ -421,7 +421,7 @@ def run_pass(name, all_shards, args, job, seconds):
 
 
 def main():
-    p = stage_arguments(__doc__.strip().splitlines()[0], "data/clean", "data/dedup")
+    p = stage_arguments(__doc__.strip().split("\n\n")[0], "data/clean", "data/dedup")
     p.add_argument("--pass", dest="pass_", choices=PASSES, default="",
                    help="run one pass as one task of --num_shards (default: all four, in this process)")
     p.add_argument("--ngram", type=int, default=5, help="words per shingle")

@@ -13,8 +13,10 @@ text (OpenHermes, r/ExplainLikeImFive) from random web pages, keeping the top 10
 Two kinds of model, both read from a local path (nothing downloads at run time):
   - a Hugging Face sequence-classification folder with one regression output, such as
     HuggingFaceFW/fineweb-edu-classifier: texts truncated to 512 tokens as FineWeb-Edu did, scored
-    in batches, on the GPU when there is one (in bfloat16; fp32 on the CPU). transformers is needed
-    for this only, and imported only then;
+    in batches, on the GPU when there is one (in bfloat16; fp32 on the CPU). A folder whose
+    checkpoint lacks the classification head (a causal LM such as export.py's, a bare encoder) is
+    refused before any shard: transformers would give it a random one. transformers is needed for
+    this only, and imported only then;
   - a fastText classifier file with the labels __label__hq and __label__cc (DCLM's): the score is
     the probability of __label__hq. fastText scores a page in tens of microseconds, so clean.py runs
     it in its worker processes, beside the other filters; the transformer runs in the main process,
@@ -25,6 +27,7 @@ Two kinds of model, both read from a local path (nothing downloads at run time):
     python clean.py --quality_model=quality.bin --quality_threshold=0.5
 """
 
+import contextlib
 import os
 import random
 import re
@@ -74,10 +77,12 @@ def check_arguments(cfg):
         common.fail("--quality_threshold=nan: a threshold needs a number")
     if cfg.quality_threshold is not None and not cfg.quality_model:  # else it would filter nothing
         common.fail("--quality_threshold needs --quality_model, the model whose score it cuts")
-    on = cfg.quality_model and "quality" in cfg.filters
-    cfg.quality_kind = model_kind(cfg.quality_model) if on else None
     if cfg.train_quality and len(cfg.train_quality.split(",")) != 2:
         common.fail("--train_quality takes two folders: POSITIVE,NEGATIVE")
+    on = cfg.quality_model and "quality" in cfg.filters and not cfg.train_quality
+    cfg.quality_kind = model_kind(cfg.quality_model) if on else None
+    if cfg.quality_kind:  # loaded now, so a model that is no quality model stops before any shard or report
+        load_model(cfg.quality_model, cfg.quality_device)
 
 
 def model_kind(path):
@@ -121,11 +126,35 @@ def load_transformer(path, device):
         common.fail("--quality_model: a Hugging Face model folder needs transformers (pip install transformers)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=dtype)
+    with quiet_transformers():  # its load report would list what we refuse below, as if it were fine
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, local_files_only=True, dtype=dtype, output_loading_info=True)
+    # weights the checkpoint lacks are initialised at random: a causal LM (export.py's) gets a random
+    # score head, and a classifier whose head was never saved would score every page, meaninglessly
+    if missing := sorted(info["missing_keys"]):
+        saved_as = ", ".join(model.config.architectures or ["?"])
+        common.fail(f"--quality_model={path}: no weights for {', '.join(missing[:4])}{' ...' * (len(missing) > 4)} "
+                    f"in the checkpoint (saved as {saved_as}, not as a trained {type(model).__name__}): "
+                    f"expected a sequence-classification model, such as fineweb-edu-classifier")
     if model.config.num_labels != 1:
         common.fail(f"--quality_model={path}: {model.config.num_labels} outputs; expected one regression score")
     return tokenizer, model.to(device).eval(), device
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' warnings and progress bars off while a model loads, then as they were."""
+    from transformers.utils import logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 # -----------------------------------------------------------------------------------------------

@@ -298,7 +298,7 @@ def dedup_sentences(shards, output, args):
 
 
 def main():
-    p = stage_arguments(__doc__.strip().splitlines()[0], "data/dedup", "data/dedup_sentences")
+    p = stage_arguments(__doc__.strip().split("\n\n")[0], "data/dedup", "data/dedup_sentences")
     p.add_argument("--n_sentences", type=int, default=3, help="sentences per span")
     p.add_argument("--min_doc_words", type=int, default=50, help="drop a document left with fewer words")
     args = p.parse_args()

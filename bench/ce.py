@@ -122,7 +122,7 @@ def _loss_only(logits, targets):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     p.add_argument('--tokens', default='8192,16384,32768,65536', help='comma-separated values of N')
     p.add_argument('--vocab', type=int, default=50304)
     p.add_argument('--n_embd', type=int, default=768, help='hidden size for table 2')

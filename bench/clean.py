@@ -246,7 +246,7 @@ def url_agreement(docs):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--docs", default="/tmp/clean_bench_docs.jsonl.gz")
     p.add_argument("--pages", default="", help="comma-separated globs of HTML pages to extract into --docs "
                    "when it does not exist (default: the Debian documentation set)")

@@ -2,9 +2,10 @@
 Benchmark dedup.py's passes on real pages with planted near-duplicates, at several corpus sizes, as
 1 task and as 4 tasks per pass (the tasks of a pass run at once, as an array job's would): wall time,
 CPU seconds per document, peak memory per task, disk of the work files, and quality against a
-brute-force Jaccard over every pair of documents. Optionally the same corpus through datatrove's
-4-stage MinHash pipeline (FineWeb's) with the same numbers of tasks and workers; and, from the
-largest corpus, a projection to 1B documents.
+brute-force Jaccard over every pair of documents.
+
+Optionally the same corpus through datatrove's 4-stage MinHash pipeline (FineWeb's) with the same
+numbers of tasks and workers; and, from the largest corpus, a projection to 1B documents.
 
     python bench/dedup.py [--sizes=1000,2000,4000] [--planted=0.12] [--datatrove_python=VENV/bin/python]
 
@@ -246,7 +247,7 @@ def projection(measured, num_docs=1e9, shard_docs=1e6, tasks=1000):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--sizes", default="1000,2000,4000", help="real pages in each corpus, comma-separated")
     p.add_argument("--planted", type=float, default=0.12, help="edited copies added, as a share of the pages")
     p.add_argument("--tasks", default="1,4", help="tasks per pass, comma-separated")

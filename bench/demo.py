@@ -113,7 +113,7 @@ def bits_per_byte(ckpt_path, texts, batch=16):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--docs", default="data/dedup", help="the documents: dedup.py's output")
     p.add_argument("--budget", type=float, default=0,
                    help="training seconds for each recipe; 0: what config/tiny_cpu.py's max_iters takes")

@@ -63,7 +63,7 @@ def run(argv):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--layouts", default="gpt2,llama")
     p.add_argument("--formats", default="hf:f32,gguf:f32,gguf:f16,gguf:q8_0")
     p.add_argument("--dir", default=None, help="where to write the checkpoint and exports (default: a temp dir)")

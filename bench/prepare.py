@@ -55,9 +55,9 @@ def run_ours(corpus_dir, out_dir, workers):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--copies", type=int, default=40)
-    p.add_argument("--workers", type=int, default=2)
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p.add_argument("--copies", type=int, default=40, help="the sample's documents this many times, each copy distinct")
+    p.add_argument("--workers", type=int, default=2, help="prepare.py's --workers")
     args = p.parse_args()
     enc = load_tokenizer("gpt2")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,8 @@
 """
 How fast does scrape.py go, against the fastest its extractor could go, on a WARC of 20,000+ real
-pages? The ceiling is the extractor alone: extract.py's own extractor call (trafilatura_text or
+pages?
+
+The ceiling is the extractor alone: extract.py's own extractor call (trafilatura_text or
 resiliparse_text, what scrape.py's workers call: trafilatura.extract with FineWeb's settings, or
 resiliparse as DCLM ran it) on the pages scrape.py extracts (HTTP 200, HTML, at most --max_bytes),
 already decoded to text (charset.decode_html) and in memory, run by a plain multiprocessing.Pool of
@@ -284,7 +286,7 @@ def compare(outputs, tmp, label):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--records", type=int, default=21_000, help="pages in the bench WARC (>= 20,000)")
     p.add_argument("--extractors", default="trafilatura,resiliparse")
     p.add_argument("--url_pages", type=int, default=10_000, help="pages fetched in the --urls run (0: none)")

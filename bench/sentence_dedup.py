@@ -262,7 +262,7 @@ def print_rows(rows, change=True):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--docs", default="/tmp/sentence_bench_docs.jsonl.gz")
     p.add_argument("--out", default="/tmp/sentence_bench")
     p.add_argument("--pages", type=int, default=0, help="evenly spaced pages of the corpus (0: all)")

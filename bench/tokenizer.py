@@ -66,7 +66,7 @@ def hf_token_bytes(hf):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--input", default=str(ROOT / "data" / "sample" / "docs.jsonl.gz"),
                    help="a .jsonl.gz file or a folder of them (e.g. data/dedup)")
     p.add_argument("--vocab_size", type=int, default=4096)

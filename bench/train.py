@@ -2,16 +2,23 @@
 CPU training throughput of train.py against nanoGPT's training loop, same model, batch and dtype.
 
     python bench/train.py [--steps=60] [--repeats=2] [--preset=config/tiny_cpu.py] [--data=DIR]
+    python bench/train.py --mode=mixture|lora [--steps=12] [--repeats=1] [--data=DIR]
+    python bench/train.py --mode=lora_table                                   # GPT-2 124M memory, counted
     python bench/train.py --gpu [--steps=40] [--batch_size=64] [--data=DIR]   # GPT-2 124M: tokens/s, MFU
 
 nanoGPT is not a package, so its loop (train.py at karpathy/nanoGPT master: a fresh np.memmap and
 torch.randint offsets per batch, loss/accum, backward, clip, AdamW step, zero_grad, dt between steps)
-is written out below as faithfully as fits, driving the same model.py GPT with the same AdamW settings
-and learning-rate schedule. Both runs then get the same val loss measurement (train.py's fixed val
-set). Tokens are the built-in sample, tokenized by prepare.py into a temporary folder unless --data.
-Runs alternate (ours, nanoGPT, nanoGPT, ours, ...) so that a drifting shared machine hurts both
-alike; each run's tokens/s is its median over the steps after the first three, and the best and median
-run of each are reported.
+is written out below as faithfully as fits, driving the same model.py GPT with the same AdamW
+settings (train.py's parameter groups, so the embedding's own learning rate too) and learning-rate
+schedule. Both runs then get the same val loss measurement (train.py's fixed val set). Runs
+alternate (ours, nanoGPT, nanoGPT, ours, ...) so that a drifting shared machine hurts both alike;
+each run's tokens/s is its median over the steps after the first three, and the best and median run
+of each are reported.
+
+Tokens: --data, or else the built-in sample (all its 2,324 pages) tokenized by prepare.py into a
+temporary folder, with the tokenizer the preset's vocab_size asks for: for config/tiny_cpu.py
+(4,096 tokens) one that tokenizer.py first trains on the sample, as the Quick start does; for
+--gpu's 124M preset GPT-2's.
 
 --gpu trains config/gpt2_124m.py (bf16, torch.compile, flash attention through SDPA, the Triton
 cross-entropy) on one GPU for --steps steps of 524,288 tokens, and reports the median tokens/s and
@@ -39,8 +46,33 @@ import loader  # noqa: E402
 import lora  # noqa: E402
 import run_files  # noqa: E402
 import train  # noqa: E402
-from common import load_shard, write_shard  # noqa: E402
+from common import load_shard, write_json, write_shard  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+
+GPT2_VOCAB_SIZE = 50257  # 50,256 merges + <|endoftext|>
+
+
+def sample_tokens(preset, tmp):
+    """The built-in sample as token shards that the preset's model can read: GPT-2's tokens when its
+    vocabulary holds them (config/gpt2_124m.py), else first a tokenizer of the preset's vocab_size
+    trained on the sample, as the Quick start does (config/tiny_cpu.py: 4,096 tokens), so each mode
+    measures the model the preset really trains."""
+    vocab_size = train.get_config([preset])['vocab_size']
+    tokenizer = 'gpt2'
+    if vocab_size < GPT2_VOCAB_SIZE:
+        tokenizer = os.path.join(tmp, 'tokenizer')
+        run_stage('tokenizer.py', f'--output={tokenizer}', f'--vocab_size={vocab_size}')
+    data_dir = os.path.join(tmp, 'tokens')
+    run_stage('prepare.py', f'--output={data_dir}', f'--tokenizer={tokenizer}')
+    return data_dir
+
+
+def run_stage(script, *flags):
+    """A pipeline script on the built-in sample, quietly; its own message if it fails."""
+    done = subprocess.run([sys.executable, str(ROOT / script), f'--input={ROOT / "data" / "sample"}', *flags],
+                          capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"bench/train.py: {script} on data/sample failed: {(done.stderr.strip() or done.stdout.strip())[-500:]}")
 
 
 def ours(config_argv, out_dir, steps):
@@ -60,8 +92,9 @@ def nanogpt(config, data_dir, steps):
     model_args = run_files.load_start(config, data, None, print)['model_args']  # the same model train.py builds
     torch.manual_seed(config['seed'])
     model = GPT(GPTConfig(**model_args)).to('cpu')
-    optimizer = model.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                           (config['beta1'], config['beta2']), 'cpu')
+    # train.py's parameter groups, not model.configure_optimizers': the same decay split as nanoGPT's,
+    # plus the token embedding's own rate (the demo's embedding_lr, 100x the rest), so the losses compare
+    optimizer = train.build_optimizer(model, config, CPU_RUN)
     batch_size, block_size = config['batch_size'], config['block_size']
     accumulation = config['batch_tokens'] // (batch_size * block_size)
     train_file = sorted(Path(data_dir).glob('train_*.bin'))[0]
@@ -81,7 +114,7 @@ def nanogpt(config, data_dir, steps):
     for iter_num in range(steps):
         lr = train.get_lr(iter_num, config)  # the same warmup + cosine as nanoGPT's get_lr
         for param_group in optimizer.param_groups:
-            param_group['lr'] = lr
+            param_group['lr'] = lr * param_group['lr_scale']
         for micro_step in range(accumulation):
             with ctx:
                 logits, loss = model(X, Y)
@@ -113,14 +146,22 @@ def gpu(args, data_dir, tmp):
 
 
 def split_sources(data_dir, tmp, names=('web', 'code', 'math')):
-    """The sample's train tokens cut into 3 source folders (each with the val shard), for a 3-source mixture."""
+    """The sample's train tokens cut into 3 source folders (each with the val shard), for a 3-source mixture;
+    each with a report.json naming the tokenizer, without which train.py would take them for GPT-2's."""
     val = load_shard(next(Path(data_dir).glob('val_*.bin')))
     train_tokens = np.concatenate([load_shard(p) for p in sorted(Path(data_dir).glob('train_*.bin'))])
+    report = loader.read_report(data_dir) or {}
     folders = {}
     for name, part in zip(names, np.array_split(train_tokens, len(names))):
         folders[name] = os.path.join(tmp, name)
         write_shard(os.path.join(folders[name], 'val_000000.bin'), val)
         write_shard(os.path.join(folders[name], 'train_000001.bin'), part)
+        if report:
+            shards = [dict(name=n, tokens=len(t), max_token=int(t.max())) for n, t in
+                      (('val_000000.bin', val), ('train_000001.bin', part))]
+            write_json(os.path.join(folders[name], 'report.json'),
+                       dict(stage='prepare', complete=True, tokenizer=report.get('tokenizer', 'gpt2'),
+                            vocab_size=report.get('vocab_size'), shards=shards))
     return folders
 
 
@@ -202,7 +243,7 @@ def lora_table():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     p.add_argument('--steps', type=int, default=60)
     p.add_argument('--repeats', type=int, default=2)
     p.add_argument('--preset', default=str(ROOT / 'config' / 'tiny_cpu.py'))
@@ -219,11 +260,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data
-        if data_dir is None:
-            data_dir = os.path.join(tmp, 'tokens')
-            subprocess.run([sys.executable, str(ROOT / 'prepare.py'), f'--input={ROOT / "data" / "sample"}',
-                            f'--output={data_dir}'], check=True, capture_output=True)
+        data_dir = args.data or sample_tokens(str(ROOT / 'config' / 'gpt2_124m.py') if args.gpu else args.preset, tmp)
         if args.gpu:
             return gpu(args, data_dir, tmp)
         if args.mode != 'nanogpt':

@@ -132,6 +132,45 @@ def test_a_quality_model_that_is_not_one_stops_with_one_line(tmp_path, capsys, k
     assert not (tmp_path / "out" / "a.jsonl.gz").exists()
 
 
+@pytest.fixture(scope="module")
+def untrained_heads(tiny_bert, tmp_path_factory):
+    """Two folders that AutoModelForSequenceClassification loads with a random head: a causal LM (as
+    export.py writes one) and a bare BERT encoder whose config says num_labels=1; tiny_bert's tokenizer."""
+    import shutil
+    import torch
+    import transformers
+    folders = {}
+    small = dict(vocab_size=transformers.AutoTokenizer.from_pretrained(tiny_bert).vocab_size)
+    for kind, model in (("causal_lm", lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+                            **small, n_embd=16, n_layer=1, n_head=2, bos_token_id=2, eos_token_id=3))),
+                        ("headless_classifier", lambda: transformers.BertModel(transformers.BertConfig(
+                            **small, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, num_labels=1, problem_type="regression")))):
+        folders[kind] = tmp_path_factory.mktemp(kind)
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tiny_bert / name, folders[kind] / name)
+        torch.manual_seed(0)
+        model().save_pretrained(folders[kind])
+    return folders
+
+
+@pytest.mark.parametrize("kind", ["causal_lm", "headless_classifier"])
+def test_a_model_without_a_trained_head_is_refused_before_any_shard(untrained_heads, tmp_path, capsys, kind):
+    """A causal LM got a random score head: transformers printed its load report, and the run failed
+    on its 2 outputs only inside the first shard. A classifier saved without its head (num_labels=1)
+    scored every page with random weights, without a word. Both: one line, nothing written."""
+    write(tmp_path / "in" / "a.jsonl.gz", read(SAMPLE)[:2])
+    folder = untrained_heads[kind]
+    with pytest.raises(SystemExit):
+        run_clean(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", f"--quality_model={folder}",
+                  "--quality_device=cpu", "--workers=1")
+    out, err = capsys.readouterr()
+    head = {"causal_lm": "score.weight", "headless_classifier": "classifier.bias, classifier.weight"}[kind]
+    assert f"error: --quality_model={folder}: no weights for {head} in the checkpoint" in err
+    assert "LOAD REPORT" not in out + err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # not even the stage report: it stopped before the first shard
+
+
 def test_histogram_bins():
     assert quality.histogram_bin(2.49, "huggingface") == "quality_score:2.0-2.5"
     assert quality.histogram_bin(2.5, "huggingface") == "quality_score:2.5-3.0"
@@ -145,7 +184,7 @@ def test_a_nan_score_is_counted_and_never_written():
     """A model that returns NaN for a page must not crash the histogram, nor write NaN, which is no
     JSON (the next stage would set the page aside as a bad line)."""
     for threshold, reason in ((None, None), (2.0, "no_score")):
-        cfg, doc, stats = clean.parse_config(["--quality_model=."]), {"text": "a page"}, Counter()
+        cfg, doc, stats = clean.parse_config(["--filters=pii"]), {"text": "a page"}, Counter()
         cfg.quality_threshold, cfg.quality_kind = threshold, "huggingface"
         assert quality.quality_reason(doc, float("nan"), cfg, stats) == reason
         assert doc["quality_score"] is None and stats == {"quality_score:nan": 1}
