@@ -9,6 +9,7 @@ What a training run keeps on disk, and where it starts from: train.py's files.
     restore                               a resumed run continues exactly: step, optimizer, data, RNG
     open_log / settle_log / plot          log.jsonl (a JSON line per step and per eval) and loss.png,
                                           always those of the ckpt.pt beside them
+    catch_stop_signals                    a preempted run (SIGTERM, Ctrl-C) saves before it exits
 
 Everything here raises ValueError with a one-line reason for train.py to print.
 """
@@ -18,7 +19,9 @@ import glob
 import json
 import math
 import os
+import signal
 import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -283,3 +286,17 @@ def plot(history, path):
         pass
     except Exception as e:
         print(f"warning: could not draw {path}: {e}", file=sys.stderr)
+
+
+def catch_stop_signals():
+    """SIGTERM/SIGINT -> finish the step, save, exit. torchrun and cluster schedulers pass a signal on,
+    so it often arrives twice: a repeat is ignored, except Ctrl-C pressed again a few seconds later,
+    which stops at once. Returns (the list of signal times, a function restoring the old handlers)."""
+    stop_signal = []
+
+    def request_stop(signum, frame):
+        if signum == signal.SIGINT and stop_signal and time.time() - stop_signal[0] > 3:
+            raise KeyboardInterrupt
+        stop_signal.append(time.time())
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    return stop_signal, lambda: [signal.signal(s, h) for s, h in previous.items()]

@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import math
 import os
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -245,20 +244,6 @@ def get_lr(step, config, decay_start=None):
 # phase 5: the training loop
 
 
-def catch_stop_signals():
-    """SIGTERM/SIGINT -> finish the step, save, exit. torchrun and cluster schedulers pass a signal on,
-    so it often arrives twice: a repeat is ignored, except Ctrl-C pressed again a few seconds later,
-    which stops at once. Returns (the list of signal times, a function restoring the old handlers)."""
-    stop_signal = []
-
-    def request_stop(signum, frame):
-        if signum == signal.SIGINT and stop_signal and time.time() - stop_signal[0] > 3:
-            raise KeyboardInterrupt
-        stop_signal.append(time.time())
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    return stop_signal, lambda: [signal.signal(s, h) for s, h in previous.items()]
-
-
 def train_step(model, gpt, optimizer, batch, fetch, accumulation, lr, config, run):
     """One optimizer step: gradients accumulate over the micro-batches and are averaged across processes
     on the last one only (no communication on the others). fetch(m) loads micro-batch m (m ==
@@ -294,7 +279,7 @@ def train_step(model, gpt, optimizer, batch, fetch, accumulation, lr, config, ru
 
 def loop(gpt, model, optimizer, lora_config, data, config, run, p, micro, accumulation, paths):
     history, write_log = run_files.open_log(config, p.step, paths, run, p.run_id)
-    stop_signal, restore_signals = catch_stop_signals()
+    stop_signal, restore_signals = run_files.catch_stop_signals()
     per_step, block, seed = config['batch_tokens'] // config['block_size'], config['block_size'], config['seed']
     decay_start = data['stages'][-1][0] if len(data['stages']) > 1 else None  # wsd: decay the final stage
 
