@@ -113,10 +113,12 @@ def write_json(path, obj):
 # no report lists was left by some other run. The next stage checks this when it lists its input.
 
 
-def report_path(output_dir, args):
-    """report.json, or report_IIIII_of_NNNNN.json for machine I of N."""
-    suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
-    return Path(output_dir) / f"report{suffix}.json"
+def report_path(output_dir, args, name="report"):
+    """report.json, or report_IIIII_of_NNNNN.json for machine I of N (name: report_sentences for
+    dedup.py --sentences' second report in the same folder)."""
+    shard, num_shards = getattr(args, "shard", 0), getattr(args, "num_shards", 1)  # tokenizer.py: one machine
+    suffix = "" if num_shards == 1 else f"_{shard:05d}_of_{num_shards:05d}"
+    return Path(output_dir) / f"{name}{suffix}.json"
 
 
 def remove_other_machine_counts(output_dir, args, name="report"):
@@ -158,15 +160,16 @@ def make_own_output_folder(output_dir, inputs, stage, default):
     make_output_folder(out)
 
 
-def mark_in_progress(name, output_dir, args, **extra):
+def mark_in_progress(name, output_dir, args, report="report", **extra):
     """Write the report a stage starts with: until it is rewritten at the end, anyone reading the
     folder knows the run has not finished, and a killed run is recognisable."""
     make_output_folder(output_dir)
+    path = report_path(output_dir, args, report)
     report = {"stage": name, "complete": False, "input": str(getattr(args, "input", "")),
               "output": str(output_dir), "host": HOST, "pid": os.getpid(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shard": args.shard,
-              "num_shards": args.num_shards, "shards": [], **extra}
-    write_json(report_path(output_dir, args), report)
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shard": getattr(args, "shard", 0),
+              "num_shards": getattr(args, "num_shards", 1), "shards": [], **extra}
+    write_json(path, report)
     return report
 
 

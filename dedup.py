@@ -53,7 +53,7 @@ import numpy as np
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
                     read_documents, read_json, remove_other_machine_counts, run_stage, shard_name,
                     stage_arguments, write_json)
-from crashsafe import make_output_folder
+from crashsafe import make_output_folder, report_path
 from minhash import band_hashes, document_signature, permutations
 from minhash import normalize  # noqa: F401  (dedup.normalize: the normalization, for other scripts)
 
@@ -475,7 +475,7 @@ def main():
     if args.sentences:
         sentence_dedup.mark_in_progress(args.output, args)
     else:
-        sentence_dedup.report_path_of(args.output, args).unlink(missing_ok=True)
+        report_path(args.output, args, "report_sentences").unlink(missing_ok=True)
         remove_other_machine_counts(args.output, args, "report_sentences")  # and on other --num_shards
     report = run_stage("dedup", lambda path, out_path: write_survivors(
         path, out_path, work_dir(args) / "removed" / (shard_name(path) + ".npy")),

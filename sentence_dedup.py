@@ -40,7 +40,8 @@ import numpy as np
 
 from common import (atomic_path, fail, jsonl_writer, list_shards, parallel_map, print_summary, progress,
                     read_documents, remove_other_machine_counts, shard_name, stage_arguments, write_json)
-from crashsafe import HOST, make_output_folder
+import crashsafe
+from crashsafe import make_output_folder
 from minhash import normalize
 from words import count_words, sentence_ends
 
@@ -215,21 +216,11 @@ def write_shard(shard, path, duplicates, n, min_doc_words, workers):
 # -----------------------------------------------------------------------------------------------
 
 
-def report_path_of(output, args):
-    """report_sentences.json, or report_sentences_IIIII_of_NNNNN.json for machine I of N."""
-    suffix = "" if args.num_shards == 1 else f"_{args.shard:05d}_of_{args.num_shards:05d}"
-    return Path(output) / f"report_sentences{suffix}.json"
-
-
 def mark_in_progress(output, args):
-    """The report this pass starts with, "complete": false with host, pid and start time, as
-    crashsafe.mark_in_progress writes a stage's. dedup.py --sentences writes it before its own
-    report, so that no moment of the run reads complete while repeated spans are still there."""
-    make_output_folder(output)
-    write_json(report_path_of(output, args), {
-        "stage": "sentence_dedup", "complete": False, "input": str(getattr(args, "input", "")),
-        "output": str(output), "host": HOST, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "shard": args.shard, "num_shards": args.num_shards, "shards": []})
+    """report_sentences*.json says "complete": false from here until the pass ends. dedup.py
+    --sentences writes it before its own report, so that no moment of the run reads complete while
+    repeated spans are still there."""
+    crashsafe.mark_in_progress("sentence_dedup", output, args, report="report_sentences")
 
 
 def run(shards, output, args):
@@ -238,7 +229,7 @@ def run(shards, output, args):
     n, output = getattr(args, "n_sentences", 3), Path(output)
     mine = list(range(args.shard, len(shards), args.num_shards))
     start = time.time()
-    report_path = report_path_of(output, args)
+    report_path = crashsafe.report_path(output, args, "report_sentences")
     mark_in_progress(output, args)  # "complete" and "shards" as in every stage's report
     for k in mine:
         if not signatures_current(shards[k], output, n):

@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import tiktoken
 
-from common import HOST, atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
-from crashsafe import make_own_output_folder, remove_stale_temps
+from common import atomic_path, fail, list_shards, progress, read_documents, read_json, write_json
+from crashsafe import make_own_output_folder, mark_in_progress, remove_stale_temps
 
 HERE = Path(__file__).resolve().parent
 GPT2_VOCAB = HERE / "data" / "r50k_base.tiktoken"
@@ -367,9 +367,7 @@ def main(argv=None):
     make_own_output_folder(out, inputs, "tokenizer", "data/tokenizer")  # whose report.json goes just below
     remove_stale_temps(out)  # what killed runs left; a live writer's temporary file is not ours to delete
     (out / CONFIG_FILE).unlink(missing_ok=True)  # no config: the folder is not a tokenizer until this run ends,
-    write_json(out / "report.json", {"stage": "tokenizer", "complete": False, "input": args.input,  # and says so
-                                     "output": str(out), "host": HOST, "pid": os.getpid(),
-                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    mark_in_progress("tokenizer", out, args)  # and says so in its report
     print(f"tokenizer: BPE of {args.vocab_size:,} tokens on {len(inputs)} shards from {args.input} "
           f"-> {out}, {args.workers} threads", file=sys.stderr)
 
