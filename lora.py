@@ -80,7 +80,7 @@ def check_rank(rank, modules):
         if rank >= min(out_features, in_features):
             raise ValueError(f"--lora_rank={rank}: expected less than {min(out_features, in_features)}, the smaller "
                              f"side of {name}.weight ({out_features} x {in_features}); a rank that large is no "
-                             f"low-rank adapter and takes more memory than the weight (LoRA ranks are 8 to 64)")
+                             f"low-rank adapter and takes more memory than the weight (typical LoRA ranks: 8 to 64)")
 
 
 def add_lora(model, rank, alpha, dropout=0.0, rslora=False, targets='all'):
